@@ -1,0 +1,143 @@
+//! The control API server: axum on a tokio `UnixListener`.
+//!
+//! The socket is created with mode 0600. Each connecting peer's credentials are checked
+//! (`SO_PEERCRED`): root, the daemon's own user, or the `cowd` group may talk to it; anyone
+//! else is dropped before a byte is read.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::net::{UnixListener, UnixStream};
+use tracing::{info, warn};
+
+use super::api::ExportInfo;
+use crate::export::Exports;
+
+/// What request handlers can see.
+#[derive(Debug, Clone)]
+pub struct ControlState {
+    pub exports: Arc<Exports>,
+}
+
+/// The routes of API version 1.
+pub fn router(state: ControlState) -> Router {
+    Router::new()
+        .route("/v1/exports", get(list_exports))
+        .with_state(state)
+}
+
+async fn list_exports(State(s): State<ControlState>) -> Json<Vec<ExportInfo>> {
+    let list = s
+        .exports
+        .all()
+        .iter()
+        .map(|e| ExportInfo {
+            name: e.name().to_owned(),
+            path: e.path().display().to_string(),
+            description: e.description().to_owned(),
+            size: e.size(),
+            read_only: e.read_only(),
+            connections: e.connections(),
+        })
+        .collect();
+    Json(list)
+}
+
+/// A Unix listener that only hands out connections from permitted peers.
+#[derive(Debug)]
+pub struct PeerCheckedListener {
+    inner: UnixListener,
+    path: PathBuf,
+    own_uid: u32,
+    group: Option<u32>,
+}
+
+impl PeerCheckedListener {
+    /// Binds `path` (replacing a stale socket file) with mode 0600.
+    pub fn bind(path: &Path) -> io::Result<Self> {
+        let ctx = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ctx(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "a daemon is already listening",
+            )));
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(ctx)?;
+        }
+        let _ = std::fs::remove_file(path);
+        let inner = UnixListener::bind(path).map_err(ctx)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(ctx)?;
+        // SAFETY: geteuid has no preconditions.
+        let own_uid = unsafe { libc::geteuid() };
+        Ok(PeerCheckedListener {
+            inner,
+            path: path.to_owned(),
+            own_uid,
+            group: cowd_group(),
+        })
+    }
+
+    fn permitted(&self, s: &UnixStream) -> bool {
+        match s.peer_cred() {
+            Ok(c) => c.uid() == 0 || c.uid() == self.own_uid || Some(c.gid()) == self.group,
+            Err(_) => false,
+        }
+    }
+}
+
+impl Drop for PeerCheckedListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The gid of the `cowd` group, if it exists.
+fn cowd_group() -> Option<u32> {
+    let name = c"cowd";
+    // SAFETY: getgrnam takes a NUL-terminated string; the result is read immediately.
+    let g = unsafe { libc::getgrnam(name.as_ptr()) };
+    // SAFETY: non-null results point to a valid group entry.
+    (!g.is_null()).then(|| unsafe { (*g).gr_gid })
+}
+
+impl axum::serve::Listener for PeerCheckedListener {
+    type Io = UnixStream;
+    type Addr = tokio::net::unix::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.inner.accept().await {
+                Ok((s, a)) if self.permitted(&s) => return (s, a),
+                Ok((s, _)) => warn!(peer = ?s.peer_cred().ok(), "control peer not permitted"),
+                Err(e) => {
+                    warn!(error = %e, "control accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// Serves the control API on `listener` until `stop` turns true.
+pub async fn serve(
+    listener: PeerCheckedListener,
+    state: ControlState,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> io::Result<()> {
+    info!(socket = %listener.path.display(), "control API listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+}

@@ -1,0 +1,219 @@
+//! The daemon's life: open devices, bind listeners, serve, and stop cleanly on a signal.
+//!
+//! ```text
+//!  start: open every device (exclusive) -> exports -> bind NBD listeners + control socket
+//!  run:   accept until SIGTERM/SIGINT
+//!  stop:  refuse new clients -> connections finish in-flight requests -> flush devices -> exit 0
+//! ```
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::control::server::{ControlState, PeerCheckedListener};
+use crate::device::{BlockDevice, FileDevice, FileOptions, OpenError};
+use crate::export::{Export, ExportError, Exports};
+use crate::nbd::server::Listener;
+use crate::nbd::{Endpoint, Server, ServerConfig};
+
+/// `NAME=PATH` of one export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportSpec {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl FromStr for ExportSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('=') {
+            Some((n, p)) if !n.is_empty() && !p.is_empty() => Ok(ExportSpec {
+                name: n.to_owned(),
+                path: p.into(),
+            }),
+            _ => Err(format!("{s}: expected NAME=PATH")),
+        }
+    }
+}
+
+/// Everything `cowd serve` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub exports: Vec<ExportSpec>,
+    /// Names of exports served read-only.
+    pub read_only: Vec<String>,
+    pub nbd: Vec<Endpoint>,
+    pub control: Option<PathBuf>,
+    /// Open devices with O_DIRECT.
+    pub direct: bool,
+    pub server: ServerConfig,
+    /// How long connections may take to finish when the daemon stops.
+    pub stop_timeout: Duration,
+}
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Config(String),
+    #[error("export {name}: {source}")]
+    Open { name: String, source: OpenError },
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    #[error("cannot listen on {endpoint}: {source}")]
+    Bind {
+        endpoint: String,
+        source: std::io::Error,
+    },
+    #[error("runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+}
+
+/// Opens every export of `cfg`.
+pub fn open_exports(cfg: &Config) -> Result<Arc<Exports>, DaemonError> {
+    if cfg.exports.is_empty() {
+        return Err(DaemonError::Config(
+            "no exports: give at least one --export NAME=PATH".into(),
+        ));
+    }
+    for ro in &cfg.read_only {
+        if !cfg.exports.iter().any(|e| &e.name == ro) {
+            return Err(DaemonError::Config(format!(
+                "--read-only {ro}: no such export"
+            )));
+        }
+    }
+    let exports = Exports::default();
+    for spec in &cfg.exports {
+        let read_only = cfg.read_only.contains(&spec.name);
+        let opts = FileOptions {
+            read_only,
+            direct: cfg.direct,
+        };
+        let dev = FileDevice::open(&spec.path, opts).map_err(|source| DaemonError::Open {
+            name: spec.name.clone(),
+            source,
+        })?;
+        info!(export = %spec.name, path = %spec.path.display(), size = dev.size(), read_only, direct = cfg.direct, "export ready");
+        exports.add(Export::new(
+            &spec.name,
+            &spec.path,
+            Arc::new(dev),
+            read_only,
+        ))?;
+    }
+    Ok(Arc::new(exports))
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(cfg: Config) -> Result<(), DaemonError> {
+    if cfg.nbd.is_empty() {
+        return Err(DaemonError::Config(
+            "no listener: give at least one --nbd unix:PATH|tcp:HOST:PORT".into(),
+        ));
+    }
+    let exports = open_exports(&cfg)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("cowd-rt")
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(cfg, exports))
+}
+
+async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
+    let mut listeners = Vec::new();
+    for ep in &cfg.nbd {
+        let l = Listener::bind(ep)
+            .await
+            .map_err(|source| DaemonError::Bind {
+                endpoint: ep.to_string(),
+                source,
+            })?;
+        listeners.push(l);
+    }
+    let control = match &cfg.control {
+        Some(p) => Some(
+            PeerCheckedListener::bind(p).map_err(|source| DaemonError::Bind {
+                endpoint: format!("control {}", p.display()),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    let server = Server::new(exports.clone(), cfg.server);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for l in listeners {
+        tasks.push(tokio::spawn(server.clone().run(l, stop_rx.clone())));
+    }
+    if let Some(l) = control {
+        let state = ControlState {
+            exports: exports.clone(),
+        };
+        let rx = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::control::server::serve(l, state, rx).await {
+                error!(error = %e, "control API failed");
+            }
+        }));
+    }
+    info!(exports = exports.all().len(), "cowd ready");
+    wait_for_signal().await?;
+    info!("stopping: no new clients; finishing requests in flight");
+    let _ = stop_tx.send(true);
+    server.shutdown();
+    if !server.wait_closed(cfg.stop_timeout).await {
+        warn!(
+            open = server.open_connections(),
+            "connections still open at the stop timeout"
+        );
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    for e in exports.all() {
+        if let Err(err) = e.device().flush() {
+            error!(export = e.name(), error = %err, "final flush failed");
+        }
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM"),
+        _ = int.recv() => info!("SIGINT"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_specs_parse() {
+        let s: ExportSpec = "disk=/dev/sdb".parse().unwrap();
+        assert_eq!(
+            s,
+            ExportSpec {
+                name: "disk".into(),
+                path: "/dev/sdb".into()
+            }
+        );
+        let s: ExportSpec = "a=b=c".parse().unwrap();
+        assert_eq!(s.path, PathBuf::from("b=c"));
+        assert!("disk".parse::<ExportSpec>().is_err());
+        assert!("=x".parse::<ExportSpec>().is_err());
+        assert!("x=".parse::<ExportSpec>().is_err());
+    }
+}

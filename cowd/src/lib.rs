@@ -1,0 +1,16 @@
+//! cowd: a copy-on-write online snapshot block driver.
+//!
+//! cowd serves block devices and image files over NBD and (in later layers) takes live,
+//! point-in-time backups of them while applications keep writing. This crate holds the
+//! daemon's library; `main.rs` only turns flags and config into a running [`daemon`].
+//!
+//! ```text
+//!   NBD clients ──> nbd (wire, handshake, transmission) ──> export ──> device stack
+//!   cowctl ──────> control (HTTP/JSON over a Unix socket) ─┘
+//! ```
+
+pub mod control;
+pub mod daemon;
+pub mod device;
+pub mod export;
+pub mod nbd;

@@ -1,0 +1,19 @@
+//! The NBD protocol, server side: wire constants, option parsing, the handshake, request
+//! decoding, reply encoding, the transmission phase and the listeners.
+//!
+//! ```text
+//!  listener (tokio) ─accept─> handshake (tokio, timeout) ─GO─> transmission (threads)
+//! ```
+//!
+//! This layer knows exports and the `BlockDevice` trait; it knows nothing of backups.
+
+pub mod handshake;
+pub mod options;
+pub mod proto;
+pub mod reply;
+pub mod request;
+pub mod server;
+pub mod stream;
+pub mod transmission;
+
+pub use server::{Endpoint, Server, ServerConfig};
