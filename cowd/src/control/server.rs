@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
 use axum::routing::get;
 use axum::{Json, Router};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{info, warn};
 
-use super::api::ExportInfo;
+use super::api::{ErrorBody, ExportInfo};
 use crate::export::Exports;
 
 /// What request handlers can see.
@@ -28,7 +29,28 @@ pub struct ControlState {
 pub fn router(state: ControlState) -> Router {
     Router::new()
         .route("/v1/exports", get(list_exports))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// An error response with an [`ErrorBody`].
+pub fn error(status: StatusCode, msg: impl Into<String>) -> (StatusCode, Json<ErrorBody>) {
+    (status, Json(ErrorBody { error: msg.into() }))
+}
+
+async fn not_found(method: Method, uri: Uri) -> (StatusCode, Json<ErrorBody>) {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("no such API path: {method} {uri}"),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> (StatusCode, Json<ErrorBody>) {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {uri}"),
+    )
 }
 
 async fn list_exports(State(s): State<ControlState>) -> Json<Vec<ExportInfo>> {
@@ -70,9 +92,13 @@ impl PeerCheckedListener {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(ctx)?;
         }
-        let _ = std::fs::remove_file(path);
-        let inner = UnixListener::bind(path).map_err(ctx)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(ctx)?;
+        // Bind under a temporary name, restrict it, then rename it into place: the socket never
+        // exists at `path` before it listens or while it still has the umask's mode.
+        let tmp = path.with_file_name(format!(".cowd-control.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        let inner = UnixListener::bind(&tmp).map_err(ctx)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(ctx)?;
+        std::fs::rename(&tmp, path).map_err(ctx)?;
         // SAFETY: geteuid has no preconditions.
         let own_uid = unsafe { libc::geteuid() };
         Ok(PeerCheckedListener {

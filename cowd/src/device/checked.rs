@@ -55,7 +55,8 @@ impl Checked {
                 ErrorKind::OutOfRange
             });
         }
-        if offset % self.align != 0 || len % self.align != 0 {
+        // Trim is advisory: a misaligned trim is narrowed to whole blocks by `trim` instead.
+        if op != Op::Trim && (offset % self.align != 0 || len % self.align != 0) {
             return err(ErrorKind::Misaligned);
         }
         Ok(())
@@ -110,7 +111,12 @@ impl BlockDevice for Checked {
 
     fn trim(&self, offset: u64, len: u64, fua: bool) -> Result<()> {
         self.check(Op::Trim, offset, len)?;
-        self.inner.trim(offset, len, fua)
+        let start = offset.next_multiple_of(self.align);
+        let end = (offset + len) / self.align * self.align;
+        if end <= start {
+            return if fua { self.inner.flush() } else { Ok(()) };
+        }
+        self.inner.trim(start, end - start, fua)
     }
 
     fn flush(&self) -> Result<()> {

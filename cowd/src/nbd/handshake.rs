@@ -152,11 +152,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Haggle<'_, S> {
             let msg = "metadata contexts need structured replies first";
             return self.error(option, REP_ERR_INVALID, msg).await;
         }
+        let set = option == OPT_SET_META_CONTEXT;
+        if set {
+            // SET replaces the selection even when it fails.
+            self.meta = None;
+        }
         let Some(export) = self.exports.get(&m.export) else {
             let msg = format!("no export named {:?}", m.export);
             return self.error(option, REP_ERR_UNKNOWN, &msg).await;
         };
-        let set = option == OPT_SET_META_CONTEXT;
         let matches = |q: &str| q == CONTEXT_BASE_ALLOCATION || (!set && q == "base:");
         let selected = if m.queries.is_empty() {
             !set
@@ -235,6 +239,9 @@ where
             Ok(o) => o,
             Err(_) if option == OPT_EXPORT_NAME => return Ok(Outcome::Closed("bad export name")),
             Err(e) => {
+                if option == OPT_SET_META_CONTEXT {
+                    h.meta = None;
+                }
                 h.error(option, REP_ERR_INVALID, &e.to_string()).await?;
                 continue;
             }

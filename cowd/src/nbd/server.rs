@@ -139,6 +139,8 @@ pub struct Server {
     open: AtomicUsize,
     next_id: AtomicU64,
     stopping: AtomicBool,
+    /// Turns true at shutdown; handshakes in progress watch it.
+    stop: tokio::sync::watch::Sender<bool>,
     live: Mutex<HashMap<u64, Stream>>,
 }
 
@@ -159,6 +161,7 @@ impl Server {
             open: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
+            stop: tokio::sync::watch::channel(false).0,
             live: Mutex::new(HashMap::new()),
         })
     }
@@ -208,13 +211,16 @@ impl Server {
 
     async fn handshake(self: Arc<Self>, mut s: AsyncStream, slot: Slot, id: u64) {
         let stopping = &self.stopping;
-        let r = tokio::time::timeout(self.config.handshake_timeout, async {
-            match &mut s {
-                AsyncStream::Unix(u) => handshake::negotiate(u, &self.exports, stopping).await,
-                AsyncStream::Tcp(t) => handshake::negotiate(t, &self.exports, stopping).await,
-            }
-        })
-        .await;
+        let mut stop = self.stop.subscribe();
+        let r = tokio::select! {
+            r = tokio::time::timeout(self.config.handshake_timeout, async {
+                match &mut s {
+                    AsyncStream::Unix(u) => handshake::negotiate(u, &self.exports, stopping).await,
+                    AsyncStream::Tcp(t) => handshake::negotiate(t, &self.exports, stopping).await,
+                }
+            }) => r,
+            _ = stop.wait_for(|s| *s) => return debug!("handshake abandoned: shutting down"),
+        };
         let agreed = match r {
             Err(_) => return debug!("handshake timed out"),
             Ok(Err(e)) => return debug!(error = %e, "handshake ended"),
@@ -261,6 +267,7 @@ impl Server {
     /// Stops admitting clients and asks every live connection to finish and close.
     pub fn shutdown(&self) {
         self.stopping.store(true, Ordering::Release);
+        self.stop.send_replace(true);
         for s in self.live.lock().unwrap().values() {
             let _ = s.shutdown(Shutdown::Read);
         }

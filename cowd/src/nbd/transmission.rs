@@ -429,7 +429,10 @@ fn read_loop(
             Command::Write => {
                 conn.acquire(len, batch)?;
                 let mut buf = conn.bufs.get(len);
-                rd.read_exact(&mut buf)?;
+                if let Err(e) = rd.read_exact(&mut buf) {
+                    conn.release(len);
+                    return Err(e);
+                }
                 let fua = req.flags & CMD_FLAG_FUA != 0;
                 match conn.dev.try_write_at(&buf, req.offset, fua) {
                     Ok(false) => Job {

@@ -1,0 +1,5 @@
+//! The library half of `cowctl`: the control API client and the human output, kept apart from
+//! `main.rs` (flags and commands) so later commands and tests reuse them.
+
+pub mod client;
+pub mod output;
