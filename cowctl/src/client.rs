@@ -355,8 +355,11 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let listener = PeerCheckedListener::bind(&dir.path().join("control.sock")).unwrap();
             let (stop, rx) = tokio::sync::watch::channel(false);
+            let defaults = cowd::snapshot::manager::Defaults::new(&dir.path().join("state"));
+            let backups = Arc::new(cowd::snapshot::manager::Backups::open(defaults).unwrap());
             let state = ControlState {
                 exports: Arc::new(exports),
+                backups,
             };
             tokio::spawn(serve(listener, state, rx));
             Daemon { dir, stop }
@@ -429,7 +432,7 @@ mod tests {
             true,
         );
         let disk = exports.add(disk).unwrap();
-        let _conn = disk.attach();
+        let _conn = disk.attach(1, None);
         let d = Daemon::start(exports);
         let r: Reply<Vec<ExportInfo>> = d.client().get("/v1/exports").await.unwrap();
         assert_eq!(r.value.len(), 1);

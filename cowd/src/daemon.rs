@@ -19,6 +19,7 @@ use crate::device::{BlockDevice, FileDevice, FileOptions, OpenError};
 use crate::export::{Export, ExportError, Exports};
 use crate::nbd::server::Listener;
 use crate::nbd::{Endpoint, Server, ServerConfig};
+use crate::snapshot::manager::{Backups, Defaults};
 
 /// `NAME=PATH` of one export.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +54,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// How long connections may take to finish when the daemon stops.
     pub stop_timeout: Duration,
+    /// Backup defaults and the state directory.
+    pub backup: Defaults,
 }
 
 /// Why the daemon could not start or stopped with an error.
@@ -145,6 +148,13 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
         ),
         None => None,
     };
+    let backups = Backups::open(cfg.backup.clone()).map_err(|e| {
+        DaemonError::Config(format!(
+            "state directory {}: {e}",
+            cfg.backup.state_dir.display()
+        ))
+    })?;
+    let backups = Arc::new(backups);
     let server = Server::new(exports.clone(), cfg.server);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -154,6 +164,7 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
     if let Some(l) = control {
         let state = ControlState {
             exports: exports.clone(),
+            backups: backups.clone(),
         };
         let rx = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -166,6 +177,7 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
     wait_for_signal().await?;
     info!("stopping: no new clients; finishing requests in flight");
     let _ = stop_tx.send(true);
+    backups.stop_all("cowd was stopped (SIGTERM/SIGINT) during the backup");
     server.shutdown();
     if !server.wait_closed(cfg.stop_timeout).await {
         warn!(
@@ -176,6 +188,7 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
     for t in tasks {
         let _ = t.await;
     }
+    backups.wait_all(Duration::from_secs(10));
     for e in exports.all() {
         if let Err(err) = e.device().flush() {
             error!(export = e.name(), error = %err, "final flush failed");

@@ -1,14 +1,20 @@
 //! Exports: named devices served over NBD, and the table that holds them.
 //!
-//! An [`Export`] owns the top of its device stack (always a [`Checked`] layer) and counts its
-//! connections. [`Exports`] keeps them in declaration order; the first one is the default
-//! export that an empty export name selects.
+//! An [`Export`] owns its device stack and counts its connections:
+//!
+//! ```text
+//!   Checked ──> Engine (copy-before-write, idle without a backup) ──> device
+//! ```
+//!
+//! [`Exports`] keeps them in declaration order; the first one is the default export that an
+//! empty export name selects.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::device::{BlockDevice, Checked};
+use crate::snapshot::engine::Engine;
 
 /// One named device served over NBD.
 #[derive(Debug)]
@@ -17,7 +23,9 @@ pub struct Export {
     description: String,
     path: PathBuf,
     device: Arc<dyn BlockDevice>,
-    connections: AtomicUsize,
+    engine: Arc<Engine>,
+    /// Live connections: id -> peer process id (when known, Unix sockets).
+    peers: Mutex<HashMap<u64, Option<i32>>>,
 }
 
 /// Why an export could not be added.
@@ -30,15 +38,22 @@ pub enum ExportError {
 }
 
 impl Export {
-    /// An export of `device` (wrapped in [`Checked`]) under `name`.
+    /// An export of `device` under `name`.
     pub fn new(name: &str, path: &Path, device: Arc<dyn BlockDevice>, read_only: bool) -> Self {
+        let engine = Arc::new(Engine::new(device));
         Export {
             name: name.to_owned(),
             description: format!("cowd export of {}", path.display()),
             path: path.to_owned(),
-            device: Arc::new(Checked::new(device, read_only)),
-            connections: AtomicUsize::new(0),
+            device: Arc::new(Checked::new(engine.clone(), read_only)),
+            engine,
+            peers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The copy-before-write engine of this export.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
     }
 
     pub fn name(&self) -> &str {
@@ -68,23 +83,34 @@ impl Export {
 
     /// Connections currently in the transmission phase.
     pub fn connections(&self) -> usize {
-        self.connections.load(Ordering::Relaxed)
+        self.peers.lock().unwrap().len()
     }
 
-    /// Counts a connection until the returned guard is dropped.
-    pub fn attach(self: &Arc<Self>) -> Attached {
-        self.connections.fetch_add(1, Ordering::Relaxed);
-        Attached(self.clone())
+    /// Process ids of the peers of live connections (where known).
+    pub fn peer_pids(&self) -> Vec<i32> {
+        self.peers
+            .lock()
+            .unwrap()
+            .values()
+            .flatten()
+            .copied()
+            .collect()
+    }
+
+    /// Counts connection `id` (peer process `pid`, if known) until the guard is dropped.
+    pub fn attach(self: &Arc<Self>, id: u64, pid: Option<i32>) -> Attached {
+        self.peers.lock().unwrap().insert(id, pid);
+        Attached(self.clone(), id)
     }
 }
 
 /// A connection's hold on an export (see [`Export::attach`]).
 #[derive(Debug)]
-pub struct Attached(Arc<Export>);
+pub struct Attached(Arc<Export>, u64);
 
 impl Drop for Attached {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.peers.lock().unwrap().remove(&self.1);
     }
 }
 
@@ -156,9 +182,10 @@ mod tests {
     fn attach_counts_connections() {
         let t = Exports::default();
         let e = t.add(export("a")).unwrap();
-        let g1 = e.attach();
-        let g2 = e.attach();
+        let g1 = e.attach(1, Some(42));
+        let g2 = e.attach(2, None);
         assert_eq!(e.connections(), 2);
+        assert_eq!(e.peer_pids(), vec![42]);
         drop(g1);
         drop(g2);
         assert_eq!(e.connections(), 0);

@@ -9,8 +9,12 @@
 //!   cowctl ──────> control (HTTP/JSON over a Unix socket) ─┘
 //! ```
 
+pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod device;
 pub mod export;
+pub mod mover;
 pub mod nbd;
+pub mod snapshot;
+pub mod target;

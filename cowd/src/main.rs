@@ -1,20 +1,20 @@
-//! The `cowd` binary: command-line flags to a [`cowd::daemon::Config`], logging, exit codes.
+//! The `cowd` binary: flags (over an optional TOML file) to a daemon configuration; logging;
+//! exit codes (0 clean stop, 1 error, 2 bad usage).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use cowd::daemon::{self, Config, ExportSpec};
+use cowd::config::{BackupSettings, ExportSetting, Settings, Size, parse_size};
+use cowd::control::api::OnOverflow;
+use cowd::daemon::{self, ExportSpec};
 use cowd::nbd::Endpoint;
-use cowd::nbd::server::ServerConfig;
-use cowd::nbd::transmission::Limits;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "cowd",
     version,
-    about = "Copy-on-write online snapshot block driver (NBD server)"
+    about = "Copy-on-write online snapshot block driver (NBD server with live backups)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -23,64 +23,111 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve devices over NBD.
+    /// Serve devices over NBD and take backups when asked (flags override --config).
     Serve(ServeArgs),
+}
+
+fn size(s: &str) -> Result<Size, String> {
+    parse_size(s).map(Size)
+}
+
+fn overflow(s: &str) -> Result<OnOverflow, String> {
+    OnOverflow::parse(s).ok_or_else(|| format!("{s}: expected fail-backup or block-writes"))
 }
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
+    /// TOML settings file (see docs/cowd.toml.example); flags given here win over it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// An export: NAME=PATH (a block device or regular file). Repeat for more; the first is the
     /// default export.
-    #[arg(long = "export", value_name = "NAME=PATH", required = true)]
+    #[arg(long = "export", value_name = "NAME=PATH")]
     exports: Vec<ExportSpec>,
     /// Serve export NAME read-only. Repeatable.
     #[arg(long = "read-only", value_name = "NAME")]
     read_only: Vec<String>,
     /// Listen for NBD clients: unix:PATH or tcp:HOST:PORT. Repeatable.
-    #[arg(long = "nbd", value_name = "ENDPOINT", required = true)]
+    #[arg(long = "nbd", value_name = "ENDPOINT")]
     nbd: Vec<Endpoint>,
-    /// Control API socket.
-    #[arg(long, value_name = "PATH", default_value = cowd::control::api::DEFAULT_SOCKET)]
-    control: PathBuf,
+    /// Control API socket [default: /run/cowd/control.sock].
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+    /// State directory: backup records, default container location [default: /var/lib/cowd].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Bypass the page cache (O_DIRECT); clients must then respect the advertised block size.
     #[arg(long)]
     direct: bool,
-    /// Seconds a client has to finish the handshake.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    handshake_timeout: f64,
-    /// Open connections beyond which new clients are refused.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
-    max_connections: usize,
-    /// Worker threads per connection for requests that may block.
-    #[arg(long, value_name = "N", default_value_t = 32)]
-    io_threads: usize,
-    /// Seconds connections may take to finish when the daemon stops.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
-    stop_timeout: f64,
+    /// Seconds a client has to finish the handshake [default: 10].
+    #[arg(long, value_name = "SECS")]
+    handshake_timeout: Option<f64>,
+    /// Open connections beyond which new clients are refused [default: 1024].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Worker threads per connection for requests that may block [default: 32].
+    #[arg(long, value_name = "N")]
+    io_threads: Option<usize>,
+    /// Seconds connections may take to finish when the daemon stops [default: 30].
+    #[arg(long, value_name = "SECS")]
+    stop_timeout: Option<f64>,
+    /// Default directory of backup containers [default: STATE_DIR/containers].
+    #[arg(long, value_name = "DIR")]
+    container_dir: Option<PathBuf>,
+    /// Default container capacity, e.g. 4G [default: 1G].
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    container_size: Option<Size>,
+    /// Default copy-before-write block size, e.g. 64K [default: 64K].
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    block_size: Option<Size>,
+    /// Default behaviour when the container stays full: fail-backup or block-writes.
+    #[arg(long, value_name = "POLICY", value_parser = overflow)]
+    on_overflow: Option<OnOverflow>,
 }
 
-fn seconds(name: &str, s: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(s).map_err(|_| format!("--{name} {s}: not a number of seconds"))
-}
-
-fn config(a: ServeArgs) -> Result<Config, String> {
-    let limits = Limits {
-        io_threads: a.io_threads.max(1),
-        ..Limits::default()
-    };
-    Ok(Config {
-        exports: a.exports,
-        read_only: a.read_only,
-        nbd: a.nbd,
-        control: Some(a.control),
-        direct: a.direct,
-        server: ServerConfig {
-            handshake_timeout: seconds("handshake-timeout", a.handshake_timeout)?,
-            max_connections: a.max_connections.max(1),
-            limits,
-        },
-        stop_timeout: seconds("stop-timeout", a.stop_timeout)?,
-    })
+impl ServeArgs {
+    fn settings(self) -> Result<Settings, String> {
+        let file = match &self.config {
+            Some(p) => Settings::load(p)?,
+            None => Settings::default(),
+        };
+        let mut export: Vec<ExportSetting> = self
+            .exports
+            .into_iter()
+            .map(|e| ExportSetting {
+                name: e.name,
+                path: e.path,
+                read_only: false,
+            })
+            .collect();
+        let flags = Settings {
+            export: Vec::new(),
+            nbd: self.nbd.iter().map(|e| e.to_string()).collect(),
+            control: self.control,
+            state_dir: self.state_dir,
+            direct: self.direct.then_some(true),
+            handshake_timeout_s: self.handshake_timeout,
+            stop_timeout_s: self.stop_timeout,
+            max_connections: self.max_connections,
+            io_threads: self.io_threads,
+            backup: BackupSettings {
+                container_dir: self.container_dir,
+                container_size: self.container_size,
+                block_size: self.block_size,
+                on_overflow: self.on_overflow,
+                ..BackupSettings::default()
+            },
+        };
+        let mut merged = flags.over(file);
+        merged.export.append(&mut export);
+        for name in &self.read_only {
+            match merged.export.iter_mut().find(|e| &e.name == name) {
+                Some(e) => e.read_only = true,
+                None => return Err(format!("--read-only {name}: no such export")),
+            }
+        }
+        Ok(merged)
+    }
 }
 
 fn main() -> ExitCode {
@@ -92,7 +139,9 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(a) => config(a)
+        Command::Serve(a) => a
+            .settings()
+            .and_then(Settings::into_config)
             .map_err(anyhow::Error::msg)
             .and_then(|c| Ok(daemon::run(c)?)),
     };

@@ -123,6 +123,7 @@ impl DaemonBuilder {
             .arg("--nbd")
             .arg(format!("unix:{}", sock.display()));
         cmd.arg("--control").arg(&control);
+        cmd.arg("--state-dir").arg(self.dir.path().join("state"));
         let tcp_port = self.tcp.then(free_port);
         if let Some(port) = tcp_port {
             cmd.arg("--nbd").arg(format!("tcp:127.0.0.1:{port}"));

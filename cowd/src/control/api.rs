@@ -28,3 +28,68 @@ pub struct ExportInfo {
 pub struct ErrorBody {
     pub error: String,
 }
+
+pub use crate::snapshot::session::{OnOverflow, Report as BackupStatus, State as BackupState};
+
+/// `POST /v1/exports/{name}/backups`: start a backup of an export. Unset fields take the
+/// daemon's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StartBackup {
+    /// Raw image to write: a new path (sparse file), or an existing file or block device at
+    /// least as large as the export.
+    pub to: String,
+    /// Copy-before-write block size in bytes (power of two, 4 KiB to 4 MiB).
+    pub block_size: Option<u32>,
+    /// Container path: a file (created), a partition or a device.
+    pub container: Option<String>,
+    /// Container capacity in bytes.
+    pub container_size: Option<u64>,
+    /// Seconds without writes to wait for before the snapshot point.
+    pub quiet_period_s: Option<f64>,
+    /// Seconds to wait for the quiet period before failing.
+    pub quiet_timeout_s: Option<f64>,
+    /// Freeze this mountpoint around the snapshot point instead of waiting for quiet.
+    pub freeze: Option<String>,
+    /// Neither wait for a quiet period nor freeze.
+    pub no_quiesce: bool,
+    /// Container fill ratio above which writes needing a copy are delayed (0..1].
+    pub high_watermark: Option<f64>,
+    /// Container fill ratio above which the mover drains the container first (0..1).
+    pub low_watermark: Option<f64>,
+    /// Longest a write may wait for container space before `on_overflow` decides.
+    pub cbw_timeout_s: Option<f64>,
+    pub on_overflow: Option<OnOverflow>,
+    /// Pending neighbours of a copied block the mover takes early.
+    pub neighbours: Option<u32>,
+}
+
+/// The answer to [`StartBackup`]: the snapshot point is taken.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupStarted {
+    pub id: String,
+    pub export: String,
+    /// RFC 3339 time of the snapshot point.
+    pub snapshot_time: String,
+    pub block_size: u32,
+    pub blocks_total: u64,
+    /// Blocks to read from the device or the container (holes at T excluded).
+    pub blocks_to_copy: u64,
+    /// How long writes were held to take the snapshot point.
+    pub setup_ms: f64,
+    pub quiesce: String,
+}
+
+/// `POST /v1/exports/{name}/prioritize`: move a byte range to the front of the mover's queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prioritize {
+    pub offset: u64,
+    pub length: u64,
+}
+
+/// `GET /v1/resolve?device=/dev/nbdN`: which export a kernel NBD device is attached to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolved {
+    pub device: String,
+    pub export: String,
+}

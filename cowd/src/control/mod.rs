@@ -4,4 +4,5 @@
 //! socket (mode 0600, peers checked) and routes requests.
 
 pub mod api;
+pub mod handlers;
 pub mod server;

@@ -9,26 +9,35 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{info, warn};
 
-use super::api::{ErrorBody, ExportInfo};
+use super::api::ErrorBody;
+use super::handlers;
 use crate::export::Exports;
+use crate::snapshot::manager::Backups;
 
 /// What request handlers can see.
 #[derive(Debug, Clone)]
 pub struct ControlState {
     pub exports: Arc<Exports>,
+    pub backups: Arc<Backups>,
 }
 
 /// The routes of API version 1.
 pub fn router(state: ControlState) -> Router {
     Router::new()
-        .route("/v1/exports", get(list_exports))
+        .route("/v1/exports", get(handlers::list_exports))
+        .route("/v1/exports/{name}/backups", post(handlers::start_backup))
+        .route("/v1/exports/{name}/cancel", post(handlers::cancel))
+        .route("/v1/exports/{name}/prioritize", post(handlers::prioritize))
+        .route("/v1/backups", get(handlers::list_backups))
+        .route("/v1/backups/{id}", get(handlers::backup))
+        .route("/v1/backups/{id}/wait", get(handlers::wait))
+        .route("/v1/resolve", get(handlers::resolve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -51,23 +60,6 @@ async fn method_not_allowed(method: Method, uri: Uri) -> (StatusCode, Json<Error
         StatusCode::METHOD_NOT_ALLOWED,
         format!("{method} is not allowed on {uri}"),
     )
-}
-
-async fn list_exports(State(s): State<ControlState>) -> Json<Vec<ExportInfo>> {
-    let list = s
-        .exports
-        .all()
-        .iter()
-        .map(|e| ExportInfo {
-            name: e.name().to_owned(),
-            path: e.path().display().to_string(),
-            description: e.description().to_owned(),
-            size: e.size(),
-            read_only: e.read_only(),
-            connections: e.connections(),
-        })
-        .collect();
-    Json(list)
 }
 
 /// A Unix listener that only hands out connections from permitted peers.

@@ -8,6 +8,7 @@
 //! This layer knows exports and the `BlockDevice` trait; it knows nothing of backups.
 
 pub mod handshake;
+pub mod kernel;
 pub mod options;
 pub mod proto;
 pub mod reply;

@@ -210,6 +210,10 @@ impl Server {
     }
 
     async fn handshake(self: Arc<Self>, mut s: AsyncStream, slot: Slot, id: u64) {
+        let peer_pid = match &s {
+            AsyncStream::Unix(u) => u.peer_cred().ok().and_then(|c| c.pid()),
+            AsyncStream::Tcp(_) => None,
+        };
         let stopping = &self.stopping;
         let mut stop = self.stop.subscribe();
         let r = tokio::select! {
@@ -244,7 +248,7 @@ impl Server {
                     structured = agreed.negotiated.structured,
                     "transmission"
                 );
-                let _attached = export.attach();
+                let _attached = export.attach(id, peer_pid);
                 if let Ok(c) = stream.try_clone() {
                     server.live.lock().unwrap().insert(id, c);
                 }

@@ -1,0 +1,323 @@
+//! Daemon settings: one TOML file (`--config`) and the command-line flags, merged.
+//!
+//! Every setting can come from either; a flag wins over the file, the file over the default.
+//! Sizes accept plain bytes or a suffix (`64K`, `1G`, `1GiB`). Example:
+//!
+//! ```toml
+//! nbd = ["unix:/run/cowd/nbd.sock"]
+//! control = "/run/cowd/control.sock"
+//! state_dir = "/var/lib/cowd"
+//!
+//! [[export]]
+//! name = "disk"
+//! path = "/dev/vdb"
+//!
+//! [backup]
+//! container_size = "4G"
+//! block_size = "64K"
+//! on_overflow = "fail-backup"
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::control::api::{DEFAULT_SOCKET, OnOverflow};
+use crate::daemon::{Config, ExportSpec};
+use crate::nbd::server::ServerConfig;
+use crate::nbd::transmission::Limits;
+use crate::snapshot::manager::Defaults;
+
+/// A byte size written as a number or with a unit suffix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "SizeRepr")]
+pub struct Size(pub u64);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeRepr {
+    Bytes(u64),
+    Text(String),
+}
+
+impl TryFrom<SizeRepr> for Size {
+    type Error = String;
+    fn try_from(r: SizeRepr) -> Result<Size, String> {
+        match r {
+            SizeRepr::Bytes(b) => Ok(Size(b)),
+            SizeRepr::Text(t) => parse_size(&t).map(Size),
+        }
+    }
+}
+
+/// Parses `65536`, `64K`, `64KiB`, `1.5G`, `2T` (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let shift = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        "P" => 50,
+        _ => return Err(format!("{s}: unknown size unit (use K, M, G, T)")),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("{s}: not a size"))?;
+    let bytes = n * (1u64 << shift) as f64;
+    if !(0.0..1.8e19).contains(&bytes) {
+        return Err(format!("{s}: size out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+/// One `[[export]]` table.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExportSetting {
+    pub name: String,
+    pub path: PathBuf,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// The `[backup]` table: defaults of every backup.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSettings {
+    pub container_dir: Option<PathBuf>,
+    pub container_size: Option<Size>,
+    pub block_size: Option<Size>,
+    pub quiet_period_s: Option<f64>,
+    pub quiet_timeout_s: Option<f64>,
+    pub high_watermark: Option<f64>,
+    pub low_watermark: Option<f64>,
+    pub cbw_timeout_s: Option<f64>,
+    pub on_overflow: Option<OnOverflow>,
+    pub neighbours: Option<u32>,
+}
+
+/// All settings; `None` means "not given here".
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub export: Vec<ExportSetting>,
+    #[serde(default)]
+    pub nbd: Vec<String>,
+    pub control: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub direct: Option<bool>,
+    pub handshake_timeout_s: Option<f64>,
+    pub stop_timeout_s: Option<f64>,
+    pub max_connections: Option<usize>,
+    pub io_threads: Option<usize>,
+    #[serde(default)]
+    pub backup: BackupSettings,
+}
+
+fn secs(name: &str, v: Option<f64>, default: f64) -> Result<Duration, String> {
+    let s = v.unwrap_or(default);
+    Duration::try_from_secs_f64(s).map_err(|_| format!("{name} = {s}: not a number of seconds"))
+}
+
+macro_rules! pick {
+    ($over:expr, $base:expr, $($f:ident).+) => {
+        if $over.$($f).+.is_some() { $over.$($f).+ } else { $base.$($f).+ }
+    };
+}
+
+impl Settings {
+    /// Reads a TOML settings file.
+    pub fn load(path: &Path) -> Result<Settings, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// `self` (flags) over `base` (file).
+    pub fn over(self, base: Settings) -> Settings {
+        let mut export = base.export;
+        export.extend(self.export);
+        Settings {
+            export,
+            nbd: if self.nbd.is_empty() {
+                base.nbd
+            } else {
+                self.nbd
+            },
+            control: pick!(self, base, control),
+            state_dir: pick!(self, base, state_dir),
+            direct: pick!(self, base, direct),
+            handshake_timeout_s: pick!(self, base, handshake_timeout_s),
+            stop_timeout_s: pick!(self, base, stop_timeout_s),
+            max_connections: pick!(self, base, max_connections),
+            io_threads: pick!(self, base, io_threads),
+            backup: BackupSettings {
+                container_dir: pick!(self, base, backup.container_dir),
+                container_size: pick!(self, base, backup.container_size),
+                block_size: pick!(self, base, backup.block_size),
+                quiet_period_s: pick!(self, base, backup.quiet_period_s),
+                quiet_timeout_s: pick!(self, base, backup.quiet_timeout_s),
+                high_watermark: pick!(self, base, backup.high_watermark),
+                low_watermark: pick!(self, base, backup.low_watermark),
+                cbw_timeout_s: pick!(self, base, backup.cbw_timeout_s),
+                on_overflow: pick!(self, base, backup.on_overflow),
+                neighbours: pick!(self, base, backup.neighbours),
+            },
+        }
+    }
+
+    /// The daemon configuration, with defaults filled in and everything checked.
+    pub fn into_config(self) -> Result<Config, String> {
+        let nbd = self
+            .nbd
+            .iter()
+            .map(|e| e.parse())
+            .collect::<Result<Vec<_>, _>>()?;
+        let state_dir = self
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from("/var/lib/cowd"));
+        let mut backup = Defaults::new(&state_dir);
+        let b = &self.backup;
+        if let Some(d) = &b.container_dir {
+            backup.container_dir = d.clone();
+        }
+        if let Some(Size(s)) = b.container_size {
+            backup.container_size = s;
+        }
+        if let Some(Size(s)) = b.block_size {
+            if !s.is_power_of_two() || !(4096..=4 << 20).contains(&s) {
+                return Err(format!(
+                    "block size {s}: must be a power of two from 4 KiB to 4 MiB"
+                ));
+            }
+            backup.block_size = s as u32;
+        }
+        backup.quiet_period = secs("quiet_period_s", b.quiet_period_s, 3.0)?;
+        backup.quiet_timeout = secs("quiet_timeout_s", b.quiet_timeout_s, 80.0)?;
+        backup.policy.cbw_timeout = secs("cbw_timeout_s", b.cbw_timeout_s, 30.0)?;
+        backup.policy.high_watermark = b.high_watermark.unwrap_or(backup.policy.high_watermark);
+        backup.policy.low_watermark = b.low_watermark.unwrap_or(backup.policy.low_watermark);
+        backup.policy.on_overflow = b.on_overflow.unwrap_or_default();
+        backup.policy.neighbours = b.neighbours.unwrap_or(0);
+        let limits = Limits {
+            io_threads: self.io_threads.unwrap_or(32).max(1),
+            ..Limits::default()
+        };
+        Ok(Config {
+            exports: self
+                .export
+                .iter()
+                .map(|e| ExportSpec {
+                    name: e.name.clone(),
+                    path: e.path.clone(),
+                })
+                .collect(),
+            read_only: self
+                .export
+                .iter()
+                .filter(|e| e.read_only)
+                .map(|e| e.name.clone())
+                .collect(),
+            nbd,
+            control: Some(
+                self.control
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+            ),
+            direct: self.direct.unwrap_or(false),
+            server: ServerConfig {
+                handshake_timeout: secs("handshake_timeout_s", self.handshake_timeout_s, 10.0)?,
+                max_connections: self.max_connections.unwrap_or(1024).max(1),
+                limits,
+            },
+            stop_timeout: secs("stop_timeout_s", self.stop_timeout_s, 30.0)?,
+            backup,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("2t"), Ok(2 << 40));
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("x").is_err());
+    }
+
+    #[test]
+    fn file_and_flags_merge_with_flags_winning() {
+        let file: Settings = toml::from_str(
+            r#"
+            nbd = ["unix:/run/cowd/nbd.sock"]
+            state_dir = "/srv/cowd"
+            io_threads = 8
+            [[export]]
+            name = "disk"
+            path = "/dev/vdb"
+            read_only = true
+            [backup]
+            container_size = "4G"
+            block_size = "128K"
+            on_overflow = "block-writes"
+            quiet_period_s = 1.5
+            "#,
+        )
+        .unwrap();
+        let flags = Settings {
+            io_threads: Some(4),
+            ..Settings::default()
+        };
+        let c = flags.over(file).into_config().unwrap();
+        assert_eq!(
+            c.exports,
+            vec![ExportSpec {
+                name: "disk".into(),
+                path: "/dev/vdb".into()
+            }]
+        );
+        assert_eq!(c.read_only, vec!["disk".to_string()]);
+        assert_eq!(c.server.limits.io_threads, 4);
+        assert_eq!(c.backup.container_size, 4 << 30);
+        assert_eq!(c.backup.block_size, 128 << 10);
+        assert_eq!(
+            c.backup.container_dir,
+            PathBuf::from("/srv/cowd/containers")
+        );
+        assert_eq!(c.backup.policy.on_overflow, OnOverflow::BlockWrites);
+        assert_eq!(c.backup.quiet_period, Duration::from_millis(1500));
+        assert_eq!(c.control, Some(PathBuf::from(DEFAULT_SOCKET)));
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_reason() {
+        assert!(
+            toml::from_str::<Settings>("nonsense = 1")
+                .unwrap_err()
+                .to_string()
+                .contains("nonsense")
+        );
+        let s: Settings = toml::from_str("[backup]\nblock_size = 1000").unwrap();
+        assert!(s.into_config().unwrap_err().contains("power of two"));
+        let s = Settings {
+            nbd: vec!["udp:1".into()],
+            ..Settings::default()
+        };
+        assert!(s.into_config().unwrap_err().contains("unix:PATH"));
+    }
+}

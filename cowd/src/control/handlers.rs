@@ -1,0 +1,183 @@
+//! Request handlers of the control API: each turns one HTTP request into a call on the
+//! exports or the backup manager and maps errors to status codes with an `ErrorBody`.
+//!
+//! | error                                   | status |
+//! |-----------------------------------------|--------|
+//! | unknown export / backup                 | 404    |
+//! | invalid request, refused target/container | 400  |
+//! | a backup already runs / none runs; no quiet period | 409 |
+//! | anything else                           | 500    |
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use super::api::{
+    BackupStarted, BackupStatus, ErrorBody, ExportInfo, Prioritize, Resolved, StartBackup,
+};
+use super::server::{ControlState, error};
+use crate::export::Export;
+use crate::snapshot::manager::{SessionError, StartError};
+
+type Failure = (StatusCode, Json<ErrorBody>);
+type Reply<T> = Result<Json<T>, Failure>;
+
+fn export(s: &ControlState, name: &str) -> Result<Arc<Export>, Failure> {
+    s.exports
+        .get(name)
+        .filter(|_| !name.is_empty())
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no export named {name:?}")))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+pub async fn list_exports(State(s): State<ControlState>) -> Json<Vec<ExportInfo>> {
+    let list = s
+        .exports
+        .all()
+        .iter()
+        .map(|e| ExportInfo {
+            name: e.name().to_owned(),
+            path: e.path().display().to_string(),
+            description: e.description().to_owned(),
+            size: e.size(),
+            read_only: e.read_only(),
+            connections: e.connections(),
+        })
+        .collect();
+    Json(list)
+}
+
+pub async fn start_backup(
+    State(s): State<ControlState>,
+    UrlPath(name): UrlPath<String>,
+    Json(req): Json<StartBackup>,
+) -> Result<(StatusCode, Json<BackupStarted>), Failure> {
+    let e = export(&s, &name)?;
+    let backups = s.backups.clone();
+    match blocking(move || backups.start(&e, &req)).await? {
+        Ok(started) => Ok((StatusCode::CREATED, Json(started))),
+        Err(err) => {
+            let status = match &err {
+                StartError::Busy { .. } | StartError::Quiesce(_) => StatusCode::CONFLICT,
+                StartError::Invalid(_) | StartError::Target(_) | StartError::Container(_) => {
+                    StatusCode::BAD_REQUEST
+                }
+                StartError::Point(_) | StartError::Mover(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            Err(error(status, err.to_string()))
+        }
+    }
+}
+
+fn session_error(e: SessionError) -> Failure {
+    match e {
+        SessionError::NoBackup(_) => error(StatusCode::CONFLICT, e.to_string()),
+        SessionError::Invalid(_) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+pub async fn cancel(
+    State(s): State<ControlState>,
+    UrlPath(name): UrlPath<String>,
+) -> Reply<BackupStatus> {
+    export(&s, &name)?;
+    let backups = s.backups.clone();
+    blocking(move || backups.cancel(&name))
+        .await?
+        .map(Json)
+        .map_err(session_error)
+}
+
+pub async fn prioritize(
+    State(s): State<ControlState>,
+    UrlPath(name): UrlPath<String>,
+    Json(p): Json<Prioritize>,
+) -> Reply<BackupStatus> {
+    export(&s, &name)?;
+    s.backups
+        .prioritize(&name, p.offset, p.length)
+        .map(Json)
+        .map_err(session_error)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ExportFilter {
+    export: Option<String>,
+}
+
+pub async fn list_backups(
+    State(s): State<ControlState>,
+    Query(f): Query<ExportFilter>,
+) -> Reply<Vec<BackupStatus>> {
+    if let Some(name) = &f.export {
+        export(&s, name)?;
+    }
+    Ok(Json(s.backups.reports(f.export.as_deref())))
+}
+
+fn no_backup(id: &str) -> Failure {
+    error(StatusCode::NOT_FOUND, format!("no backup with id {id:?}"))
+}
+
+pub async fn backup(
+    State(s): State<ControlState>,
+    UrlPath(id): UrlPath<String>,
+) -> Reply<BackupStatus> {
+    s.backups
+        .report(&id)
+        .map(Json)
+        .ok_or_else(|| no_backup(&id))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WaitQuery {
+    timeout_s: Option<f64>,
+}
+
+pub async fn wait(
+    State(s): State<ControlState>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<WaitQuery>,
+) -> Reply<BackupStatus> {
+    let timeout = Duration::try_from_secs_f64(q.timeout_s.unwrap_or(30.0).clamp(0.0, 300.0))
+        .unwrap_or_default();
+    let backups = s.backups.clone();
+    let id2 = id.clone();
+    blocking(move || backups.wait(&id2, timeout))
+        .await?
+        .map(Json)
+        .ok_or_else(|| no_backup(&id))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ResolveQuery {
+    device: String,
+}
+
+pub async fn resolve(
+    State(s): State<ControlState>,
+    Query(q): Query<ResolveQuery>,
+) -> Reply<Resolved> {
+    match crate::nbd::kernel::resolve(
+        Path::new(&q.device),
+        &s.exports,
+        Path::new("/sys"),
+        Path::new("/proc"),
+    ) {
+        Ok(export) => Ok(Json(Resolved {
+            device: q.device,
+            export,
+        })),
+        Err(e) => Err(error(StatusCode::NOT_FOUND, e.to_string())),
+    }
+}

@@ -1,0 +1,296 @@
+//! The background mover: drains a session's blocks to its target.
+//!
+//! ```text
+//!  scheduler thread                                   writer thread
+//!  ┌────────────────────────────────────────────┐     ┌────────────────────────────┐
+//!  │ 1. zero blocks (holes at T)   -> record     │     │ target.write / write_zeroes│
+//!  │ 2. container above low mark   -> read slots │ ──> │ then release slots,        │
+//!  │ 3. prioritized ranges, then the next pending │ ch  │ count blocks done          │
+//!  │    run from a cursor: read the device        │     └────────────────────────────┘
+//!  │    without locks, then claim each block      │
+//!  │    under its lock if it is still pending     │
+//!  └────────────────────────────────────────────┘
+//! ```
+//!
+//! Claiming after reading is what lets writers never wait behind the mover: a block still
+//! pending when claimed was not written since T (every writer removes a pending block under
+//! its lock before writing it), so the data read is the T content; a block no longer pending
+//! is skipped (the container or another claim has it). Reading and writing overlap through a
+//! short channel, so the target and the device work at the same time.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+use tracing::{debug, info};
+
+use crate::device::{BlockDevice, IoBuf};
+use crate::snapshot::session::Session;
+
+/// Tuning of the mover.
+#[derive(Debug, Clone, Copy)]
+pub struct MoverConfig {
+    /// Largest run read from the device or drained from the container at once.
+    pub run_bytes: usize,
+    /// Work items queued between the scheduler and the writer.
+    pub queue: usize,
+}
+
+impl Default for MoverConfig {
+    fn default() -> Self {
+        MoverConfig {
+            run_bytes: 4 << 20,
+            queue: 3,
+        }
+    }
+}
+
+/// One piece of data for the target.
+#[derive(Debug)]
+struct Piece {
+    buf_off: usize,
+    target_off: u64,
+    len: usize,
+}
+
+/// A unit of work for the writer thread.
+#[derive(Debug, Default)]
+struct Work {
+    buf: Option<IoBuf>,
+    pieces: Vec<Piece>,
+    zeroes: Option<(u64, u64)>,
+    blocks: u64,
+    slots: Vec<u32>,
+}
+
+/// Starts the mover of `session`, reading the device from `dev`. `on_end` runs last, after
+/// the target is finished or aborted and the container disposed.
+pub fn spawn(
+    session: Arc<Session>,
+    dev: Arc<dyn BlockDevice>,
+    config: MoverConfig,
+    on_end: Box<dyn FnOnce(&Session) + Send>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("cowd-mover".into())
+        .spawn(move || {
+            let (tx, rx) = crossbeam_channel::bounded(config.queue.max(1));
+            let writer = {
+                let s = session.clone();
+                std::thread::Builder::new()
+                    .name("cowd-mover-w".into())
+                    .spawn(move || write_loop(&s, rx))
+            };
+            match writer {
+                Ok(w) => {
+                    schedule(&session, dev.as_ref(), config, &tx);
+                    drop(tx);
+                    let _ = w.join();
+                }
+                Err(e) => session.fail(format!("cannot start the mover's writer thread: {e}")),
+            }
+            finish(&session);
+            on_end(&session);
+        })
+}
+
+/// Completes or aborts the target, then disposes of the container.
+fn finish(s: &Session) {
+    if s.running() {
+        match s.target.finish() {
+            Ok(()) => s.complete(),
+            Err(e) => s.fail(format!("finishing the target {}: {e}", s.target.describe())),
+        }
+    }
+    if !matches!(s.state(), crate::snapshot::session::State::Done) {
+        s.target.abort();
+    }
+    s.container.dispose();
+    let r = s.report();
+    info!(session = %s.id, state = ?r.state, blocks = r.blocks_done, cbw = r.copies_before_write,
+          peak = r.container_peak, mib_s = r.mover_mib_s, "mover finished");
+}
+
+fn write_loop(s: &Session, rx: Receiver<Work>) {
+    for w in rx {
+        if !s.running() {
+            continue; // drain: the session ended, nothing more goes to the target
+        }
+        let mut r = Ok(());
+        if let (Some(buf), true) = (&w.buf, r.is_ok()) {
+            for p in &w.pieces {
+                r = s
+                    .target
+                    .write(p.target_off, &buf[p.buf_off..p.buf_off + p.len]);
+                if r.is_err() {
+                    break;
+                }
+            }
+        }
+        if let (Some((off, len)), true) = (w.zeroes, r.is_ok()) {
+            r = s.target.write_zeroes(off, len);
+        }
+        if let Err(e) = r {
+            s.fail(format!(
+                "writing to the target {}: {e}",
+                s.target.describe()
+            ));
+            continue;
+        }
+        for slot in w.slots {
+            s.container.release(slot);
+        }
+        let bytes: usize = w.pieces.iter().map(|p| p.len).sum();
+        s.stats
+            .bytes_moved
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        s.stats.blocks_done.fetch_add(w.blocks, Ordering::Relaxed);
+    }
+}
+
+/// The scheduler: decides what to move next until nothing is left or the session ends.
+fn schedule(s: &Session, dev: &dyn BlockDevice, config: MoverConfig, tx: &Sender<Work>) {
+    let bs = s.block_size as usize;
+    let max_blocks = (config.run_bytes / bs).max(1) as u32;
+    let mut cursor = 0u32;
+    while s.running() {
+        let work = if let Some(w) = zero_run(s, max_blocks) {
+            w
+        } else if s.container.queued() > 0
+            && (s.container.fill().ratio() > s.policy.low_watermark || s.pending.is_empty())
+        {
+            match drain_container(s, max_blocks as usize) {
+                Some(w) => w,
+                None => return,
+            }
+        } else if let Some((first, n)) = next_run(s, &mut cursor, max_blocks) {
+            match copy_run(s, dev, first, n) {
+                Some(w) => w,
+                None => continue,
+            }
+        } else if s.pending.is_empty() && s.container.queued() == 0 {
+            // Order matters: a block leaves the pending set only after it is in the container
+            // queue, so "pending empty, then queue empty" means everything was handed over.
+            debug!(session = %s.id, "all blocks handed to the writer");
+            return;
+        } else {
+            continue;
+        };
+        if tx.send(work).is_err() {
+            return;
+        }
+    }
+}
+
+/// A run of blocks that were holes at T: recorded as zeroes without reading.
+fn zero_run(s: &Session, max_blocks: u32) -> Option<Work> {
+    let mut z = s.zeroes.lock().unwrap();
+    let first = z.min()?;
+    let n = (0..max_blocks)
+        .take_while(|i| first.checked_add(*i).is_some_and(|b| z.contains(b)))
+        .count() as u32;
+    z.remove_range(first..first + n);
+    drop(z);
+    let (off, _) = s.block_extent(first);
+    let (last_off, last_len) = s.block_extent(first + n - 1);
+    let len = last_off + last_len as u64 - off;
+    Some(Work {
+        zeroes: Some((off, len)),
+        blocks: u64::from(n),
+        ..Work::default()
+    })
+}
+
+/// The next run of pending blocks: prioritized ranges first, then onward from the cursor.
+fn next_run(s: &Session, cursor: &mut u32, max_blocks: u32) -> Option<(u32, u32)> {
+    if let Some(r) = s.next_priority() {
+        let n = s.pending.run_len(r.start, max_blocks.min(r.end - r.start));
+        return Some((r.start, n.max(1)));
+    }
+    let first = s.pending.next_from(*cursor)?;
+    let n = s.pending.run_len(first, max_blocks).max(1);
+    *cursor = first.saturating_add(n);
+    Some((first, n))
+}
+
+/// Reads `n` blocks from `first` off the device, then claims those still pending.
+fn copy_run(s: &Session, dev: &dyn BlockDevice, first: u32, n: u32) -> Option<Work> {
+    let (off, _) = s.block_extent(first);
+    let (last_off, last_len) = s.block_extent(first + n - 1);
+    let len = (last_off + last_len as u64 - off) as usize;
+    let mut buf = IoBuf::new(len);
+    if let Err(e) = dev.read_at(&mut buf, off) {
+        s.fail(format!("reading the device for the backup: {e}"));
+        return None;
+    }
+    let mut pieces: Vec<Piece> = Vec::new();
+    let mut claimed = 0u64;
+    for b in first..first + n {
+        let _held = s.locks.lock(b);
+        if !s.pending.remove(b) {
+            continue;
+        }
+        claimed += 1;
+        let (boff, blen) = s.block_extent(b);
+        let buf_off = (boff - off) as usize;
+        match pieces.last_mut() {
+            Some(p) if p.buf_off + p.len == buf_off => p.len += blen,
+            _ => pieces.push(Piece {
+                buf_off,
+                target_off: boff,
+                len: blen,
+            }),
+        }
+    }
+    if claimed == 0 {
+        return None;
+    }
+    Some(Work {
+        buf: Some(buf),
+        pieces,
+        blocks: claimed,
+        ..Work::default()
+    })
+}
+
+/// Reads up to `max` saved blocks out of the container.
+fn drain_container(s: &Session, max: usize) -> Option<Work> {
+    let taken = s.container.take(max);
+    let bs = s.block_size as usize;
+    let mut buf = IoBuf::new(taken.len() * bs);
+    let mut pieces: Vec<Piece> = Vec::with_capacity(taken.len());
+    let mut slots = Vec::with_capacity(taken.len());
+    for (i, &(block, slot)) in taken.iter().enumerate() {
+        let (boff, blen) = s.block_extent(block);
+        let at = i * bs;
+        if let Err(e) = s.container.read(slot, &mut buf[at..at + blen]) {
+            s.fail(format!(
+                "reading block {block} back from the container: {e}"
+            ));
+            return None;
+        }
+        match pieces.last_mut() {
+            Some(p)
+                if p.buf_off + p.len == at
+                    && p.target_off + p.len as u64 == boff
+                    && p.len % bs == 0 =>
+            {
+                p.len += blen
+            }
+            _ => pieces.push(Piece {
+                buf_off: at,
+                target_off: boff,
+                len: blen,
+            }),
+        }
+        slots.push(slot);
+    }
+    Some(Work {
+        buf: Some(buf),
+        pieces,
+        blocks: taken.len() as u64,
+        slots,
+        zeroes: None,
+    })
+}

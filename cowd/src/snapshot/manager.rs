@@ -1,0 +1,457 @@
+//! [`Backups`]: starts, tracks, cancels and reports the backup sessions of all exports.
+//!
+//! Starting a backup, in order (any failure undoes what was set up and changes nothing):
+//!
+//! ```text
+//!  check: one backup per export, valid knobs ── open the target ── create the container
+//!   ── quiesce (quiet period | freeze | none) ── take T ── thaw ── start the mover
+//! ```
+//!
+//! Live sessions are kept per export; ended ones (this run and, from the state directory,
+//! earlier runs) are kept as reports.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tracing::{info, warn};
+
+use super::container::{Container, ContainerError, Protected};
+use super::point::{self, Plan, PointError};
+use super::quiesce::{self, Frozen, QuiesceError};
+use super::record::Records;
+use super::session::{OnOverflow, Policy, Report, Session};
+use crate::control::api::{BackupStarted, StartBackup};
+use crate::export::Export;
+use crate::mover::{self, MoverConfig};
+use crate::target::{BackupTarget, RawImage, TargetError};
+
+/// Defaults for every backup, from the daemon's flags or config file.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub state_dir: PathBuf,
+    /// Where containers are created when a request names none.
+    pub container_dir: PathBuf,
+    pub container_size: u64,
+    pub block_size: u32,
+    pub quiet_period: Duration,
+    pub quiet_timeout: Duration,
+    pub policy: Policy,
+    /// Longest a filesystem stays frozen.
+    pub freeze_limit: Duration,
+    /// Longest writes in flight may take to drain at T.
+    pub drain_limit: Duration,
+    pub mover: MoverConfig,
+}
+
+impl Defaults {
+    pub fn new(state_dir: &Path) -> Defaults {
+        Defaults {
+            state_dir: state_dir.to_owned(),
+            container_dir: state_dir.join("containers"),
+            container_size: 1 << 30,
+            block_size: 64 << 10,
+            quiet_period: Duration::from_secs(3),
+            quiet_timeout: Duration::from_secs(80),
+            policy: Policy::default(),
+            freeze_limit: Duration::from_secs(10),
+            drain_limit: Duration::from_secs(10),
+            mover: MoverConfig::default(),
+        }
+    }
+}
+
+/// Why a backup did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("export {export} already has a backup in progress ({id}); wait for it or cancel it")]
+    Busy { export: String, id: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error(transparent)]
+    Quiesce(#[from] QuiesceError),
+    #[error(transparent)]
+    Point(#[from] PointError),
+    #[error("cannot start the mover: {0}")]
+    Mover(std::io::Error),
+}
+
+/// Why an operation on a running backup was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("export {0} has no backup in progress")]
+    NoBackup(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// All backup sessions of the daemon.
+#[derive(Debug)]
+pub struct Backups {
+    defaults: Defaults,
+    records: Records,
+    live: Mutex<HashMap<String, Arc<Session>>>,
+    ended: Arc<Mutex<Vec<Report>>>,
+}
+
+fn secs(name: &str, v: Option<f64>, default: Duration) -> Result<Duration, StartError> {
+    match v {
+        None => Ok(default),
+        Some(s) => Duration::try_from_secs_f64(s)
+            .map_err(|_| StartError::Invalid(format!("{name} {s}: not a duration in seconds"))),
+    }
+}
+
+fn session_id(export: &str) -> String {
+    let t = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let stamp: String = t.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let name: String = export
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    format!("{name}-{stamp}-{:04x}", fastrand::u16(..))
+}
+
+impl Backups {
+    /// Opens the state directory, recovering records of sessions a crash interrupted.
+    pub fn open(defaults: Defaults) -> std::io::Result<Backups> {
+        std::fs::create_dir_all(&defaults.state_dir)?;
+        let records = Records::open(&defaults.state_dir)?;
+        let ended = records.recover()?;
+        Ok(Backups {
+            defaults,
+            records,
+            live: Mutex::new(HashMap::new()),
+            ended: Arc::new(Mutex::new(ended)),
+        })
+    }
+
+    pub fn defaults(&self) -> &Defaults {
+        &self.defaults
+    }
+
+    fn policy(&self, r: &StartBackup) -> Result<Policy, StartError> {
+        let d = self.defaults.policy;
+        let p = Policy {
+            high_watermark: r.high_watermark.unwrap_or(d.high_watermark),
+            low_watermark: r.low_watermark.unwrap_or(d.low_watermark),
+            cbw_timeout: secs("cbw-timeout", r.cbw_timeout_s, d.cbw_timeout)?,
+            on_overflow: r.on_overflow.unwrap_or(d.on_overflow),
+            neighbours: r.neighbours.unwrap_or(d.neighbours),
+            max_delay: d.max_delay,
+        };
+        if !(p.high_watermark > 0.0 && p.high_watermark <= 1.0) {
+            return Err(StartError::Invalid(format!(
+                "high watermark {}: must be in (0, 1]",
+                p.high_watermark
+            )));
+        }
+        if !(p.low_watermark >= 0.0 && p.low_watermark < 1.0) {
+            return Err(StartError::Invalid(format!(
+                "low watermark {}: must be in [0, 1)",
+                p.low_watermark
+            )));
+        }
+        Ok(p)
+    }
+
+    /// Starts a backup of `export`; returns once the snapshot point is taken.
+    pub fn start(
+        &self,
+        export: &Arc<Export>,
+        r: &StartBackup,
+    ) -> Result<BackupStarted, StartError> {
+        let name = export.name().to_owned();
+        if let Some(s) = self.live.lock().unwrap().get(&name).filter(|s| s.running()) {
+            return Err(StartError::Busy {
+                export: name,
+                id: s.id.clone(),
+            });
+        }
+        let block_size = r.block_size.unwrap_or(self.defaults.block_size);
+        if !block_size.is_power_of_two() || !(4096..=4 << 20).contains(&block_size) {
+            return Err(StartError::Invalid(format!(
+                "block size {block_size}: must be a power of two from 4 KiB to 4 MiB"
+            )));
+        }
+        if r.to.is_empty() {
+            return Err(StartError::Invalid("no target: give --to PATH".into()));
+        }
+        let policy = self.policy(r)?;
+        let quiet_period = secs("quiet-period", r.quiet_period_s, self.defaults.quiet_period)?;
+        let quiet_timeout = secs(
+            "quiet-timeout",
+            r.quiet_timeout_s,
+            self.defaults.quiet_timeout,
+        )?;
+        let id = session_id(&name);
+        let protected = Protected::of(export.path())
+            .map_err(|e| StartError::Invalid(format!("{}: {e}", export.path().display())))?;
+        let to = PathBuf::from(&r.to);
+        if Protected::of(&to).is_ok_and(|t| t.dev == protected.dev && t.ino == protected.ino) {
+            return Err(StartError::Invalid(format!(
+                "{}: the target is the exported device itself",
+                r.to
+            )));
+        }
+        let target: Arc<dyn BackupTarget> = Arc::new(RawImage::create(&to, export.size())?);
+        let container_path = r
+            .container
+            .as_ref()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.defaults.container_dir.join(format!("{id}.cow")));
+        let size = r.container_size.unwrap_or(self.defaults.container_size);
+        let container = match Container::create(&container_path, size, block_size, &id, &protected)
+        {
+            Ok(c) => c,
+            Err(e) => {
+                target.abort();
+                return Err(e.into());
+            }
+        };
+        let undo = |c: &Container| {
+            c.dispose();
+            target.abort();
+        };
+        let mut frozen: Option<Frozen> = None;
+        let quiesce = if r.no_quiesce {
+            "none".to_owned()
+        } else if let Some(m) = &r.freeze {
+            match Frozen::freeze(Path::new(m), self.defaults.freeze_limit) {
+                Ok(f) => frozen = Some(f),
+                Err(e) => {
+                    undo(&container);
+                    return Err(e.into());
+                }
+            }
+            format!("freeze {m}")
+        } else {
+            match quiesce::wait_quiet(export.engine(), quiet_period, quiet_timeout) {
+                Ok(waited) => format!(
+                    "quiet period {quiet_period:?} (waited {:.1} s)",
+                    waited.as_secs_f64()
+                ),
+                Err(e) => {
+                    undo(&container);
+                    return Err(e.into());
+                }
+            }
+        };
+        let plan = Plan {
+            id: id.clone(),
+            export: name.clone(),
+            block_size,
+            container,
+            target: target.clone(),
+            policy,
+            skip_holes: true,
+            quiesce,
+        };
+        let taken = point::take(export.engine(), plan, self.defaults.drain_limit);
+        let frozen_for = frozen.map(Frozen::thaw);
+        let session = match taken {
+            Ok(s) => s,
+            Err(e) => {
+                target.abort();
+                return Err(e.into());
+            }
+        };
+        if let Some(d) = frozen_for {
+            info!(session = %id, held = ?d, "filesystem was frozen for the snapshot point");
+        }
+        let report = session.report();
+        if let Err(e) = self.records.save(&report) {
+            warn!(error = %e, "cannot write the backup record");
+        }
+        self.live
+            .lock()
+            .unwrap()
+            .insert(name.clone(), session.clone());
+        let (records, ended, engine) = (
+            self.records.clone(),
+            self.ended.clone(),
+            export.engine().clone(),
+        );
+        let on_end = Box::new(move |s: &Session| {
+            engine.remove(&s.id);
+            let r = s.report();
+            if let Err(e) = records.save(&r) {
+                warn!(error = %e, "cannot write the backup record");
+            }
+            ended.lock().unwrap().insert(0, r);
+        });
+        let dev = export.engine().device().clone();
+        if let Err(e) = mover::spawn(session.clone(), dev, self.defaults.mover, on_end) {
+            session.fail(format!("cannot start the mover: {e}"));
+            return Err(StartError::Mover(e));
+        }
+        info!(session = %id, export = %name, target = %r.to, blocks = report.blocks_total, setup_ms = report.setup_ms, "backup started");
+        Ok(BackupStarted {
+            id,
+            export: name,
+            snapshot_time: report.snapshot_time,
+            block_size,
+            blocks_total: report.blocks_total,
+            blocks_to_copy: session.pending.len(),
+            setup_ms: report.setup_ms,
+            quiesce: report.quiesce,
+        })
+    }
+
+    fn live(&self, export: &str) -> Option<Arc<Session>> {
+        self.live.lock().unwrap().get(export).cloned()
+    }
+
+    /// Reports of live and ended sessions, optionally of one export; live first, newest first.
+    pub fn reports(&self, export: Option<&str>) -> Vec<Report> {
+        let mut out: Vec<Report> = self
+            .live
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|s| s.running())
+            .map(|s| s.report())
+            .collect();
+        out.extend(self.ended.lock().unwrap().iter().cloned());
+        out.retain(|r| export.is_none_or(|e| r.export == e));
+        out.dedup_by(|a, b| a.id == b.id);
+        out
+    }
+
+    /// The report of session `id`.
+    pub fn report(&self, id: &str) -> Option<Report> {
+        let live = self
+            .live
+            .lock()
+            .unwrap()
+            .values()
+            .find(|s| s.id == id)
+            .cloned();
+        match live {
+            Some(s) if s.running() => Some(s.report()),
+            _ => self
+                .ended
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|r| r.id == id)
+                .cloned()
+                .or_else(|| live.map(|s| s.report())),
+        }
+    }
+
+    /// Waits up to `timeout` for session `id` to end; returns its report.
+    pub fn wait(&self, id: &str, timeout: Duration) -> Option<Report> {
+        let live = self
+            .live
+            .lock()
+            .unwrap()
+            .values()
+            .find(|s| s.id == id)
+            .cloned();
+        if let Some(s) = live {
+            s.wait(timeout);
+            // The end callback records the final report just after the state changes.
+            for _ in 0..100 {
+                if !s.running() && self.ended.lock().unwrap().iter().any(|r| r.id == id) {
+                    break;
+                }
+                if s.running() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.report(id)
+    }
+
+    /// Cancels the backup of `export`.
+    pub fn cancel(&self, export: &str) -> Result<Report, SessionError> {
+        let s = self
+            .live(export)
+            .filter(|s| s.running())
+            .ok_or_else(|| SessionError::NoBackup(export.to_owned()))?;
+        s.cancel();
+        Ok(self
+            .wait(&s.id, Duration::from_secs(10))
+            .unwrap_or_else(|| s.report()))
+    }
+
+    /// Moves `length` bytes at `offset` to the front of the mover's schedule.
+    pub fn prioritize(
+        &self,
+        export: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Report, SessionError> {
+        let s = self
+            .live(export)
+            .filter(|s| s.running())
+            .ok_or_else(|| SessionError::NoBackup(export.to_owned()))?;
+        let end = offset
+            .checked_add(length)
+            .filter(|&e| e <= s.size && length > 0);
+        let Some(end) = end else {
+            return Err(SessionError::Invalid(format!(
+                "range {offset}+{length} is empty or beyond the device ({} bytes)",
+                s.size
+            )));
+        };
+        let bs = u64::from(s.block_size);
+        s.prioritize((offset / bs) as u32..end.div_ceil(bs) as u32);
+        Ok(s.report())
+    }
+
+    /// Waits (up to `limit`) until every live session has ended and cleaned up.
+    pub fn wait_all(&self, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        let ids: Vec<String> = self
+            .live
+            .lock()
+            .unwrap()
+            .values()
+            .map(|s| s.id.clone())
+            .collect();
+        for id in ids {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            self.wait(&id, left);
+            while !self.ended.lock().unwrap().iter().any(|r| r.id == id)
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    /// Fails every live session (the daemon is stopping).
+    pub fn stop_all(&self, reason: &str) {
+        for s in self.live.lock().unwrap().values() {
+            if s.running() {
+                s.fail(reason);
+            }
+        }
+    }
+}
+
+impl OnOverflow {
+    /// Parses the command-line spelling.
+    pub fn parse(s: &str) -> Option<OnOverflow> {
+        match s {
+            "fail-backup" => Some(OnOverflow::FailBackup),
+            "block-writes" => Some(OnOverflow::BlockWrites),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,502 @@
+//! [`Session`]: one backup of one export, from its snapshot point to its end.
+//!
+//! ```text
+//!   Running ──mover done──> Done
+//!      │ ──error / overflow policy──> Failed (reason)
+//!      └──cancel──> Cancelled
+//! ```
+//!
+//! The session owns the pending set, the block locks and the container. Writers call
+//! [`Session::copy_before_write`] for the blocks they touch; the mover (see `crate::mover`)
+//! claims the rest. Any end other than Done drops the pending set at once, so writers stop
+//! paying for the backup immediately; a failure never fails a write (invariant 5).
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use roaring::RoaringBitmap;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::container::Container;
+use super::locks::BlockLocks;
+use super::pending::PendingSet;
+use crate::device::{BlockDevice, IoBuf};
+use crate::target::BackupTarget;
+
+/// What to do when a write needing a copy cannot get container space within `cbw_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnOverflow {
+    /// The backup fails with the reason; writes go on untouched.
+    #[default]
+    FailBackup,
+    /// Writes keep waiting; the backup is never broken.
+    BlockWrites,
+}
+
+/// Throttling and scheduling knobs of a session.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Fill ratio above which writes needing a copy are delayed.
+    pub high_watermark: f64,
+    /// Fill ratio above which the mover drains the container before copying pending blocks.
+    pub low_watermark: f64,
+    /// Longest delay of one write at a full-but-not-overflowing container.
+    pub max_delay: Duration,
+    pub cbw_timeout: Duration,
+    pub on_overflow: OnOverflow,
+    /// Pending neighbours of a copied block that the mover takes early (0 = off).
+    pub neighbours: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            high_watermark: 0.75,
+            low_watermark: 0.10,
+            max_delay: Duration::from_millis(50),
+            cbw_timeout: Duration::from_secs(30),
+            on_overflow: OnOverflow::FailBackup,
+            neighbours: 0,
+        }
+    }
+}
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl State {
+    fn from_u8(v: u8) -> State {
+        match v {
+            0 => State::Running,
+            1 => State::Done,
+            2 => State::Failed,
+            _ => State::Cancelled,
+        }
+    }
+}
+
+/// Counters of a session (all monotonic).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub cbw_copies: AtomicU64,
+    pub throttled_writes: AtomicU64,
+    pub throttle_ns: AtomicU64,
+    pub waited_writes: AtomicU64,
+    pub wait_ns: AtomicU64,
+    pub blocks_done: AtomicU64,
+    pub bytes_moved: AtomicU64,
+}
+
+/// Everything fixed at the snapshot point.
+#[derive(Debug)]
+pub struct Setup {
+    pub id: String,
+    pub export: String,
+    pub size: u64,
+    pub block_size: u32,
+    pub pending: RoaringBitmap,
+    /// Blocks known to read as zeroes at T (holes): recorded without reading.
+    pub zeroes: RoaringBitmap,
+    pub container: Container,
+    pub target: Arc<dyn BackupTarget>,
+    pub policy: Policy,
+    pub snapshot_time: SystemTime,
+    /// How long writes were held to take the snapshot point.
+    pub setup: Duration,
+    /// How the snapshot point was quiesced (for the report).
+    pub quiesce: String,
+}
+
+/// One backup in progress or ended.
+#[derive(Debug)]
+pub struct Session {
+    pub id: String,
+    pub export: String,
+    pub size: u64,
+    pub block_size: u32,
+    pub blocks_total: u64,
+    pub pending: PendingSet,
+    pub zeroes: Mutex<RoaringBitmap>,
+    pub locks: BlockLocks,
+    pub container: Container,
+    pub target: Arc<dyn BackupTarget>,
+    pub policy: Policy,
+    pub stats: Stats,
+    pub snapshot_time: SystemTime,
+    setup_ns: AtomicU64,
+    pub quiesce: String,
+    started: Instant,
+    state: AtomicU8,
+    end: Mutex<Option<(String, SystemTime, Duration)>>,
+    ended: Condvar,
+    priority: Mutex<VecDeque<Range<u32>>>,
+}
+
+/// The report of a session, as the control API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub id: String,
+    pub export: String,
+    pub state: State,
+    /// Why it failed or was cancelled.
+    pub reason: Option<String>,
+    pub target: String,
+    /// RFC 3339 time of the snapshot point.
+    pub snapshot_time: String,
+    pub ended_time: Option<String>,
+    pub quiesce: String,
+    pub setup_ms: f64,
+    pub block_size: u32,
+    pub blocks_total: u64,
+    pub blocks_done: u64,
+    pub container_path: Option<String>,
+    pub container_slots: u32,
+    pub container_used: u32,
+    pub container_peak: u32,
+    pub copies_before_write: u64,
+    pub throttled_writes: u64,
+    pub throttle_delay_ms: f64,
+    pub waited_writes: u64,
+    pub wait_ms: f64,
+    pub moved_bytes: u64,
+    pub elapsed_s: f64,
+    pub mover_mib_s: f64,
+    pub eta_s: Option<f64>,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+impl Session {
+    pub fn new(s: Setup) -> Session {
+        let blocks_total = s.size.div_ceil(u64::from(s.block_size));
+        Session {
+            id: s.id,
+            export: s.export,
+            size: s.size,
+            block_size: s.block_size,
+            blocks_total,
+            pending: PendingSet::new(s.pending),
+            zeroes: Mutex::new(s.zeroes),
+            locks: BlockLocks::default(),
+            container: s.container,
+            target: s.target,
+            policy: s.policy,
+            stats: Stats::default(),
+            snapshot_time: s.snapshot_time,
+            setup_ns: AtomicU64::new(s.setup.as_nanos() as u64),
+            quiesce: s.quiesce,
+            started: Instant::now(),
+            state: AtomicU8::new(0),
+            end: Mutex::new(None),
+            ended: Condvar::new(),
+            priority: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Records how long writes were held to take T.
+    pub fn set_setup(&self, d: Duration) {
+        self.setup_ns.store(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// How long writes were held to take T.
+    pub fn setup(&self) -> Duration {
+        Duration::from_nanos(self.setup_ns.load(Ordering::Relaxed))
+    }
+
+    pub fn state(&self) -> State {
+        State::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    pub fn running(&self) -> bool {
+        self.state() == State::Running
+    }
+
+    /// Byte range of block `b` (the last block may be short).
+    pub fn block_extent(&self, b: u32) -> (u64, usize) {
+        let off = u64::from(b) * u64::from(self.block_size);
+        (
+            off,
+            (self.size - off).min(u64::from(self.block_size)) as usize,
+        )
+    }
+
+    /// First and last block touched by `len > 0` bytes at `offset`.
+    pub fn block_range(&self, offset: u64, len: u64) -> (u32, u32) {
+        let bs = u64::from(self.block_size);
+        ((offset / bs) as u32, ((offset + len - 1) / bs) as u32)
+    }
+
+    /// Ends the session in `state` (once); false if it had already ended.
+    fn end(&self, state: State, reason: String) -> bool {
+        let to = match state {
+            State::Running => return false,
+            State::Done => 1,
+            State::Failed => 2,
+            State::Cancelled => 3,
+        };
+        if self
+            .state
+            .compare_exchange(0, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        if state != State::Done {
+            self.pending.clear();
+            self.zeroes.lock().unwrap().clear();
+        }
+        *self.end.lock().unwrap() = Some((reason, SystemTime::now(), self.started.elapsed()));
+        self.container.wake_all();
+        self.ended.notify_all();
+        true
+    }
+
+    /// Fails the backup with `reason` (writes are never affected).
+    pub fn fail(&self, reason: impl Into<String>) {
+        let reason = reason.into();
+        if self.end(State::Failed, reason.clone()) {
+            warn!(session = %self.id, export = %self.export, %reason, "backup failed");
+        }
+    }
+
+    /// Cancels the backup.
+    pub fn cancel(&self) -> bool {
+        let done = self.end(State::Cancelled, "cancelled by the operator".into());
+        if done {
+            info!(session = %self.id, export = %self.export, "backup cancelled");
+        }
+        done
+    }
+
+    /// Marks the backup complete (called by the mover once the target has everything).
+    pub fn complete(&self) {
+        if self.end(State::Done, String::new()) {
+            info!(session = %self.id, export = %self.export, elapsed = ?self.started.elapsed(), "backup complete");
+        }
+    }
+
+    /// Waits until the session ends or `timeout` passes; returns the state.
+    pub fn wait(&self, timeout: Duration) -> State {
+        let deadline = Instant::now() + timeout;
+        let mut end = self.end.lock().unwrap();
+        while end.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            end = self.ended.wait_timeout(end, left).unwrap().0;
+        }
+        drop(end);
+        self.state()
+    }
+
+    /// Moves `blocks` to the front of the mover's schedule.
+    pub fn prioritize(&self, blocks: Range<u32>) {
+        let mut q = self.priority.lock().unwrap();
+        if q.len() < 4096 {
+            q.push_back(blocks);
+        }
+    }
+
+    /// The next prioritized range with a pending block in it, trimmed to start there.
+    pub fn next_priority(&self) -> Option<Range<u32>> {
+        let mut q = self.priority.lock().unwrap();
+        while let Some(r) = q.front_mut() {
+            match (r.start..r.end).find(|b| self.pending.contains(*b)) {
+                Some(b) => {
+                    r.start = b;
+                    return Some(r.clone());
+                }
+                None => {
+                    q.pop_front();
+                }
+            }
+        }
+        None
+    }
+
+    /// Delays a write that needs copies while the container is above the high watermark.
+    fn throttle(&self) {
+        let fill = self.container.fill().ratio();
+        let high = self.policy.high_watermark;
+        if fill <= high || high >= 1.0 {
+            return;
+        }
+        let share = ((fill - high) / (1.0 - high)).min(1.0);
+        let d = self.policy.max_delay.mul_f64(share);
+        std::thread::sleep(d);
+        self.stats.throttled_writes.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .throttle_ns
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// A free container slot, waiting for the mover when full; `None` if the session ended
+    /// (including by the overflow policy).
+    fn reserve_slot(&self) -> Option<u32> {
+        let mut waited = None;
+        let slot = loop {
+            if !self.running() {
+                break None;
+            }
+            if let Some(s) = self.container.try_reserve() {
+                break Some(s);
+            }
+            let start = *waited.get_or_insert_with(Instant::now);
+            if self.container.wait_space(start + self.policy.cbw_timeout) {
+                continue;
+            }
+            match self.policy.on_overflow {
+                OnOverflow::FailBackup => {
+                    let f = self.container.fill();
+                    self.fail(format!(
+                        "container full ({} of {} blocks) for longer than the cbw-timeout of {:?}; \
+                         on-overflow=fail-backup let writes go on without the backup",
+                        f.used, f.slots, self.policy.cbw_timeout
+                    ));
+                }
+                OnOverflow::BlockWrites => {
+                    warn!(session = %self.id, "container full; writes keep waiting (on-overflow=block-writes)");
+                    waited = Some(Instant::now());
+                }
+            }
+        };
+        if let Some(start) = waited {
+            self.stats.waited_writes.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .wait_ns
+                .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+        slot
+    }
+
+    /// True when a write of `len` bytes at `offset` touches a pending block.
+    pub fn needs_copy(&self, offset: u64, len: u64) -> bool {
+        let (first, last) = self.block_range(offset, len);
+        self.running() && self.pending.any_in(first, last)
+    }
+
+    /// Saves the T content of every pending block in the range into the container, so the
+    /// caller may then overwrite it. Blocks the mover or another writer took are skipped.
+    pub fn copy_before_write(&self, dev: &dyn BlockDevice, offset: u64, len: u64) {
+        if !self.running() {
+            return;
+        }
+        let (first, last) = self.block_range(offset, len);
+        let blocks = self.pending.in_range(first, last);
+        if blocks.is_empty() {
+            return;
+        }
+        self.throttle();
+        for b in blocks {
+            let Some(slot) = self.reserve_slot() else {
+                return;
+            };
+            let _held = self.locks.lock(b);
+            if !self.pending.contains(b) {
+                self.container.release(slot);
+                continue;
+            }
+            let (off, n) = self.block_extent(b);
+            let mut buf = IoBuf::new(n);
+            if let Err(e) = dev.read_at(&mut buf, off) {
+                self.container.release(slot);
+                return self.fail(format!("reading block {b} for copy-before-write: {e}"));
+            }
+            if let Err(e) = self.container.store(slot, b, &buf) {
+                return self.fail(format!("saving block {b} in the container: {e}"));
+            }
+            self.pending.remove(b);
+            self.stats.cbw_copies.fetch_add(1, Ordering::Relaxed);
+            if self.policy.neighbours > 0 {
+                let end = b.saturating_add(1).saturating_add(self.policy.neighbours);
+                self.prioritize(b.saturating_add(1)..end);
+            }
+        }
+    }
+
+    /// The byte ranges of `offset..offset+len` whose blocks are not pending (a TRIM may
+    /// discard those; it leaves pending blocks alone, trim being only a hint).
+    pub fn unpending_segments(&self, offset: u64, len: u64) -> Vec<(u64, u64)> {
+        let end = offset + len;
+        if !self.running() {
+            return vec![(offset, len)];
+        }
+        let (first, last) = self.block_range(offset, len);
+        let pending = self.pending.in_range(first, last);
+        if pending.is_empty() {
+            return vec![(offset, len)];
+        }
+        let bs = u64::from(self.block_size);
+        let mut out = Vec::new();
+        let mut at = offset;
+        for b in pending {
+            let (bstart, bend) = (u64::from(b) * bs, (u64::from(b) + 1) * bs);
+            if bstart > at {
+                out.push((at, bstart.min(end) - at));
+            }
+            at = at.max(bend);
+        }
+        if at < end {
+            out.push((at, end - at));
+        }
+        out
+    }
+
+    /// The report the control API shows.
+    pub fn report(&self) -> Report {
+        let s = &self.stats;
+        let f = self.container.fill();
+        let end = self.end.lock().unwrap().clone();
+        let elapsed = end
+            .as_ref()
+            .map(|e| e.2)
+            .unwrap_or_else(|| self.started.elapsed());
+        let moved = s.bytes_moved.load(Ordering::Relaxed);
+        let done = s.blocks_done.load(Ordering::Relaxed);
+        let rate = moved as f64 / elapsed.as_secs_f64().max(1e-3);
+        let left = self.blocks_total.saturating_sub(done) as f64 * f64::from(self.block_size);
+        let running = self.running();
+        Report {
+            id: self.id.clone(),
+            export: self.export.clone(),
+            state: self.state(),
+            reason: end.as_ref().map(|e| e.0.clone()).filter(|r| !r.is_empty()),
+            target: self.target.describe(),
+            snapshot_time: rfc3339(self.snapshot_time),
+            ended_time: end.as_ref().map(|e| rfc3339(e.1)),
+            quiesce: self.quiesce.clone(),
+            setup_ms: self.setup().as_secs_f64() * 1e3,
+            block_size: self.block_size,
+            blocks_total: self.blocks_total,
+            blocks_done: done,
+            container_path: self.container.path().map(|p| p.display().to_string()),
+            container_slots: f.slots,
+            container_used: f.used,
+            container_peak: f.peak,
+            copies_before_write: s.cbw_copies.load(Ordering::Relaxed),
+            throttled_writes: s.throttled_writes.load(Ordering::Relaxed),
+            throttle_delay_ms: s.throttle_ns.load(Ordering::Relaxed) as f64 / 1e6,
+            waited_writes: s.waited_writes.load(Ordering::Relaxed),
+            wait_ms: s.wait_ns.load(Ordering::Relaxed) as f64 / 1e6,
+            moved_bytes: moved,
+            elapsed_s: elapsed.as_secs_f64(),
+            mover_mib_s: rate / f64::from(1 << 20),
+            eta_s: (running && rate > 0.0).then(|| left / rate),
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Backup targets: where the mover writes a backup, behind one trait.
+//!
+//! The mover writes each block of the device's image at T exactly once, in any order, then calls
+//! `finish` (make it durable and visible) or `abort` (the backup failed: remove what is partial).
+//! Today: [`RawImage`] (a sparse file, or an existing file or block device). The repository of
+//! the next layer implements the same trait.
+
+mod raw;
+
+pub use raw::RawImage;
+
+use crate::device::DeviceError;
+
+/// Why a target failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("target {path}: {why}")]
+    Refused { path: String, why: String },
+    #[error("target {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("target: {0}")]
+    Device(#[from] DeviceError),
+}
+
+/// A destination of backup data.
+pub trait BackupTarget: Send + Sync + std::fmt::Debug {
+    /// Human-readable location (path).
+    fn describe(&self) -> String;
+
+    /// Writes `data` at `offset` of the image.
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), TargetError>;
+
+    /// Records `len` bytes at `offset` as zeroes.
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), TargetError>;
+
+    /// Makes the complete backup durable and visible under its final name.
+    fn finish(&self) -> Result<(), TargetError>;
+
+    /// Gives up: removes partial output the target created itself.
+    fn abort(&self);
+}

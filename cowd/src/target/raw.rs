@@ -1,0 +1,179 @@
+//! [`RawImage`]: a backup written as a raw image the size of the device.
+//!
+//! A new path becomes a sparse file written under `PATH.partial` and renamed into place by
+//! `finish` (so a failed backup never leaves something that looks complete). An existing block
+//! device or file at least as large as the device is written in place; zero ranges are then
+//! written explicitly, since old data may be there.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{BackupTarget, TargetError};
+use crate::device::{BlockDevice, FileDevice, FileOptions, ZeroFlags};
+
+/// A raw image target.
+#[derive(Debug)]
+pub struct RawImage {
+    dev: Arc<dyn BlockDevice>,
+    path: PathBuf,
+    /// `Some(partial)` when we created a new sparse file under a temporary name.
+    partial: Option<PathBuf>,
+}
+
+fn refused(path: &Path, why: impl Into<String>) -> TargetError {
+    TargetError::Refused {
+        path: path.display().to_string(),
+        why: why.into(),
+    }
+}
+
+impl RawImage {
+    /// Opens `path` for an image of `size` bytes.
+    pub fn create(path: &Path, size: u64) -> Result<RawImage, TargetError> {
+        let io = |source| TargetError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        match std::fs::metadata(path) {
+            Ok(m) if m.file_type().is_block_device() || m.file_type().is_file() => {
+                let dev = FileDevice::open(path, FileOptions::default())
+                    .map_err(|e| refused(path, e.to_string()))?;
+                if dev.size() < size {
+                    let why = format!("holds {} bytes; the device needs {size}", dev.size());
+                    return Err(refused(path, why));
+                }
+                Ok(RawImage {
+                    dev: Arc::new(dev),
+                    path: path.to_owned(),
+                    partial: None,
+                })
+            }
+            Ok(_) => Err(refused(path, "not a regular file or block device")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut name = path
+                    .file_name()
+                    .ok_or_else(|| refused(path, "no file name"))?
+                    .to_owned();
+                name.push(".partial");
+                let partial = path.with_file_name(name);
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&partial)
+                    .map_err(io)?;
+                f.set_len(size).map_err(io)?;
+                drop(f);
+                let dev = FileDevice::open(&partial, FileOptions::default())
+                    .map_err(|e| refused(path, e.to_string()))?;
+                Ok(RawImage {
+                    dev: Arc::new(dev),
+                    path: path.to_owned(),
+                    partial: Some(partial),
+                })
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// A raw image on any device (tests stack a fault layer or use memory).
+    pub fn on_device(dev: Arc<dyn BlockDevice>, path: &Path) -> RawImage {
+        RawImage {
+            dev,
+            path: path.to_owned(),
+            partial: None,
+        }
+    }
+}
+
+impl BackupTarget for RawImage {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), TargetError> {
+        Ok(self.dev.write_at(data, offset, false)?)
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), TargetError> {
+        if self.partial.is_some() {
+            return Ok(()); // a new sparse file already reads as zeroes
+        }
+        Ok(self.dev.write_zeroes(
+            offset,
+            len,
+            ZeroFlags {
+                may_trim: true,
+                ..Default::default()
+            },
+        )?)
+    }
+
+    fn finish(&self) -> Result<(), TargetError> {
+        self.dev.flush()?;
+        if let Some(partial) = &self.partial {
+            let io = |source| TargetError::Io {
+                path: self.path.display().to_string(),
+                source,
+            };
+            std::fs::rename(partial, &self.path).map_err(io)?;
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn abort(&self) {
+        if let Some(partial) = &self.partial {
+            let _ = std::fs::remove_file(partial);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_image_appears_only_when_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("backup.img");
+        let t = RawImage::create(&p, 1 << 20).unwrap();
+        t.write(4096, &[5; 4096]).unwrap();
+        t.write_zeroes(0, 4096).unwrap();
+        assert!(!p.exists() && dir.path().join("backup.img.partial").exists());
+        t.finish().unwrap();
+        let data = std::fs::read(&p).unwrap();
+        assert_eq!(data.len(), 1 << 20);
+        assert!(data[4096..8192].iter().all(|&b| b == 5) && data[..4096].iter().all(|&b| b == 0));
+        assert!(!dir.path().join("backup.img.partial").exists());
+    }
+
+    #[test]
+    fn aborted_image_leaves_nothing_and_existing_targets_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.img");
+        let t = RawImage::create(&p, 1 << 20).unwrap();
+        t.abort();
+        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+        let small = dir.path().join("small.img");
+        std::fs::write(&small, vec![1u8; 4096]).unwrap();
+        let e = RawImage::create(&small, 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("holds 4096 bytes"), "{e}");
+        let big = dir.path().join("big.img");
+        std::fs::write(&big, vec![1u8; 1 << 20]).unwrap();
+        let t = RawImage::create(&big, 8192).unwrap();
+        t.write_zeroes(0, 4096).unwrap();
+        t.finish().unwrap();
+        let d = std::fs::read(&big).unwrap();
+        assert!(d[..4096].iter().all(|&b| b == 0) && d[4096..].iter().all(|&b| b == 1));
+        t.abort();
+        assert!(big.exists(), "abort never deletes an existing target");
+    }
+}
