@@ -323,6 +323,20 @@ fn decode<T: DeserializeOwned>(
     }
 }
 
+/// `s` percent-encoded for a path segment or a query value: every byte but the unreserved
+/// characters of RFC 3986 (`A-Z a-z 0-9 - . _ ~`) becomes `%XX`.
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn truncate(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((at, _)) => format!("{}...", &s[..at]),
@@ -617,6 +631,14 @@ mod tests {
             .await
             .unwrap_err();
         assert_unreachable(&err, "no answer within 0.1 s");
+    }
+
+    #[test]
+    fn encoding() {
+        assert_eq!(encode("disk-1_a.b~"), "disk-1_a.b~");
+        assert_eq!(encode("/dev/nbd0"), "%2Fdev%2Fnbd0");
+        assert_eq!(encode("a b?c&d=é"), "a%20b%3Fc%26d%3D%C3%A9");
+        assert_eq!(encode(""), "");
     }
 
     #[test]

@@ -2,4 +2,7 @@
 //! `main.rs` (flags and commands) so later commands and tests reuse them.
 
 pub mod client;
+pub mod commands;
 pub mod output;
+pub mod progress;
+pub mod report;

@@ -77,7 +77,7 @@ impl Table {
 }
 
 /// `s` with control characters escaped (`\n`, `\u{1b}`, ...).
-fn printable(s: &str) -> String {
+pub fn printable(s: &str) -> String {
     if !s.chars().any(char::is_control) {
         return s.to_owned();
     }

@@ -121,6 +121,8 @@ pub struct Settings {
     pub stop_timeout_s: Option<f64>,
     pub max_connections: Option<usize>,
     pub io_threads: Option<usize>,
+    /// Accept fault-injection requests (testing only).
+    pub allow_fault_injection: Option<bool>,
     #[serde(default)]
     pub backup: BackupSettings,
 }
@@ -161,6 +163,7 @@ impl Settings {
             stop_timeout_s: pick!(self, base, stop_timeout_s),
             max_connections: pick!(self, base, max_connections),
             io_threads: pick!(self, base, io_threads),
+            allow_fault_injection: pick!(self, base, allow_fault_injection),
             backup: BackupSettings {
                 container_dir: pick!(self, base, backup.container_dir),
                 container_size: pick!(self, base, backup.container_size),
@@ -209,6 +212,7 @@ impl Settings {
         backup.policy.low_watermark = b.low_watermark.unwrap_or(backup.policy.low_watermark);
         backup.policy.on_overflow = b.on_overflow.unwrap_or_default();
         backup.policy.neighbours = b.neighbours.unwrap_or(0);
+        backup.allow_fault_injection = self.allow_fault_injection.unwrap_or(false);
         let limits = Limits {
             io_threads: self.io_threads.unwrap_or(32).max(1),
             ..Limits::default()

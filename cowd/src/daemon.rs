@@ -174,8 +174,12 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
         }));
     }
     info!(exports = exports.all().len(), "cowd ready");
+    if let Err(e) = crate::notify::notify("READY=1") {
+        warn!(error = %e, "cannot notify systemd");
+    }
     wait_for_signal().await?;
     info!("stopping: no new clients; finishing requests in flight");
+    let _ = crate::notify::notify("STOPPING=1");
     let _ = stop_tx.send(true);
     backups.stop_all("cowd was stopped (SIGTERM/SIGINT) during the backup");
     server.shutdown();

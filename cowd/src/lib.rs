@@ -16,5 +16,6 @@ pub mod device;
 pub mod export;
 pub mod mover;
 pub mod nbd;
+pub mod notify;
 pub mod snapshot;
 pub mod target;

@@ -80,6 +80,9 @@ struct ServeArgs {
     /// Default copy-before-write block size, e.g. 64K [default: 64K].
     #[arg(long, value_name = "SIZE", value_parser = size)]
     block_size: Option<Size>,
+    /// Accept fault-injection requests (`target_faults`); for testing only.
+    #[arg(long, hide = true)]
+    allow_fault_injection: bool,
     /// Default behaviour when the container stays full: fail-backup or block-writes.
     #[arg(long, value_name = "POLICY", value_parser = overflow)]
     on_overflow: Option<OnOverflow>,
@@ -110,6 +113,7 @@ impl ServeArgs {
             stop_timeout_s: self.stop_timeout,
             max_connections: self.max_connections,
             io_threads: self.io_threads,
+            allow_fault_injection: self.allow_fault_injection.then_some(true),
             backup: BackupSettings {
                 container_dir: self.container_dir,
                 container_size: self.container_size,

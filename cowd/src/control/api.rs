@@ -62,6 +62,21 @@ pub struct StartBackup {
     pub on_overflow: Option<OnOverflow>,
     /// Pending neighbours of a copied block the mover takes early.
     pub neighbours: Option<u32>,
+    /// Limit the mover to this many MiB/s (device and target I/O of the backup).
+    pub max_rate_mib_s: Option<f64>,
+    /// Testing aid, accepted only by a daemon started with `--allow-fault-injection`:
+    /// delays or failures injected under the target.
+    pub target_faults: Option<TargetFaults>,
+}
+
+/// Faults injected under a backup target (testing aid).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TargetFaults {
+    /// Delay of every target operation, in milliseconds.
+    pub delay_ms: Option<u64>,
+    /// Let this many target writes succeed, then fail every later one with EIO.
+    pub fail_after_writes: Option<u64>,
 }
 
 /// The answer to [`StartBackup`]: the snapshot point is taken.

@@ -13,9 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{FromRequest, FromRequestParts, Path as UrlPath, Query, Request, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use super::api::{
     BackupStarted, BackupStatus, ErrorBody, ExportInfo, Prioritize, Resolved, StartBackup,
@@ -26,6 +28,34 @@ use crate::snapshot::manager::{SessionError, StartError};
 
 type Failure = (StatusCode, Json<ErrorBody>);
 type Reply<T> = Result<Json<T>, Failure>;
+
+/// A JSON request body whose rejection (bad JSON, wrong content type) is an `ErrorBody`.
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = Failure;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Failure> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(rej) => Err(error(rej.status(), rej.body_text())),
+        }
+    }
+}
+
+/// Query parameters whose rejection is an `ErrorBody`.
+#[derive(Debug)]
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = Failure;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Failure> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(Params(v)),
+            Err(rej) => Err(error(rej.status(), rej.body_text())),
+        }
+    }
+}
 
 fn export(s: &ControlState, name: &str) -> Result<Arc<Export>, Failure> {
     s.exports
@@ -60,7 +90,7 @@ pub async fn list_exports(State(s): State<ControlState>) -> Json<Vec<ExportInfo>
 pub async fn start_backup(
     State(s): State<ControlState>,
     UrlPath(name): UrlPath<String>,
-    Json(req): Json<StartBackup>,
+    Body(req): Body<StartBackup>,
 ) -> Result<(StatusCode, Json<BackupStarted>), Failure> {
     let e = export(&s, &name)?;
     let backups = s.backups.clone();
@@ -101,7 +131,7 @@ pub async fn cancel(
 pub async fn prioritize(
     State(s): State<ControlState>,
     UrlPath(name): UrlPath<String>,
-    Json(p): Json<Prioritize>,
+    Body(p): Body<Prioritize>,
 ) -> Reply<BackupStatus> {
     export(&s, &name)?;
     s.backups
@@ -117,7 +147,7 @@ pub struct ExportFilter {
 
 pub async fn list_backups(
     State(s): State<ControlState>,
-    Query(f): Query<ExportFilter>,
+    Params(f): Params<ExportFilter>,
 ) -> Reply<Vec<BackupStatus>> {
     if let Some(name) = &f.export {
         export(&s, name)?;
@@ -147,7 +177,7 @@ pub struct WaitQuery {
 pub async fn wait(
     State(s): State<ControlState>,
     UrlPath(id): UrlPath<String>,
-    Query(q): Query<WaitQuery>,
+    Params(q): Params<WaitQuery>,
 ) -> Reply<BackupStatus> {
     let timeout = Duration::try_from_secs_f64(q.timeout_s.unwrap_or(30.0).clamp(0.0, 300.0))
         .unwrap_or_default();
@@ -166,7 +196,7 @@ pub struct ResolveQuery {
 
 pub async fn resolve(
     State(s): State<ControlState>,
-    Query(q): Query<ResolveQuery>,
+    Params(q): Params<ResolveQuery>,
 ) -> Reply<Resolved> {
     match crate::nbd::kernel::resolve(
         Path::new(&q.device),

@@ -51,6 +51,8 @@ struct State {
     rate: f64,
     next_mask: OpMask,
     next: u64,
+    after_mask: OpMask,
+    after: Option<u64>,
     range_mask: OpMask,
     range: (u64, u64),
     delay_mask: OpMask,
@@ -74,6 +76,8 @@ impl Default for FaultControl {
                 rate: 0.0,
                 next_mask: OpMask::NONE,
                 next: 0,
+                after_mask: OpMask::NONE,
+                after: None,
                 range_mask: OpMask::NONE,
                 range: (0, 0),
                 delay_mask: OpMask::NONE,
@@ -97,6 +101,12 @@ impl FaultControl {
     pub fn fail_next(&self, mask: OpMask, n: u64) {
         let mut s = self.state.lock().unwrap();
         (s.next_mask, s.next) = (mask, n);
+    }
+
+    /// Lets `ok` operations in `mask` succeed, then fails every later one.
+    pub fn fail_after(&self, mask: OpMask, ok: u64) {
+        let mut s = self.state.lock().unwrap();
+        (s.after_mask, s.after) = (mask, Some(ok));
     }
 
     /// Fails every operation in `mask` that touches `offset..offset + len`.
@@ -141,6 +151,13 @@ impl FaultControl {
         if !fail && s.next_mask.has(op) && s.next > 0 {
             s.next -= 1;
             fail = true;
+        }
+        if !fail && s.after_mask.has(op) {
+            match &mut s.after {
+                Some(0) => fail = true,
+                Some(n) => *n -= 1,
+                None => {}
+            }
         }
         if !fail && s.rate_mask.has(op) && s.rate > 0.0 {
             fail = s.rng.f64() < s.rate;
@@ -271,6 +288,11 @@ mod tests {
         c.clear();
         d.read_at(&mut [0; 2], 8191).unwrap();
         assert_eq!(c.injected(), 1);
+        c.fail_after(OpMask::WRITE, 2);
+        d.write_at(&[1], 0, false).unwrap();
+        d.read_at(&mut [0; 1], 0).unwrap();
+        d.write_at(&[1], 0, false).unwrap();
+        assert!(d.write_at(&[1], 0, false).is_err() && d.write_at(&[1], 0, false).is_err());
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct MoverConfig {
     pub run_bytes: usize,
     /// Work items queued between the scheduler and the writer.
     pub queue: usize,
+    /// Bytes per second the mover may move (None: as fast as it can).
+    pub max_rate: Option<u64>,
 }
 
 impl Default for MoverConfig {
@@ -42,6 +44,7 @@ impl Default for MoverConfig {
         MoverConfig {
             run_bytes: 4 << 20,
             queue: 3,
+            max_rate: None,
         }
     }
 }
@@ -80,7 +83,7 @@ pub fn spawn(
                 let s = session.clone();
                 std::thread::Builder::new()
                     .name("cowd-mover-w".into())
-                    .spawn(move || write_loop(&s, rx))
+                    .spawn(move || write_loop(&s, rx, config.max_rate))
             };
             match writer {
                 Ok(w) => {
@@ -112,7 +115,9 @@ fn finish(s: &Session) {
           peak = r.container_peak, mib_s = r.mover_mib_s, "mover finished");
 }
 
-fn write_loop(s: &Session, rx: Receiver<Work>) {
+fn write_loop(s: &Session, rx: Receiver<Work>, max_rate: Option<u64>) {
+    let start = std::time::Instant::now();
+    let mut paced = 0u64;
     for w in rx {
         if !s.running() {
             continue; // drain: the session ended, nothing more goes to the target
@@ -146,6 +151,14 @@ fn write_loop(s: &Session, rx: Receiver<Work>) {
             .bytes_moved
             .fetch_add(bytes as u64, Ordering::Relaxed);
         s.stats.blocks_done.fetch_add(w.blocks, Ordering::Relaxed);
+        if let Some(rate) = max_rate.filter(|r| *r > 0) {
+            // Pace to the rate: sleep until the bytes moved so far are due.
+            paced += bytes as u64;
+            let due = std::time::Duration::from_secs_f64(paced as f64 / rate as f64);
+            if let Some(ahead) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(ahead);
+            }
+        }
     }
 }
 

@@ -10,7 +10,7 @@
 //! Live sessions are kept per export; ended ones (this run and, from the state directory,
 //! earlier runs) are kept as reports.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -23,6 +23,7 @@ use super::quiesce::{self, Frozen, QuiesceError};
 use super::record::Records;
 use super::session::{OnOverflow, Policy, Report, Session};
 use crate::control::api::{BackupStarted, StartBackup};
+use crate::device::OpMask;
 use crate::export::Export;
 use crate::mover::{self, MoverConfig};
 use crate::target::{BackupTarget, RawImage, TargetError};
@@ -43,6 +44,8 @@ pub struct Defaults {
     /// Longest writes in flight may take to drain at T.
     pub drain_limit: Duration,
     pub mover: MoverConfig,
+    /// Accept `target_faults` in requests (testing only).
+    pub allow_fault_injection: bool,
 }
 
 impl Defaults {
@@ -58,6 +61,7 @@ impl Defaults {
             freeze_limit: Duration::from_secs(10),
             drain_limit: Duration::from_secs(10),
             mover: MoverConfig::default(),
+            allow_fault_injection: false,
         }
     }
 }
@@ -96,6 +100,8 @@ pub struct Backups {
     defaults: Defaults,
     records: Records,
     live: Mutex<HashMap<String, Arc<Session>>>,
+    /// Exports whose backup is being started (quiescing, taking T).
+    starting: Mutex<HashSet<String>>,
     ended: Arc<Mutex<Vec<Report>>>,
 }
 
@@ -134,6 +140,7 @@ impl Backups {
             defaults,
             records,
             live: Mutex::new(HashMap::new()),
+            starting: Mutex::new(HashSet::new()),
             ended: Arc::new(Mutex::new(ended)),
         })
     }
@@ -174,12 +181,25 @@ impl Backups {
         r: &StartBackup,
     ) -> Result<BackupStarted, StartError> {
         let name = export.name().to_owned();
-        if let Some(s) = self.live.lock().unwrap().get(&name).filter(|s| s.running()) {
-            return Err(StartError::Busy {
-                export: name,
-                id: s.id.clone(),
-            });
+        {
+            // One start at a time per export: the check and the claim are one step.
+            let mut starting = self.starting.lock().unwrap();
+            if let Some(s) = self.live.lock().unwrap().get(&name).filter(|s| s.running()) {
+                let id = s.id.clone();
+                return Err(StartError::Busy { export: name, id });
+            }
+            if !starting.insert(name.clone()) {
+                let id = "one being started".to_owned();
+                return Err(StartError::Busy { export: name, id });
+            }
         }
+        struct Claim<'a>(&'a Mutex<HashSet<String>>, String);
+        impl Drop for Claim<'_> {
+            fn drop(&mut self) {
+                self.0.lock().unwrap().remove(&self.1);
+            }
+        }
+        let _claim = Claim(&self.starting, name.clone());
         let block_size = r.block_size.unwrap_or(self.defaults.block_size);
         if !block_size.is_power_of_two() || !(4096..=4 << 20).contains(&block_size) {
             return Err(StartError::Invalid(format!(
@@ -206,7 +226,35 @@ impl Backups {
                 r.to
             )));
         }
-        let target: Arc<dyn BackupTarget> = Arc::new(RawImage::create(&to, export.size())?);
+        if r.target_faults.is_some() && !self.defaults.allow_fault_injection {
+            return Err(StartError::Invalid(
+                "target_faults needs a daemon started with --allow-fault-injection (a testing aid)"
+                    .into(),
+            ));
+        }
+        let mut mover = self.defaults.mover;
+        if let Some(mib) = r.max_rate_mib_s {
+            if !(mib > 0.0 && mib.is_finite()) {
+                return Err(StartError::Invalid(format!(
+                    "max rate {mib} MiB/s: must be positive"
+                )));
+            }
+            mover.max_rate = Some((mib * f64::from(1 << 20)) as u64);
+        }
+        let raw = RawImage::create(&to, export.size())?;
+        let target: Arc<dyn BackupTarget> = match &r.target_faults {
+            None => Arc::new(raw),
+            Some(f) => {
+                let (raw, control) = raw.with_faults();
+                if let Some(ms) = f.delay_ms {
+                    control.delay(OpMask::ALL, Duration::from_millis(ms));
+                }
+                if let Some(n) = f.fail_after_writes {
+                    control.fail_after(OpMask::WRITE | OpMask::ZERO, n);
+                }
+                Arc::new(raw)
+            }
+        };
         let container_path = r
             .container
             .as_ref()
@@ -268,8 +316,10 @@ impl Backups {
                 return Err(e.into());
             }
         };
-        if let Some(d) = frozen_for {
-            info!(session = %id, held = ?d, "filesystem was frozen for the snapshot point");
+        if let Some((from, to)) = frozen_for {
+            session.set_freeze_window(from, to);
+            let held = to.duration_since(from).unwrap_or_default();
+            info!(session = %id, ?held, "filesystem was frozen for the snapshot point");
         }
         let report = session.report();
         if let Err(e) = self.records.save(&report) {
@@ -293,7 +343,7 @@ impl Backups {
             ended.lock().unwrap().insert(0, r);
         });
         let dev = export.engine().device().clone();
-        if let Err(e) = mover::spawn(session.clone(), dev, self.defaults.mover, on_end) {
+        if let Err(e) = mover::spawn(session.clone(), dev, mover, on_end) {
             session.fail(format!("cannot start the mover: {e}"));
             return Err(StartError::Mover(e));
         }

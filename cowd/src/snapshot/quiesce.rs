@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{info, warn};
 
@@ -70,6 +70,7 @@ pub struct Frozen {
     path: PathBuf,
     thawed: Arc<AtomicBool>,
     since: Instant,
+    at: SystemTime,
 }
 
 impl Frozen {
@@ -116,6 +117,7 @@ impl Frozen {
                     path: mountpoint.to_owned(),
                     thawed,
                     since: Instant::now(),
+                    at: SystemTime::now(),
                 })
             }
             Ok(Err(e)) => Err(err(format!(
@@ -128,8 +130,11 @@ impl Frozen {
     }
 
     /// Thaws now; returns how long the filesystem was frozen.
-    pub fn thaw(self) -> Duration {
-        self.since.elapsed()
+    /// Thaws now; returns the wall-clock window during which the filesystem was frozen.
+    pub fn thaw(self) -> (SystemTime, SystemTime) {
+        let from = self.at;
+        drop(self);
+        (from, SystemTime::now())
     }
 }
 

@@ -142,6 +142,7 @@ pub struct Session {
     end: Mutex<Option<(String, SystemTime, Duration)>>,
     ended: Condvar,
     priority: Mutex<VecDeque<Range<u32>>>,
+    freeze: Mutex<Option<(SystemTime, SystemTime)>>,
 }
 
 /// The report of a session, as the control API shows it.
@@ -174,6 +175,9 @@ pub struct Report {
     pub elapsed_s: f64,
     pub mover_mib_s: f64,
     pub eta_s: Option<f64>,
+    /// With `--freeze`: when the filesystem was frozen and thawed (T lies between).
+    pub frozen_at: Option<String>,
+    pub thawed_at: Option<String>,
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -204,7 +208,13 @@ impl Session {
             end: Mutex::new(None),
             ended: Condvar::new(),
             priority: Mutex::new(VecDeque::new()),
+            freeze: Mutex::new(None),
         }
+    }
+
+    /// Records the window during which the filesystem was frozen around T.
+    pub fn set_freeze_window(&self, from: SystemTime, to: SystemTime) {
+        *self.freeze.lock().unwrap() = Some((from, to));
     }
 
     /// Records how long writes were held to take T.
@@ -459,6 +469,7 @@ impl Session {
 
     /// The report the control API shows.
     pub fn report(&self) -> Report {
+        let freeze = *self.freeze.lock().unwrap();
         let s = &self.stats;
         let f = self.container.fill();
         let end = self.end.lock().unwrap().clone();
@@ -497,6 +508,8 @@ impl Session {
             elapsed_s: elapsed.as_secs_f64(),
             mover_mib_s: rate / f64::from(1 << 20),
             eta_s: (running && rate > 0.0).then(|| left / rate),
+            frozen_at: freeze.map(|f| rfc3339(f.0)),
+            thawed_at: freeze.map(|f| rfc3339(f.1)),
         }
     }
 }

@@ -79,6 +79,19 @@ impl RawImage {
         }
     }
 
+    /// Stacks a fault-injecting layer under this target (a testing aid; see
+    /// `--allow-fault-injection`).
+    pub fn with_faults(self) -> (RawImage, Arc<crate::device::FaultControl>) {
+        let (dev, control) = crate::device::FaultDevice::new(self.dev);
+        (
+            RawImage {
+                dev: Arc::new(dev),
+                ..self
+            },
+            control,
+        )
+    }
+
     /// A raw image on any device (tests stack a fault layer or use memory).
     pub fn on_device(dev: Arc<dyn BlockDevice>, path: &Path) -> RawImage {
         RawImage {

@@ -1,0 +1,124 @@
+//! The subcommands of `cowctl` about backups, one module each group, and what they share:
+//! the outcome of a command, `/dev/nbdN` resolution, and the parsers of command-line values.
+//!
+//! Every command is one or a few requests; what a backup does is decided by the daemon.
+
+pub mod sessions;
+pub mod start;
+pub mod wait;
+
+use std::time::Duration;
+
+use cowd::control::api::{OnOverflow, Resolved};
+
+use crate::client::{self, Client};
+
+/// How a command that reached the daemon ended (errors of the requests themselves are
+/// `client::Error`s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Exit 0.
+    Success,
+    /// Exit 1 with this message on stderr (e.g. the followed backup failed).
+    Failed(String),
+}
+
+/// The export named by `arg`: `arg` itself, or for `/dev/...` the export the daemon finds
+/// attached to that kernel NBD device (`GET /v1/resolve`).
+pub async fn export_name(client: &Client, arg: &str) -> Result<String, client::Error> {
+    if !arg.starts_with("/dev/") {
+        return Ok(arg.to_owned());
+    }
+    let path = format!("/v1/resolve?device={}", client::encode(arg));
+    Ok(client.get::<Resolved>(&path).await?.value.export)
+}
+
+/// `/v1/exports/{name}` + `tail`, the name percent-encoded.
+pub fn export_path(name: &str, tail: &str) -> String {
+    format!("/v1/exports/{}{tail}", client::encode(name))
+}
+
+/// A size in bytes: `65536`, `64K`, `1.5G`, `4MiB`.
+pub fn size(s: &str) -> Result<u64, String> {
+    cowd::config::parse_size(s)
+}
+
+/// A size that fits 32 bits (block sizes).
+pub fn size32(s: &str) -> Result<u32, String> {
+    let n = size(s)?;
+    u32::try_from(n).map_err(|_| format!("{s}: too large (at most 4G)"))
+}
+
+/// A percentage, `75` or `75%`, as a fraction (0.75).
+pub fn percent(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let n: f64 = t
+        .strip_suffix('%')
+        .unwrap_or(t)
+        .trim_end()
+        .parse()
+        .map_err(|_| format!("{s}: not a percentage (e.g. 75 or 75%)"))?;
+    if !n.is_finite() {
+        return Err(format!("{s}: not a percentage (e.g. 75 or 75%)"));
+    }
+    Ok(n / 100.0)
+}
+
+/// A number of seconds, fractions allowed.
+pub fn secs(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.0 => Ok(n),
+        _ => Err(format!("{s}: not a number of seconds")),
+    }
+}
+
+/// `fail-backup` or `block-writes`.
+pub fn on_overflow(s: &str) -> Result<OnOverflow, String> {
+    OnOverflow::parse(s).ok_or_else(|| format!("{s}: expected fail-backup or block-writes"))
+}
+
+/// Seconds as a `Duration`, saturating at about 31 years for absurd values.
+pub fn duration(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs).unwrap_or(Duration::from_secs(1 << 30))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages() {
+        assert_eq!(percent("75"), Ok(0.75));
+        assert_eq!(percent("75%"), Ok(0.75));
+        assert_eq!(percent(" 12.5 % "), Ok(0.125));
+        assert_eq!(percent("100"), Ok(1.0));
+        assert!(percent("0.75x").is_err());
+        assert!(percent("%").is_err());
+        assert!(percent("inf").is_err());
+    }
+
+    #[test]
+    fn sizes_and_seconds() {
+        assert_eq!(size("64K"), Ok(64 << 10));
+        assert_eq!(size("1G"), Ok(1 << 30));
+        assert_eq!(size32("4M"), Ok(4 << 20));
+        assert!(size32("4G").is_err());
+        assert!(size("1X").is_err());
+        assert_eq!(secs("2.5"), Ok(2.5));
+        assert!(secs("-1").is_err());
+        assert!(secs("NaN").is_err());
+        assert_eq!(duration(1.5), Duration::from_millis(1500));
+        assert_eq!(duration(1e300), Duration::from_secs(1 << 30));
+        assert_eq!(on_overflow("block-writes"), Ok(OnOverflow::BlockWrites));
+        assert!(on_overflow("x").is_err());
+    }
+
+    #[test]
+    fn export_paths_are_encoded() {
+        assert_eq!(export_path("disk", "/cancel"), "/v1/exports/disk/cancel");
+        assert_eq!(
+            export_path("a/b c", "/backups"),
+            "/v1/exports/a%2Fb%20c/backups"
+        );
+    }
+}
