@@ -71,6 +71,8 @@ struct Slots {
     peak: u32,
     index: HashMap<u32, u32>,
     queue: VecDeque<u32>,
+    /// The session ended: nobody waits for space any more.
+    closed: bool,
 }
 
 /// Fill level of a container.
@@ -367,10 +369,11 @@ impl Container {
         Some(slot)
     }
 
-    /// Waits until a slot may be free, at most until `deadline`; false on timeout.
+    /// Waits until a slot may be free, at most until `deadline`, or until the container is
+    /// closed (then it returns true: the caller re-checks its session and gives up).
     pub fn wait_space(&self, deadline: Instant) -> bool {
         let mut s = self.state.lock().unwrap();
-        while s.used >= self.slots {
+        while s.used >= self.slots && !s.closed {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
@@ -431,6 +434,7 @@ impl Container {
 
     /// Wakes every writer waiting for space (the session ended).
     pub fn wake_all(&self) {
+        self.state.lock().unwrap().closed = true;
         self.space.notify_all();
     }
 
