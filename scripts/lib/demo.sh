@@ -16,7 +16,8 @@ wait_for() {
 attach_export() {
     local uri=$1 dir=$2
     mkdir -p "$dir"
-    nbdfuse "$dir" "$uri" &
+    # Not attached to our stdout: this runs inside $(...), which would wait for it.
+    nbdfuse "$dir" "$uri" </dev/null >"$dir.log" 2>&1 &
     wait_for test -e "$dir/nbd"
     losetup -f --show "$dir/nbd"
 }

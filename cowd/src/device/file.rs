@@ -10,13 +10,17 @@
 //! | exclusive     | flock (shared for read-only)         | O_EXCL                            |
 //!
 //! Reads and writes first try `RWF_NOWAIT` when asked through `try_*`, so a caller can serve
-//! page-cache hits inline and send only real waits to worker threads.
+//! page-cache hits inline and send only real waits to worker threads. Where the filesystem
+//! does not support `RWF_NOWAIT` for buffered writes (ext4 today), `try_write_at` writes into
+//! the page cache directly and backs off to the worker threads for a while after a slow one
+//! (dirty-page throttling). With `O_DIRECT` every request goes to the worker threads.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
 
 use super::sys::{self, Fallocate};
 use super::{
@@ -59,7 +63,14 @@ pub struct FileDevice {
     rotational: bool,
     nowait_read: AtomicBool,
     nowait_write: AtomicBool,
+    /// Inline page-cache writes are avoided until this time (ns after `epoch`).
+    slow_until: AtomicU64,
+    epoch: Instant,
 }
+
+/// A page-cache write slower than this makes writes go to worker threads for a while.
+const SLOW_WRITE_NS: u64 = 2_000_000;
+const SLOW_BACKOFF_NS: u64 = 200_000_000;
 
 impl FileDevice {
     /// Opens `path` exclusively: a device already opened exclusively, mounted, or served by
@@ -123,6 +134,8 @@ impl FileDevice {
             rotational,
             nowait_read: AtomicBool::new(!opts.direct),
             nowait_write: AtomicBool::new(!opts.direct),
+            slow_until: AtomicU64::new(0),
+            epoch: Instant::now(),
         })
     }
 
@@ -305,23 +318,40 @@ impl BlockDevice for FileDevice {
     }
 
     fn try_write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<bool> {
-        if fua || !self.nowait_write.load(Ordering::Relaxed) {
+        if fua || self.direct {
             return Ok(false);
         }
-        match sys::pwrite(&self.file, buf, offset, false, true) {
-            Ok(n) if n == buf.len() => Ok(true),
-            // Part of it is in the page cache already; finish the rest right here.
-            Ok(n) => self
-                .write_all(&buf[n..], offset + n as u64, false)
-                .map(|()| true),
-            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-                self.nowait_write.store(false, Ordering::Relaxed);
-                Ok(false)
+        if self.nowait_write.load(Ordering::Relaxed) {
+            match sys::pwrite(&self.file, buf, offset, false, true) {
+                Ok(n) if n == buf.len() => return Ok(true),
+                // Part of it is in the page cache already; finish the rest right here.
+                Ok(n) => {
+                    return self
+                        .write_all(&buf[n..], offset + n as u64, false)
+                        .map(|()| true);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                    self.nowait_write.store(false, Ordering::Relaxed);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(false),
+                Err(e) => return Err(DeviceError::io(Op::Write, offset, buf.len() as u64, e)),
             }
-            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
-            Err(e) => Err(DeviceError::io(Op::Write, offset, buf.len() as u64, e)),
         }
+        // The filesystem cannot say "would block" for buffered writes: write into the page
+        // cache directly, which is quick unless the kernel throttles dirty pages. A write
+        // that took long sends the next ones to the worker threads for a while.
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        if now < self.slow_until.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        self.write_all(buf, offset, false)?;
+        let took = self.epoch.elapsed().as_nanos() as u64 - now;
+        if took > SLOW_WRITE_NS {
+            let until = now + took + SLOW_BACKOFF_NS;
+            self.slow_until.store(until, Ordering::Relaxed);
+        }
+        Ok(true)
     }
 
     fn write_zeroes(&self, offset: u64, len: u64, flags: ZeroFlags) -> Result<()> {

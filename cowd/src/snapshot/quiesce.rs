@@ -71,6 +71,7 @@ pub struct Frozen {
     thawed: Arc<AtomicBool>,
     since: Instant,
     at: SystemTime,
+    _wake: crossbeam_channel::Sender<()>,
 }
 
 impl Frozen {
@@ -89,6 +90,9 @@ impl Frozen {
         }
         let thawed = Arc::new(AtomicBool::new(false));
         let (tx, rx) = crossbeam_channel::bounded(1);
+        // The owner keeps `wake`; dropping it (the thaw, or giving up) ends the watchdog's
+        // wait at once, so the mountpoint is not held open longer than needed.
+        let (wake, woken) = crossbeam_channel::bounded::<()>(0);
         let (d, t, p) = (dir.clone(), thawed.clone(), mountpoint.to_owned());
         // Freeze and watchdog on one thread: it freezes, reports, then thaws at the limit
         // unless the owner has thawed already.
@@ -102,7 +106,7 @@ impl Frozen {
                 if !ok {
                     return;
                 }
-                std::thread::sleep(limit.saturating_sub(start.elapsed()));
+                let _ = woken.recv_timeout(limit.saturating_sub(start.elapsed()));
                 if !t.swap(true, Ordering::AcqRel) {
                     warn!(mountpoint = %p.display(), ?limit, "freeze watchdog: thawing");
                     let _ = ioctl(&d, FITHAW);
@@ -113,6 +117,7 @@ impl Frozen {
             Ok(Ok(())) => {
                 info!(mountpoint = %mountpoint.display(), "filesystem frozen");
                 Ok(Frozen {
+                    _wake: wake,
                     dir,
                     path: mountpoint.to_owned(),
                     thawed,
