@@ -374,6 +374,8 @@ mod tests {
             let state = ControlState {
                 exports: Arc::new(exports),
                 backups,
+                attachments: Default::default(),
+                limits: Default::default(),
             };
             tokio::spawn(serve(listener, state, rx));
             Daemon { dir, stop }

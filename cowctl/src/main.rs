@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use cowctl::client::{self, Client, Reply};
 use cowctl::commands::Outcome;
+use cowctl::commands::devices::{self, AttachArgs, DetachArgs};
 use cowctl::commands::sessions::{self, CancelArgs, PrioritizeArgs, StatusArgs};
 use cowctl::commands::start::{self, StartArgs};
 use cowctl::commands::wait::{self, WaitArgs};
@@ -94,6 +95,12 @@ enum Command {
     /// copy before write.
     #[command(after_help = EXIT_STATUS)]
     Prioritize(PrioritizeArgs),
+    /// Serve an export on a kernel NBD device (/dev/nbdN; needs the nbd kernel module).
+    #[command(after_help = EXIT_STATUS)]
+    Attach(AttachArgs),
+    /// Disconnect a kernel NBD device attached with `cowctl attach`.
+    #[command(after_help = EXIT_STATUS)]
+    Detach(DetachArgs),
 }
 
 async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
@@ -115,6 +122,8 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Command::Wait(a) => wait::run(&client, a, json, out).await,
         Command::Cancel(a) => sessions::cancel(&client, a, json, out).await,
         Command::Prioritize(a) => sessions::prioritize(&client, a, json, out).await,
+        Command::Attach(a) => devices::attach(&client, a, json, out).await,
+        Command::Detach(a) => devices::detach(&client, a, json, out).await,
     }
 }
 

@@ -17,6 +17,7 @@ use tracing::{error, info, warn};
 use crate::control::server::{ControlState, PeerCheckedListener};
 use crate::device::{BlockDevice, FileDevice, FileOptions, OpenError};
 use crate::export::{Export, ExportError, Exports};
+use crate::nbd::kernel::Attachments;
 use crate::nbd::server::Listener;
 use crate::nbd::{Endpoint, Server, ServerConfig};
 use crate::snapshot::manager::{Backups, Defaults};
@@ -156,6 +157,7 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
     })?;
     let backups = Arc::new(backups);
     let server = Server::new(exports.clone(), cfg.server);
+    let attachments = Arc::new(Attachments::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     for l in listeners {
@@ -165,6 +167,8 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
         let state = ControlState {
             exports: exports.clone(),
             backups: backups.clone(),
+            attachments: attachments.clone(),
+            limits: cfg.server.limits,
         };
         let rx = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -182,6 +186,7 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
     let _ = crate::notify::notify("STOPPING=1");
     let _ = stop_tx.send(true);
     backups.stop_all("cowd was stopped (SIGTERM/SIGINT) during the backup");
+    attachments.detach_all();
     server.shutdown();
     if !server.wait_closed(cfg.stop_timeout).await {
         warn!(

@@ -3,6 +3,7 @@
 //!
 //! Every command is one or a few requests; what a backup does is decided by the daemon.
 
+pub mod devices;
 pub mod sessions;
 pub mod start;
 pub mod wait;

@@ -41,7 +41,7 @@ pub struct PrioritizeArgs {
     pub length: u64,
 }
 
-fn print<T>(
+pub(crate) fn print<T>(
     out: &mut dyn Write,
     json: bool,
     reply: &Reply<T>,

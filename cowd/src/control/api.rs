@@ -102,6 +102,12 @@ pub struct Prioritize {
     pub length: u64,
 }
 
+/// `POST /v1/exports/{name}/attach` and `POST /v1/detach`: a kernel NBD device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub device: String,
+}
+
 /// `GET /v1/resolve?device=/dev/nbdN`: which export a kernel NBD device is attached to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resolved {

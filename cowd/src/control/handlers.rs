@@ -20,10 +20,11 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::api::{
-    BackupStarted, BackupStatus, ErrorBody, ExportInfo, Prioritize, Resolved, StartBackup,
+    BackupStarted, BackupStatus, Device, ErrorBody, ExportInfo, Prioritize, Resolved, StartBackup,
 };
 use super::server::{ControlState, error};
 use crate::export::Export;
+use crate::nbd::kernel::{self, AttachError, ResolveError};
 use crate::snapshot::manager::{SessionError, StartError};
 
 type Failure = (StatusCode, Json<ErrorBody>);
@@ -198,16 +199,51 @@ pub async fn resolve(
     State(s): State<ControlState>,
     Params(q): Params<ResolveQuery>,
 ) -> Reply<Resolved> {
-    match crate::nbd::kernel::resolve(
-        Path::new(&q.device),
-        &s.exports,
-        Path::new("/sys"),
-        Path::new("/proc"),
-    ) {
+    let device = Path::new(&q.device);
+    let found = match s.attachments.export_of(device) {
+        Some(export) => Ok(export),
+        None => kernel::resolve(device, &s.exports, Path::new("/sys"), Path::new("/proc")),
+    };
+    match found {
         Ok(export) => Ok(Json(Resolved {
             device: q.device,
             export,
         })),
         Err(e) => Err(error(StatusCode::NOT_FOUND, e.to_string())),
     }
+}
+
+fn attach_error(e: AttachError) -> Failure {
+    let status = match &e {
+        AttachError::Resolve(ResolveError::NotNbd(_)) => StatusCode::BAD_REQUEST,
+        AttachError::Resolve(_) | AttachError::NotAttached(_) => StatusCode::NOT_FOUND,
+        AttachError::Failed { .. } => StatusCode::CONFLICT,
+    };
+    error(status, e.to_string())
+}
+
+pub async fn attach(
+    State(s): State<ControlState>,
+    UrlPath(name): UrlPath<String>,
+    Body(d): Body<Device>,
+) -> Reply<Resolved> {
+    let e = export(&s, &name)?;
+    s.attachments
+        .attach(&e, Path::new(&d.device), s.limits)
+        .map_err(attach_error)?;
+    Ok(Json(Resolved {
+        device: d.device,
+        export: name,
+    }))
+}
+
+pub async fn detach(State(s): State<ControlState>, Body(d): Body<Device>) -> Reply<Resolved> {
+    let export = s
+        .attachments
+        .detach(Path::new(&d.device))
+        .map_err(attach_error)?;
+    Ok(Json(Resolved {
+        device: d.device,
+        export,
+    }))
 }

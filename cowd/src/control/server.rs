@@ -18,6 +18,8 @@ use tracing::{info, warn};
 use super::api::ErrorBody;
 use super::handlers;
 use crate::export::Exports;
+use crate::nbd::kernel::Attachments;
+use crate::nbd::transmission::Limits;
 use crate::snapshot::manager::Backups;
 
 /// What request handlers can see.
@@ -25,6 +27,9 @@ use crate::snapshot::manager::Backups;
 pub struct ControlState {
     pub exports: Arc<Exports>,
     pub backups: Arc<Backups>,
+    pub attachments: Arc<Attachments>,
+    /// Limits of connections served for attached kernel devices.
+    pub limits: Limits,
 }
 
 /// The routes of API version 1.
@@ -38,6 +43,8 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/backups/{id}", get(handlers::backup))
         .route("/v1/backups/{id}/wait", get(handlers::wait))
         .route("/v1/resolve", get(handlers::resolve))
+        .route("/v1/exports/{name}/attach", post(handlers::attach))
+        .route("/v1/detach", post(handlers::detach))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

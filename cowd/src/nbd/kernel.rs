@@ -7,6 +7,7 @@
 //! connecting).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::export::Exports;
 
@@ -83,7 +84,6 @@ mod tests {
     use super::*;
     use crate::device::MemoryDevice;
     use crate::export::Export;
-    use std::sync::Arc;
 
     #[test]
     fn maps_a_device_through_the_client_process_or_its_parent() {
@@ -134,5 +134,202 @@ mod tests {
             Err(ResolveError::NoDevice("/dev/nbd9".into()))
         );
         assert_eq!(r("/dev/sda"), Err(ResolveError::NotNbd("/dev/sda".into())));
+    }
+
+    #[test]
+    fn attaching_needs_an_nbd_device() {
+        let exports = Exports::default();
+        let e = exports
+            .add(Export::new(
+                "a",
+                Path::new("/x"),
+                Arc::new(MemoryDevice::new(1 << 20)),
+                false,
+            ))
+            .unwrap();
+        let a = Arc::new(Attachments::default());
+        let limits = crate::nbd::transmission::Limits::default();
+        let err = a.attach(&e, Path::new("/dev/sda"), limits).unwrap_err();
+        assert!(err.to_string().contains("not an NBD device"), "{err}");
+        let err = a.attach(&e, Path::new("/dev/nbd4711"), limits).unwrap_err();
+        assert!(err.to_string().contains("nbd kernel module"), "{err}");
+        let err = a.detach(Path::new("/dev/nbd3")).unwrap_err();
+        assert!(
+            err.to_string().contains("not attached by this cowd"),
+            "{err}"
+        );
+        assert_eq!(a.export_of(Path::new("/dev/nbd3")), None);
+    }
+}
+
+/// Devices cowd attached itself (`cowctl attach`), with the kernel's NBD ioctls.
+///
+/// ```text
+///  socketpair ── kernel end ──> NBD_SET_SOCK ── NBD_DO_IT (a thread, until disconnect)
+///             └─ our end ────> transmission::serve (no handshake: the flags are set by ioctl)
+/// ```
+#[derive(Debug, Default)]
+pub struct Attachments {
+    devices: std::sync::Mutex<std::collections::HashMap<PathBuf, (String, Arc<std::fs::File>)>>,
+}
+
+/// Why a device could not be attached or detached.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error("{device}: {why}")]
+    Failed { device: String, why: String },
+    #[error("{0}: not attached by this cowd")]
+    NotAttached(String),
+}
+
+const NBD_SET_SOCK: libc::c_ulong = 0xab00;
+const NBD_SET_BLKSIZE: libc::c_ulong = 0xab01;
+const NBD_DO_IT: libc::c_ulong = 0xab03;
+const NBD_CLEAR_SOCK: libc::c_ulong = 0xab04;
+const NBD_CLEAR_QUE: libc::c_ulong = 0xab05;
+const NBD_SET_SIZE_BLOCKS: libc::c_ulong = 0xab07;
+const NBD_DISCONNECT: libc::c_ulong = 0xab08;
+const NBD_SET_FLAGS: libc::c_ulong = 0xab0a;
+
+fn nbd_ioctl(f: &std::fs::File, req: libc::c_ulong, arg: libc::c_ulong) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the NBD ioctls take an integer argument (or a file descriptor) by value.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), req, arg) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn nbd_device(device: &Path) -> Result<String, ResolveError> {
+    let name = device
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let digits = name.strip_prefix("nbd").unwrap_or_default();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ResolveError::NotNbd(device.display().to_string()));
+    }
+    Ok(name.to_owned())
+}
+
+impl Attachments {
+    /// The export a device was attached to by this daemon.
+    pub fn export_of(&self, device: &Path) -> Option<String> {
+        self.devices
+            .lock()
+            .unwrap()
+            .get(device)
+            .map(|d| d.0.clone())
+    }
+
+    /// Attaches `export` to the kernel device `device` (`/dev/nbdN`).
+    pub fn attach(
+        self: &Arc<Self>,
+        export: &Arc<crate::export::Export>,
+        device: &Path,
+        limits: super::transmission::Limits,
+    ) -> Result<(), AttachError> {
+        use std::os::fd::IntoRawFd;
+        nbd_device(device)?;
+        let shown = device.display().to_string();
+        let failed = |why: String| AttachError::Failed {
+            device: shown.clone(),
+            why,
+        };
+        let dev = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(device)
+        {
+            Ok(f) => Arc::new(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ResolveError::NoDevice(shown).into());
+            }
+            Err(e) => return Err(failed(e.to_string())),
+        };
+        let size = export.size();
+        let bs: u64 = if size % 4096 == 0 { 4096 } else { 512 };
+        if size % bs != 0 {
+            return Err(failed(format!(
+                "export size {size} is not a multiple of 512 bytes"
+            )));
+        }
+        let flags = super::handshake::transmission_flags(export, false);
+        let (ours, kernels) =
+            std::os::unix::net::UnixStream::pair().map_err(|e| failed(e.to_string()))?;
+        let setup = nbd_ioctl(&dev, NBD_SET_BLKSIZE, bs as libc::c_ulong)
+            .and_then(|()| nbd_ioctl(&dev, NBD_SET_SIZE_BLOCKS, (size / bs) as libc::c_ulong))
+            .and_then(|()| nbd_ioctl(&dev, NBD_SET_FLAGS, libc::c_ulong::from(flags)))
+            .and_then(|()| nbd_ioctl(&dev, NBD_SET_SOCK, kernels.into_raw_fd() as libc::c_ulong));
+        if let Err(e) = setup {
+            let _ = nbd_ioctl(&dev, NBD_CLEAR_SOCK, 0);
+            let why = if e.raw_os_error() == Some(libc::EBUSY) {
+                "already in use".into()
+            } else {
+                e.to_string()
+            };
+            return Err(failed(why));
+        }
+        self.devices
+            .lock()
+            .unwrap()
+            .insert(device.to_owned(), (export.name().to_owned(), dev.clone()));
+        let neg = super::request::Negotiated {
+            tflags: flags,
+            structured: false,
+            base_allocation: false,
+            max_payload: crate::device::MAX_PAYLOAD,
+        };
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 63);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (stack, guard) = (export.device().clone(), export.attach(id, None));
+        std::thread::Builder::new()
+            .name("cowd-nbd-serve".into())
+            .spawn(move || {
+                let _guard = guard;
+                super::transmission::serve(super::stream::Stream::Unix(ours), stack, neg, limits);
+            })
+            .map_err(|e| failed(e.to_string()))?;
+        let (me, path) = (self.clone(), device.to_owned());
+        std::thread::Builder::new()
+            .name("cowd-nbd-doit".into())
+            .spawn(move || {
+                if let Err(e) = nbd_ioctl(&dev, NBD_DO_IT, 0) {
+                    tracing::warn!(device = %path.display(), error = %e, "NBD_DO_IT ended");
+                }
+                let _ = nbd_ioctl(&dev, NBD_CLEAR_QUE, 0);
+                let _ = nbd_ioctl(&dev, NBD_CLEAR_SOCK, 0);
+                me.devices.lock().unwrap().remove(&path);
+                tracing::info!(device = %path.display(), "kernel NBD device detached");
+            })
+            .map_err(|e| failed(e.to_string()))?;
+        tracing::info!(device = %device.display(), export = export.name(), "kernel NBD device attached");
+        Ok(())
+    }
+
+    /// Disconnects a device this daemon attached; returns its export.
+    pub fn detach(&self, device: &Path) -> Result<String, AttachError> {
+        nbd_device(device)?;
+        let shown = device.display().to_string();
+        let Some((export, dev)) = self.devices.lock().unwrap().get(device).cloned() else {
+            return Err(AttachError::NotAttached(shown));
+        };
+        nbd_ioctl(&dev, NBD_DISCONNECT, 0).map_err(|e| AttachError::Failed {
+            device: shown,
+            why: e.to_string(),
+        })?;
+        Ok(export)
+    }
+
+    /// Disconnects every device (the daemon is stopping).
+    pub fn detach_all(&self) {
+        let devices: Vec<PathBuf> = self.devices.lock().unwrap().keys().cloned().collect();
+        for d in devices {
+            let _ = self.detach(&d);
+        }
     }
 }
