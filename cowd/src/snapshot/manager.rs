@@ -206,6 +206,12 @@ impl Backups {
                 "block size {block_size}: must be a power of two from 4 KiB to 4 MiB"
             )));
         }
+        let blocks = export.size().div_ceil(u64::from(block_size));
+        if blocks > u64::from(u32::MAX) {
+            return Err(StartError::Invalid(format!(
+                "the export has {blocks} blocks of {block_size} bytes, more than 2^32; use a larger block size"
+            )));
+        }
         if r.to.is_empty() {
             return Err(StartError::Invalid("no target: give --to PATH".into()));
         }

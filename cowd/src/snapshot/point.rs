@@ -74,31 +74,39 @@ fn zero_blocks(dev: &dyn BlockDevice, block_size: u32) -> Result<RoaringBitmap, 
     Ok(out)
 }
 
-/// Takes T on `engine` and installs the session.
+/// Takes T on `engine` and installs the session. On failure the plan's container is disposed
+/// (the caller still owns the target).
 pub fn take(
     engine: &Engine,
     plan: Plan,
     drain_limit: Duration,
 ) -> Result<Arc<Session>, PointError> {
+    let fail = |plan: Plan, e: PointError| {
+        plan.container.dispose();
+        Err(e)
+    };
     let dev = engine.device().clone();
     let size = dev.size();
     let blocks = size.div_ceil(u64::from(plan.block_size));
     if blocks > u64::from(u32::MAX) {
-        return Err(PointError::TooManyBlocks {
-            blocks,
-            block_size: plan.block_size,
-        });
+        let block_size = plan.block_size;
+        return fail(plan, PointError::TooManyBlocks { blocks, block_size });
     }
     let start = Instant::now();
-    let closed = engine
-        .gate()
-        .close(drain_limit)
-        .ok_or(PointError::Drain(drain_limit))?;
+    let Some(closed) = engine.gate().close(drain_limit) else {
+        return fail(plan, PointError::Drain(drain_limit));
+    };
     let snapshot_time = SystemTime::now();
     let mut pending = RoaringBitmap::new();
     pending.insert_range(0..blocks as u32);
     let zeroes = if plan.skip_holes {
-        zero_blocks(dev.as_ref(), plan.block_size)?
+        match zero_blocks(dev.as_ref(), plan.block_size) {
+            Ok(z) => z,
+            Err(e) => {
+                drop(closed);
+                return fail(plan, e.into());
+            }
+        }
     } else {
         RoaringBitmap::new()
     };

@@ -71,7 +71,32 @@ pub struct Frozen {
     thawed: Arc<AtomicBool>,
     since: Instant,
     at: SystemTime,
-    _wake: crossbeam_channel::Sender<()>,
+    wake: Option<crossbeam_channel::Sender<()>>,
+    watchdog: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Mount points listed in `/proc/self/mountinfo` text (field 5, octal escapes decoded).
+fn mountpoints(mountinfo: &str) -> impl Iterator<Item = PathBuf> + '_ {
+    mountinfo.lines().filter_map(|l| {
+        let field = l.split(' ').nth(4)?;
+        let mut out = Vec::with_capacity(field.len());
+        let b = field.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            let esc = b[i] == b'\\'
+                && i + 3 < b.len()
+                && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c));
+            if esc {
+                out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+                i += 4;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        let s: std::ffi::OsString = std::os::unix::ffi::OsStringExt::from_vec(out);
+        Some(PathBuf::from(s))
+    })
 }
 
 impl Frozen {
@@ -88,6 +113,16 @@ impl Frozen {
                 "not a directory (give the filesystem's mountpoint)".into()
             ));
         }
+        // FIFREEZE on any directory freezes the filesystem holding it: refuse anything but a
+        // mountpoint, or a typo would freeze (say) the root filesystem instead.
+        let canonical = std::fs::canonicalize(mountpoint).map_err(|e| err(e.to_string()))?;
+        let mounts =
+            std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| err(e.to_string()))?;
+        if !mountpoints(&mounts).any(|m| m == canonical) {
+            return Err(err(
+                "not a mountpoint (give the mountpoint of the filesystem to freeze)".into(),
+            ));
+        }
         let thawed = Arc::new(AtomicBool::new(false));
         let (tx, rx) = crossbeam_channel::bounded(1);
         // The owner keeps `wake`; dropping it (the thaw, or giving up) ends the watchdog's
@@ -96,7 +131,7 @@ impl Frozen {
         let (d, t, p) = (dir.clone(), thawed.clone(), mountpoint.to_owned());
         // Freeze and watchdog on one thread: it freezes, reports, then thaws at the limit
         // unless the owner has thawed already.
-        std::thread::Builder::new()
+        let watchdog = std::thread::Builder::new()
             .name("cowd-freeze".into())
             .spawn(move || {
                 let start = Instant::now();
@@ -117,7 +152,8 @@ impl Frozen {
             Ok(Ok(())) => {
                 info!(mountpoint = %mountpoint.display(), "filesystem frozen");
                 Ok(Frozen {
-                    _wake: wake,
+                    wake: Some(wake),
+                    watchdog: Some(watchdog),
                     dir,
                     path: mountpoint.to_owned(),
                     thawed,
@@ -134,7 +170,6 @@ impl Frozen {
         }
     }
 
-    /// Thaws now; returns how long the filesystem was frozen.
     /// Thaws now; returns the wall-clock window during which the filesystem was frozen.
     pub fn thaw(self) -> (SystemTime, SystemTime) {
         let from = self.at;
@@ -152,6 +187,11 @@ impl Drop for Frozen {
                 }
                 Err(e) => warn!(mountpoint = %self.path.display(), error = %e, "thaw failed"),
             }
+        }
+        // Wake the watchdog and wait for it, so no handle on the mountpoint outlives us.
+        drop(self.wake.take());
+        if let Some(w) = self.watchdog.take() {
+            let _ = w.join();
         }
     }
 }
@@ -184,11 +224,24 @@ mod tests {
     }
 
     #[test]
+    fn mountinfo_fields_are_decoded() {
+        let text = "36 35 98:0 / /mnt/with\\040space rw - ext4 /dev/x rw\n\
+                    37 35 98:1 / / rw - ext4 /dev/y rw\n";
+        let m: Vec<PathBuf> = mountpoints(text).collect();
+        assert_eq!(
+            m,
+            vec![PathBuf::from("/mnt/with space"), PathBuf::from("/")]
+        );
+    }
+
+    #[test]
     fn freezing_a_non_mountpoint_fails_cleanly() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("file");
         std::fs::write(&f, b"x").unwrap();
         assert!(Frozen::freeze(&f, Duration::from_secs(1)).is_err());
+        let e = Frozen::freeze(dir.path(), Duration::from_secs(1)).unwrap_err();
+        assert!(e.to_string().contains("not a mountpoint"), "{e}");
         assert!(Frozen::freeze(&dir.path().join("missing"), Duration::from_secs(1)).is_err());
     }
 }
