@@ -20,6 +20,7 @@ use crate::export::{Export, ExportError, Exports};
 use crate::nbd::kernel::Attachments;
 use crate::nbd::server::Listener;
 use crate::nbd::{Endpoint, Server, ServerConfig};
+use crate::snapshot::cbt::CbtFile;
 use crate::snapshot::manager::{Backups, Defaults};
 
 /// `NAME=PATH` of one export.
@@ -156,6 +157,7 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
         ))
     })?;
     let backups = Arc::new(backups);
+    let cbt_files = load_change_maps(&exports, &cfg.backup.state_dir)?;
     let server = Server::new(exports.clone(), cfg.server);
     let attachments = Arc::new(Attachments::default());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -198,13 +200,37 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
         let _ = t.await;
     }
     backups.wait_all(Duration::from_secs(10));
-    for e in exports.all() {
+    for (e, file) in exports.all().iter().zip(&cbt_files) {
         if let Err(err) = e.device().flush() {
+            // Without a durable final state the change map cannot be trusted next time.
             error!(export = e.name(), error = %err, "final flush failed");
+            continue;
+        }
+        if let Err(err) = file.save(e.engine().cbt(), e.path()) {
+            warn!(export = e.name(), error = %err, "cannot save the change map");
         }
     }
     info!("stopped");
     Ok(())
+}
+
+/// Loads each export's changed-block map (valid only after a clean stop).
+fn load_change_maps(
+    exports: &Exports,
+    state_dir: &std::path::Path,
+) -> Result<Vec<CbtFile>, DaemonError> {
+    let mut files = Vec::new();
+    for e in exports.all() {
+        let f = CbtFile::new(state_dir, e.name());
+        f.load(e.engine().cbt(), e.path()).map_err(|err| {
+            DaemonError::Config(format!("change map of export {}: {err}", e.name()))
+        })?;
+        if let Some(why) = e.engine().cbt().snapshot().invalid {
+            info!(export = e.name(), reason = %why, "change map not usable: the next auto backup is full");
+        }
+        files.push(f);
+    }
+    Ok(files)
 }
 
 async fn wait_for_signal() -> std::io::Result<()> {

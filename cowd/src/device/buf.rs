@@ -82,51 +82,66 @@ impl fmt::Debug for IoBuf {
     }
 }
 
-/// A bounded free list of [`IoBuf`]s. `get` returns the smallest free buffer that fits.
+/// A bounded cache of idle [`IoBuf`]s in power-of-two size classes (4 KiB to 32 MiB).
+/// `get` takes a buffer of the request's class or allocates one; `put` keeps it while the
+/// cache holds less than its byte limit.
 #[derive(Debug)]
 pub struct BufPool {
-    free: Mutex<Vec<IoBuf>>,
+    classes: Vec<Mutex<Vec<IoBuf>>>,
+    held: std::sync::atomic::AtomicUsize,
     max_bytes: usize,
 }
 
+const MIN_CLASS: u32 = 12; // 4 KiB
+const CLASSES: usize = 14; // up to 32 MiB
+
+fn class_of(len: usize) -> Option<usize> {
+    let bits = len.max(1 << MIN_CLASS).next_power_of_two().trailing_zeros();
+    let c = (bits - MIN_CLASS) as usize;
+    (c < CLASSES).then_some(c)
+}
+
 impl BufPool {
-    /// A pool that keeps at most `max_bytes` of idle buffers.
+    /// A cache that keeps at most `max_bytes` of idle buffers.
     pub fn new(max_bytes: usize) -> Self {
         BufPool {
-            free: Mutex::new(Vec::new()),
+            classes: (0..CLASSES).map(|_| Mutex::new(Vec::new())).collect(),
+            held: std::sync::atomic::AtomicUsize::new(0),
             max_bytes,
         }
     }
 
     /// A buffer of exactly `len` bytes (contents unspecified).
     pub fn get(&self, len: usize) -> IoBuf {
-        let mut free = self.free.lock().unwrap();
-        let best = free
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.cap >= len && b.cap <= len.saturating_mul(4).max(64 << 10))
-            .min_by_key(|(_, b)| b.cap)
-            .map(|(i, _)| i);
-        match best {
-            Some(i) => {
-                let mut b = free.swap_remove(i);
+        use std::sync::atomic::Ordering;
+        let Some(c) = class_of(len) else {
+            return IoBuf::new(len);
+        };
+        match self.classes[c].lock().unwrap().pop() {
+            Some(mut b) => {
+                self.held.fetch_sub(b.cap, Ordering::Relaxed);
                 b.set_len(len);
                 b
             }
             None => {
-                drop(free);
-                IoBuf::new(len)
+                let mut b = IoBuf::new(1 << (c as u32 + MIN_CLASS));
+                b.set_len(len);
+                b
             }
         }
     }
 
-    /// Returns a buffer for reuse (dropped if the pool is full).
+    /// Returns a buffer for reuse (dropped if the cache is full or the size is odd).
     pub fn put(&self, buf: IoBuf) {
-        let mut free = self.free.lock().unwrap();
-        let held: usize = free.iter().map(|b| b.cap).sum();
-        if held + buf.cap <= self.max_bytes {
-            free.push(buf);
+        use std::sync::atomic::Ordering;
+        let Some(c) = class_of(buf.cap).filter(|&c| buf.cap == 1 << (c as u32 + MIN_CLASS)) else {
+            return;
+        };
+        if self.held.fetch_add(buf.cap, Ordering::Relaxed) + buf.cap > self.max_bytes {
+            self.held.fetch_sub(buf.cap, Ordering::Relaxed);
+            return;
         }
+        self.classes[c].lock().unwrap().push(buf);
     }
 }
 
@@ -144,18 +159,23 @@ mod tests {
     }
 
     #[test]
-    fn pool_reuses_smallest_fit_and_bounds_memory() {
+    fn pool_reuses_buffers_of_the_same_class_and_bounds_memory() {
         let pool = BufPool::new(1 << 20);
         let a = pool.get(4096);
         let p = a.as_ptr();
         pool.put(a);
         let b = pool.get(100);
-        assert_eq!(b.as_ptr(), p, "a 4 KiB buffer fits a 100-byte request");
+        assert_eq!(b.as_ptr(), p, "a 4 KiB buffer serves a 100-byte request");
+        assert_eq!(b.len(), 100);
         pool.put(b);
+        let c = pool.get(5000);
+        assert_ne!(c.as_ptr(), p, "a larger class is allocated anew");
+        assert_eq!(c.capacity(), 8192);
         let big = pool.get(2 << 20);
         pool.put(big); // over the bound: dropped
-        assert_eq!(pool.free.lock().unwrap().len(), 1);
-        let c = pool.get(1 << 20);
-        assert_ne!(c.as_ptr(), p, "a small buffer never serves a large request");
+        assert_eq!(pool.held.load(std::sync::atomic::Ordering::Relaxed), 4096);
+        let huge = pool.get(64 << 20);
+        assert_eq!(huge.len(), 64 << 20, "beyond the classes: plain allocation");
+        pool.put(huge);
     }
 }

@@ -69,8 +69,8 @@ pub struct FileDevice {
 }
 
 /// A page-cache write slower than this makes writes go to worker threads for a while.
-const SLOW_WRITE_NS: u64 = 2_000_000;
-const SLOW_BACKOFF_NS: u64 = 200_000_000;
+const SLOW_WRITE_NS: u64 = 8_000_000;
+const SLOW_BACKOFF_NS: u64 = 100_000_000;
 
 impl FileDevice {
     /// Opens `path` exclusively: a device already opened exclusively, mounted, or served by

@@ -11,13 +11,13 @@
 //! requests and payload bytes in flight; when it is exhausted the reader stops reading. At the
 //! end (DISC, EOF, server shutdown) the reader waits for every request in flight, then returns.
 
+use std::collections::VecDeque;
 use std::io::{self, BufReader, IoSlice, Read};
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
 use tracing::{debug, trace, warn};
 
 use super::proto::*;
@@ -50,6 +50,17 @@ impl Default for Limits {
 /// Inline replies up to this size are batched; larger ones are written directly.
 const BATCH_FRAME_MAX: usize = 64 << 10;
 const BATCH_FLUSH_AT: usize = 256 << 10;
+/// Writes up to this size are tried inline; larger ones go to a worker, so that receiving the
+/// next payload overlaps copying this one into the page cache.
+const INLINE_WRITE_MAX: usize = 256 << 10;
+/// Idle I/O buffers kept for reuse, shared by every connection of the process.
+const BUFFER_CACHE: usize = 32 << 20;
+
+fn buffers() -> &'static BufPool {
+    static POOL: std::sync::OnceLock<BufPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| BufPool::new(BUFFER_CACHE))
+}
+
 /// An invalid WRITE's payload up to this size is drained; a larger one closes the connection.
 const DISCARD_MAX: u32 = 64 << 20;
 const READ_BUFFER: usize = 128 << 10;
@@ -93,7 +104,7 @@ struct Conn {
     /// A second handle on the socket, to shut it down without taking the writer lock.
     control: Stream,
     budget: Budget,
-    bufs: BufPool,
+    bufs: &'static BufPool,
     broken: AtomicBool,
 }
 
@@ -261,12 +272,19 @@ impl Conn {
     }
 }
 
-/// Lazily grown worker threads of one connection.
+/// The job queue of one connection's workers.
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    idle: usize,
+    closed: bool,
+}
+
+/// Lazily grown worker threads of one connection. Idle workers sleep on a condition variable
+/// (no spinning: on a small machine spinning idle threads steal the CPU from the busy ones).
 struct Pool {
-    tx: Sender<Job>,
-    rx: Receiver<Job>,
+    queue: Arc<(Mutex<Queue>, Condvar)>,
     workers: Vec<JoinHandle<()>>,
-    idle: Arc<AtomicUsize>,
     max: usize,
     span: tracing::Span,
 }
@@ -274,17 +292,20 @@ struct Pool {
 impl Pool {
     /// Queues a job; returns it if no thread can run it (run it inline then).
     fn submit(&mut self, conn: &Arc<Conn>, job: Job) -> Option<Job> {
-        if self.idle.load(Ordering::Acquire) == 0 && self.workers.len() < self.max {
-            let (conn, rx, idle, span) = (
-                conn.clone(),
-                self.rx.clone(),
-                self.idle.clone(),
-                self.span.clone(),
-            );
+        let (lock, wake) = &*self.queue;
+        let mut q = lock.lock().unwrap();
+        if q.idle > 0 {
+            q.jobs.push_back(job);
+            drop(q);
+            wake.notify_one();
+            return None;
+        }
+        if self.workers.len() < self.max {
+            let (conn, queue, span) = (conn.clone(), self.queue.clone(), self.span.clone());
             let spawned = std::thread::Builder::new()
                 .name("cowd-io".into())
                 .stack_size(256 << 10)
-                .spawn(move || worker(conn, rx, idle, span));
+                .spawn(move || worker(conn, queue, span));
             match spawned {
                 Ok(h) => self.workers.push(h),
                 Err(e) if self.workers.is_empty() => {
@@ -294,27 +315,38 @@ impl Pool {
                 Err(_) => {}
             }
         }
-        self.tx
-            .send(job)
-            .expect("worker channel open while the pool lives");
+        q.jobs.push_back(job);
         None
     }
 
     fn close(self) {
-        drop(self.tx);
+        let (lock, wake) = &*self.queue;
+        lock.lock().unwrap().closed = true;
+        wake.notify_all();
         for w in self.workers {
             let _ = w.join();
         }
     }
 }
 
-fn worker(conn: Arc<Conn>, rx: Receiver<Job>, idle: Arc<AtomicUsize>, span: tracing::Span) {
+fn worker(conn: Arc<Conn>, queue: Arc<(Mutex<Queue>, Condvar)>, span: tracing::Span) {
     let _g = span.enter();
+    let (lock, wake) = &*queue;
     loop {
-        idle.fetch_add(1, Ordering::AcqRel);
-        let job = rx.recv();
-        idle.fetch_sub(1, Ordering::AcqRel);
-        let Ok(job) = job else { return };
+        let job = {
+            let mut q = lock.lock().unwrap();
+            loop {
+                if let Some(j) = q.jobs.pop_front() {
+                    break j;
+                }
+                if q.closed {
+                    return;
+                }
+                q.idle += 1;
+                q = wake.wait(q).unwrap();
+                q.idle -= 1;
+            }
+        };
         let r = conn.execute(&job.req, job.cmd, job.buf);
         conn.finish(&job.req, r, job.cost, None);
     }
@@ -348,15 +380,12 @@ pub fn serve(stream: Stream, dev: Arc<dyn BlockDevice>, neg: Negotiated, limits:
             freed: Condvar::new(),
             limits,
         },
-        bufs: BufPool::new(limits.inflight_bytes.min(64 << 20)),
+        bufs: buffers(),
         broken: AtomicBool::new(false),
     });
-    let (tx, rx) = crossbeam_channel::unbounded();
     let mut pool = Pool {
-        tx,
-        rx,
+        queue: Arc::default(),
         workers: Vec::new(),
-        idle: Arc::default(),
         max: limits.io_threads.max(1),
         span,
     };
@@ -434,7 +463,12 @@ fn read_loop(
                     return Err(e);
                 }
                 let fua = req.flags & CMD_FLAG_FUA != 0;
-                match conn.dev.try_write_at(&buf, req.offset, fua) {
+                let inline = if len <= INLINE_WRITE_MAX {
+                    conn.dev.try_write_at(&buf, req.offset, fua)
+                } else {
+                    Ok(false)
+                };
+                match inline {
                     Ok(false) => Job {
                         req,
                         cmd,

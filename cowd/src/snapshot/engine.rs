@@ -16,7 +16,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use super::cbt::Cbt;
 use super::gate::{Closed, WriteGate};
+
+/// Granularity of the changed-block map (the default backup block size).
+pub const CBT_BLOCK: u32 = 64 << 10;
 use super::session::Session;
 use crate::device::{BlockDevice, BlockSizes, Capabilities, Extent, Result, ZeroFlags};
 
@@ -29,6 +33,7 @@ pub struct Engine {
     epoch: Instant,
     /// Nanoseconds after `epoch` of the last write's end (0: none yet).
     last_write: AtomicU64,
+    cbt: Cbt,
 }
 
 impl Engine {
@@ -39,7 +44,13 @@ impl Engine {
             session: RwLock::new(None),
             epoch: Instant::now(),
             last_write: AtomicU64::new(0),
+            cbt: Cbt::new(CBT_BLOCK),
         }
+    }
+
+    /// The export's changed-block map.
+    pub fn cbt(&self) -> &Cbt {
+        &self.cbt
     }
 
     /// The device below the engine (what the mover and copy-before-write read).
@@ -75,7 +86,10 @@ impl Engine {
         self.epoch.elapsed().saturating_sub(last)
     }
 
-    fn wrote(&self) {
+    /// Records a write of `len` bytes at `offset` (called inside the gate, so the change map
+    /// attributes it to the right side of a snapshot point).
+    fn wrote(&self, offset: u64, len: u64) {
+        self.cbt.mark(offset, len);
         let now = self.epoch.elapsed().as_nanos() as u64;
         self.last_write.fetch_max(now.max(1), Ordering::Relaxed);
     }
@@ -92,7 +106,7 @@ impl Engine {
             s.copy_before_write(self.inner.as_ref(), offset, len);
         }
         let r = op();
-        self.wrote();
+        self.wrote(offset, len);
         r
     }
 }
@@ -136,7 +150,7 @@ impl BlockDevice for Engine {
         }
         let done = self.inner.try_write_at(buf, offset, fua)?;
         if done {
-            self.wrote();
+            self.wrote(offset, buf.len() as u64);
         }
         Ok(done)
     }
@@ -155,11 +169,11 @@ impl BlockDevice for Engine {
         let mut r = Ok(());
         for (o, l) in segments {
             r = r.and(self.inner.trim(o, l, false));
+            self.wrote(o, l);
         }
         if fua {
             r = r.and(self.inner.flush());
         }
-        self.wrote();
         r
     }
 

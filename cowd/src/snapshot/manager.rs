@@ -21,7 +21,7 @@ use super::container::{Container, ContainerError, Protected};
 use super::point::{self, Plan, PointError};
 use super::quiesce::{self, Frozen, QuiesceError};
 use super::record::Records;
-use super::session::{OnOverflow, Policy, Report, Session};
+use super::session::{OnOverflow, Policy, Report, Session, State};
 use crate::control::api::{BackupStarted, StartBackup};
 use crate::device::OpMask;
 use crate::export::Export;
@@ -342,6 +342,10 @@ impl Backups {
         );
         let on_end = Box::new(move |s: &Session| {
             engine.remove(&s.id);
+            match s.state() {
+                State::Done => engine.cbt().complete(&s.id),
+                _ => engine.cbt().abort(&s.id),
+            }
             let r = s.report();
             if let Err(e) = records.save(&r) {
                 warn!(error = %e, "cannot write the backup record");

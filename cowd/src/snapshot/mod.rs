@@ -1,5 +1,6 @@
 //! The copy-before-write engine: pending set, block locks, write gate, container, throttling,
 //! quiescing, and the session that ties them together.
+pub mod cbt;
 pub mod container;
 pub mod engine;
 pub mod gate;

@@ -126,6 +126,7 @@ pub fn take(
         quiesce: plan.quiesce,
     }));
     engine.install(&closed, session.clone());
+    *session.cbt_at_t.lock().unwrap() = Some(engine.cbt().checkpoint(&session.id));
     drop(closed);
     session.set_setup(start.elapsed());
     Ok(session)

@@ -123,6 +123,8 @@ pub struct Setup {
 #[derive(Debug)]
 pub struct Session {
     pub id: String,
+    /// The export's change map as it was at T (set by the snapshot point).
+    pub cbt_at_t: Mutex<Option<super::cbt::Checkpoint>>,
     pub export: String,
     pub size: u64,
     pub block_size: u32,
@@ -209,6 +211,7 @@ impl Session {
             ended: Condvar::new(),
             priority: Mutex::new(VecDeque::new()),
             freeze: Mutex::new(None),
+            cbt_at_t: Mutex::new(None),
         }
     }
 
