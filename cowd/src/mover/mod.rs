@@ -156,7 +156,8 @@ fn write_loop(s: &Session, rx: Receiver<Work>, max_rate: Option<u64>) {
             paced += bytes as u64;
             let due = std::time::Duration::from_secs_f64(paced as f64 / rate as f64);
             if let Some(ahead) = due.checked_sub(start.elapsed()) {
-                std::thread::sleep(ahead);
+                // Ends early when the session does (a cancel must not wait for the pacing).
+                s.wait(ahead);
             }
         }
     }
@@ -269,7 +270,21 @@ fn copy_run(s: &Session, dev: &dyn BlockDevice, first: u32, n: u32) -> Option<Wo
 
 /// Reads up to `max` saved blocks out of the container.
 fn drain_container(s: &Session, max: usize) -> Option<Work> {
-    let taken = s.container.take(max);
+    let mut taken = s.container.take(max);
+    // Blocks the target does not need (free at T, or in chunks inherited from a parent) were
+    // saved before the session was narrowed: give their slots back unwritten.
+    let skip = s.skip.lock().unwrap();
+    taken.retain(|&(block, slot)| {
+        let keep = !skip.contains(block);
+        if !keep {
+            s.container.release(slot);
+        }
+        keep
+    });
+    drop(skip);
+    if taken.is_empty() {
+        return Some(Work::default());
+    }
     let bs = s.block_size as usize;
     let mut buf = IoBuf::new(taken.len() * bs);
     let mut pieces: Vec<Piece> = Vec::with_capacity(taken.len());

@@ -414,6 +414,17 @@ impl Container {
         out
     }
 
+    /// Reads the saved copy of `block` into `buf`, if the container holds it.
+    pub fn read_block(&self, block: u32, buf: &mut [u8]) -> Option<Result<(), DeviceError>> {
+        let slot = *self.state.lock().unwrap().index.get(&block)?;
+        Some(self.read(slot, buf))
+    }
+
+    /// The blocks saved and not yet taken by the mover.
+    pub fn queued_blocks(&self) -> Vec<u32> {
+        self.state.lock().unwrap().queue.iter().copied().collect()
+    }
+
     /// Reads a slot's block into `buf` (`buf.len()` bytes).
     pub fn read(&self, slot: u32, buf: &mut [u8]) -> Result<(), DeviceError> {
         self.dev.read_at(buf, self.slot_offset(slot))

@@ -275,9 +275,17 @@ impl Backups {
                 return Err(e.into());
             }
         };
+        // Until T is taken a crash must still leave a trace, so the next start can clean
+        // the target and container up: a record saying "running" (see `record::recover`).
+        let starting =
+            Report::starting(&id, &name, &target.describe(), container.path(), block_size);
+        if let Err(e) = self.records.save(&starting) {
+            warn!(error = %e, "cannot write the backup record");
+        }
         let undo = |c: &Container| {
             c.dispose();
             target.abort();
+            self.records.remove(&id);
         };
         let mut frozen: Option<Frozen> = None;
         let quiesce = if r.no_quiesce {
@@ -318,7 +326,9 @@ impl Backups {
         let session = match taken {
             Ok(s) => s,
             Err(e) => {
+                // The container was disposed by the snapshot point.
                 target.abort();
+                self.records.remove(&id);
                 return Err(e.into());
             }
         };
@@ -355,6 +365,11 @@ impl Backups {
         let dev = export.engine().device().clone();
         if let Err(e) = mover::spawn(session.clone(), dev, mover, on_end) {
             session.fail(format!("cannot start the mover: {e}"));
+            export.engine().remove(&id);
+            export.engine().cbt().abort(&id);
+            session.container.dispose();
+            target.abort();
+            let _ = self.records.save(&session.report());
             return Err(StartError::Mover(e));
         }
         info!(session = %id, export = %name, target = %r.to, blocks = report.blocks_total, setup_ms = report.setup_ms, "backup started");
@@ -364,7 +379,7 @@ impl Backups {
             snapshot_time: report.snapshot_time,
             block_size,
             blocks_total: report.blocks_total,
-            blocks_to_copy: session.pending.len(),
+            blocks_to_copy: session.blocks_to_copy(),
             setup_ms: report.setup_ms,
             quiesce: report.quiesce,
         })
@@ -376,15 +391,17 @@ impl Backups {
 
     /// Reports of live and ended sessions, optionally of one export; live first, newest first.
     pub fn reports(&self, export: Option<&str>) -> Vec<Report> {
+        let ended = self.ended.lock().unwrap().clone();
+        // Live sessions first: running ones, and ended ones whose clean-up is not done yet.
         let mut out: Vec<Report> = self
             .live
             .lock()
             .unwrap()
             .values()
-            .filter(|s| s.running())
+            .filter(|s| s.running() || !ended.iter().any(|r| r.id == s.id))
             .map(|s| s.report())
             .collect();
-        out.extend(self.ended.lock().unwrap().iter().cloned());
+        out.extend(ended);
         out.retain(|r| export.is_none_or(|e| r.export == e));
         out.dedup_by(|a, b| a.id == b.id);
         out
@@ -423,8 +440,8 @@ impl Backups {
             .cloned();
         if let Some(s) = live {
             s.wait(timeout);
-            // The end callback records the final report just after the state changes.
-            for _ in 0..100 {
+            // The end callback records the final report once the mover has cleaned up.
+            for _ in 0..1000 {
                 if !s.running() && self.ended.lock().unwrap().iter().any(|r| r.id == id) {
                     break;
                 }

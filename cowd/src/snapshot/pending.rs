@@ -67,6 +67,13 @@ impl PendingSet {
             .count() as u32
     }
 
+    /// Keeps only the pending blocks for which `keep` is true.
+    pub fn retain(&self, keep: impl Fn(u32) -> bool) {
+        let mut bits = self.bits.lock().unwrap();
+        let drop: RoaringBitmap = bits.iter().filter(|b| !keep(*b)).collect();
+        *bits -= drop;
+    }
+
     /// Drops every pending block (the backup ended early).
     pub fn clear(&self) {
         self.bits.lock().unwrap().clear();

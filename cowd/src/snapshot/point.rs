@@ -125,6 +125,7 @@ pub fn take(
         setup: Duration::ZERO,
         quiesce: plan.quiesce,
     }));
+    session.count_at_t();
     engine.install(&closed, session.clone());
     *session.cbt_at_t.lock().unwrap() = Some(engine.cbt().checkpoint(&session.id));
     drop(closed);

@@ -37,6 +37,11 @@ impl Records {
         std::fs::File::open(&self.dir)?.sync_all()
     }
 
+    /// Removes a record (a start that failed before its snapshot point leaves none).
+    pub fn remove(&self, id: &str) {
+        let _ = std::fs::remove_file(self.dir.join(format!("{id}.json")));
+    }
+
     /// Loads every record, turning those of interrupted sessions into failures and cleaning
     /// what they left. Newest first.
     pub fn recover(&self) -> std::io::Result<Vec<Report>> {

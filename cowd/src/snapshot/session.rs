@@ -123,6 +123,12 @@ pub struct Setup {
 #[derive(Debug)]
 pub struct Session {
     pub id: String,
+    /// Blocks the target does not need; saved copies of them are dropped by the mover.
+    pub skip: Mutex<RoaringBitmap>,
+    /// Blocks the target will receive (pending + zeroes + saved copies it needs).
+    expected: AtomicU64,
+    /// Blocks to read from the device at T (after any narrowing).
+    to_copy: AtomicU64,
     /// The export's change map as it was at T (set by the snapshot point).
     pub cbt_at_t: Mutex<Option<super::cbt::Checkpoint>>,
     pub export: String,
@@ -182,6 +188,47 @@ pub struct Report {
     pub thawed_at: Option<String>,
 }
 
+impl Report {
+    /// The report of a session being started (before T), for the crash record.
+    pub fn starting(
+        id: &str,
+        export: &str,
+        target: &str,
+        container: Option<&std::path::Path>,
+        block_size: u32,
+    ) -> Report {
+        Report {
+            id: id.to_owned(),
+            export: export.to_owned(),
+            state: State::Running,
+            reason: None,
+            target: target.to_owned(),
+            snapshot_time: rfc3339(SystemTime::now()),
+            ended_time: None,
+            quiesce: "starting".into(),
+            setup_ms: 0.0,
+            block_size,
+            blocks_total: 0,
+            blocks_done: 0,
+            container_path: container.map(|p| p.display().to_string()),
+            container_slots: 0,
+            container_used: 0,
+            container_peak: 0,
+            copies_before_write: 0,
+            throttled_writes: 0,
+            throttle_delay_ms: 0.0,
+            waited_writes: 0,
+            wait_ms: 0.0,
+            moved_bytes: 0,
+            elapsed_s: 0.0,
+            mover_mib_s: 0.0,
+            eta_s: None,
+            frozen_at: None,
+            thawed_at: None,
+        }
+    }
+}
+
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_micros(t).to_string()
 }
@@ -212,12 +259,59 @@ impl Session {
             priority: Mutex::new(VecDeque::new()),
             freeze: Mutex::new(None),
             cbt_at_t: Mutex::new(None),
+            skip: Mutex::new(RoaringBitmap::new()),
+            expected: AtomicU64::new(blocks_total),
+            to_copy: AtomicU64::new(0),
         }
     }
 
     /// Records the window during which the filesystem was frozen around T.
     pub fn set_freeze_window(&self, from: SystemTime, to: SystemTime) {
         *self.freeze.lock().unwrap() = Some((from, to));
+    }
+
+    /// Narrows the backup after T, before the mover starts: only blocks in `wanted` go to the
+    /// target; those of them in `free` are recorded as zeroes instead of read. Copies already
+    /// saved for unwanted or free blocks are dropped by the mover.
+    pub fn restrict(&self, wanted: &RoaringBitmap, free: &RoaringBitmap) {
+        let mut all = RoaringBitmap::new();
+        all.insert_range(0..self.blocks_total as u32);
+        let mut skip = all - wanted;
+        skip |= free;
+        let mut zeroes = self.zeroes.lock().unwrap();
+        *zeroes &= wanted;
+        *zeroes |= &(wanted & free);
+        self.pending.retain(|b| !skip.contains(b));
+        let saved = self
+            .container
+            .queued_blocks()
+            .into_iter()
+            .filter(|b| !skip.contains(*b))
+            .count();
+        let expected = self.pending.len() + zeroes.len() + saved as u64;
+        drop(zeroes);
+        self.expected.store(expected, Ordering::Relaxed);
+        self.to_copy
+            .store(self.pending.len() + saved as u64, Ordering::Relaxed);
+        *self.skip.lock().unwrap() = skip;
+    }
+
+    /// Fixes the counts at T (called by the snapshot point while writes are held).
+    pub fn count_at_t(&self) {
+        let pending = self.pending.len();
+        let zeroes = self.zeroes.lock().unwrap().len();
+        self.expected.store(pending + zeroes, Ordering::Relaxed);
+        self.to_copy.store(pending, Ordering::Relaxed);
+    }
+
+    /// Blocks to read from the device (or the container) for the backup.
+    pub fn blocks_to_copy(&self) -> u64 {
+        self.to_copy.load(Ordering::Relaxed)
+    }
+
+    /// Blocks the target receives in all.
+    pub fn expected_blocks(&self) -> u64 {
+        self.expected.load(Ordering::Relaxed)
     }
 
     /// Records how long writes were held to take T.
@@ -483,7 +577,8 @@ impl Session {
         let moved = s.bytes_moved.load(Ordering::Relaxed);
         let done = s.blocks_done.load(Ordering::Relaxed);
         let rate = moved as f64 / elapsed.as_secs_f64().max(1e-3);
-        let left = self.blocks_total.saturating_sub(done) as f64 * f64::from(self.block_size);
+        let total = self.expected_blocks();
+        let left = total.saturating_sub(done) as f64 * f64::from(self.block_size);
         let running = self.running();
         Report {
             id: self.id.clone(),
@@ -496,7 +591,7 @@ impl Session {
             quiesce: self.quiesce.clone(),
             setup_ms: self.setup().as_secs_f64() * 1e3,
             block_size: self.block_size,
-            blocks_total: self.blocks_total,
+            blocks_total: total,
             blocks_done: done,
             container_path: self.container.path().map(|p| p.display().to_string()),
             container_slots: f.slots,
