@@ -375,6 +375,7 @@ mod tests {
                 exports: Arc::new(exports),
                 backups,
                 attachments: Default::default(),
+                restores: Default::default(),
                 limits: Default::default(),
             };
             tokio::spawn(serve(listener, state, rx));

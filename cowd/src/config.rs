@@ -94,6 +94,8 @@ pub struct ExportSetting {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BackupSettings {
+    /// Default repository of backups that name no target.
+    pub repo: Option<PathBuf>,
     pub container_dir: Option<PathBuf>,
     pub container_size: Option<Size>,
     pub block_size: Option<Size>,
@@ -165,6 +167,7 @@ impl Settings {
             io_threads: pick!(self, base, io_threads),
             allow_fault_injection: pick!(self, base, allow_fault_injection),
             backup: BackupSettings {
+                repo: pick!(self, base, backup.repo),
                 container_dir: pick!(self, base, backup.container_dir),
                 container_size: pick!(self, base, backup.container_size),
                 block_size: pick!(self, base, backup.block_size),
@@ -191,6 +194,7 @@ impl Settings {
             .unwrap_or_else(|| PathBuf::from("/var/lib/cowd"));
         let mut backup = Defaults::new(&state_dir);
         let b = &self.backup;
+        backup.repo = b.repo.clone();
         if let Some(d) = &b.container_dir {
             backup.container_dir = d.clone();
         }

@@ -170,6 +170,7 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
             exports: exports.clone(),
             backups: backups.clone(),
             attachments: attachments.clone(),
+            restores: Default::default(),
             limits: cfg.server.limits,
         };
         let rx = stop_rx.clone();

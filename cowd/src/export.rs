@@ -24,6 +24,8 @@ pub struct Export {
     path: PathBuf,
     device: Arc<dyn BlockDevice>,
     engine: Arc<Engine>,
+    /// The backup generation served (read-only), if this export is one.
+    backup: Option<String>,
     /// Live connections: id -> peer process id (when known, Unix sockets).
     peers: Mutex<HashMap<u64, Option<i32>>>,
 }
@@ -47,8 +49,22 @@ impl Export {
             path: path.to_owned(),
             device: Arc::new(Checked::new(engine.clone(), read_only)),
             engine,
+            backup: None,
             peers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// An export of a backup generation (read-only; removable with [`Exports::remove`]).
+    pub fn of_backup(name: &str, repo_root: &Path, id: &str, device: Arc<dyn BlockDevice>) -> Self {
+        let mut e = Export::new(name, repo_root, device, true);
+        e.description = format!("backup {id} from repository {}", repo_root.display());
+        e.backup = Some(id.to_owned());
+        e
+    }
+
+    /// The backup this export serves, if it serves one.
+    pub fn backup(&self) -> Option<&str> {
+        self.backup.as_deref()
     }
 
     /// The copy-before-write engine of this export.
@@ -134,6 +150,28 @@ impl Exports {
         let e = Arc::new(export);
         list.push(e.clone());
         Ok(e)
+    }
+
+    /// Removes an export that serves a backup; refused for device exports and while
+    /// clients are connected.
+    pub fn remove(&self, name: &str) -> Result<Arc<Export>, String> {
+        let mut list = self.list.write().unwrap();
+        let i = list
+            .iter()
+            .position(|e| e.name() == name)
+            .ok_or_else(|| format!("no export named {name:?}"))?;
+        if list[i].backup.is_none() {
+            return Err(format!(
+                "export {name} serves a device, not a backup; it cannot be removed while cowd runs"
+            ));
+        }
+        if list[i].connections() > 0 {
+            return Err(format!(
+                "export {name} still has {} client(s) connected",
+                list[i].connections()
+            ));
+        }
+        Ok(list.remove(i))
     }
 
     /// Looks up an export by name; the empty name is the first (default) export.

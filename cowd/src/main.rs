@@ -71,6 +71,9 @@ struct ServeArgs {
     /// Seconds connections may take to finish when the daemon stops [default: 30].
     #[arg(long, value_name = "SECS")]
     stop_timeout: Option<f64>,
+    /// Default repository for backups that name no target (created with `cowctl repo init`).
+    #[arg(long, value_name = "DIR")]
+    repo: Option<PathBuf>,
     /// Default directory of backup containers [default: STATE_DIR/containers].
     #[arg(long, value_name = "DIR")]
     container_dir: Option<PathBuf>,
@@ -115,6 +118,7 @@ impl ServeArgs {
             io_threads: self.io_threads,
             allow_fault_injection: self.allow_fault_injection.then_some(true),
             backup: BackupSettings {
+                repo: self.repo,
                 container_dir: self.container_dir,
                 container_size: self.container_size,
                 block_size: self.block_size,

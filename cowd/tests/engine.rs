@@ -95,6 +95,7 @@ fn run(
         run_bytes: 256 << 10,
         queue: 1,
         max_rate: Some(16 << 20),
+        ..MoverConfig::default()
     };
     let dev = engine.device().clone();
     let mover = mover::spawn(session.clone(), dev, config, Box::new(|_| {})).unwrap();

@@ -64,6 +64,13 @@ pub struct StartBackup {
     pub neighbours: Option<u32>,
     /// Limit the mover to this many MiB/s (device and target I/O of the backup).
     pub max_rate_mib_s: Option<f64>,
+    /// Back up into this repository (instead of `to`); the daemon's default repository is used
+    /// when neither `to` nor `repo` is given.
+    pub repo: Option<String>,
+    /// Repository backups: full, incremental, or auto (incremental when the change map allows).
+    pub mode: Option<BackupMode>,
+    /// Repository backups: only the blocks the filesystem uses (default when recognized), or all.
+    pub blocks: Option<BlockChoice>,
     /// Testing aid, accepted only by a daemon started with `--allow-fault-injection`:
     /// delays or failures injected under the target.
     pub target_faults: Option<TargetFaults>,
@@ -77,6 +84,25 @@ pub struct TargetFaults {
     pub delay_ms: Option<u64>,
     /// Let this many target writes succeed, then fail every later one with EIO.
     pub fail_after_writes: Option<u64>,
+}
+
+/// The kind of repository backup asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupMode {
+    Full,
+    Incremental,
+    #[default]
+    Auto,
+}
+
+/// Which blocks a repository backup reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockChoice {
+    #[default]
+    Used,
+    All,
 }
 
 /// The answer to [`StartBackup`]: the snapshot point is taken.
@@ -112,5 +138,82 @@ pub struct Device {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resolved {
     pub device: String,
+    pub export: String,
+}
+
+pub use crate::repo::{GcReport, KeepPolicy, Manifest, VerifyReport};
+pub use crate::restore::{RestoreState, RestoreStatus};
+
+/// `POST /v1/repo/init`: create a repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoInit {
+    pub path: String,
+    /// Chunk size in bytes (power of two, 64 KiB to 4 MiB; default 4 MiB).
+    pub chunk_size: Option<u32>,
+}
+
+/// A repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoInfo {
+    pub path: String,
+    pub id: String,
+    pub chunk_size: u32,
+}
+
+/// `POST /v1/repo/verify`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VerifyRequest {
+    /// The repository (default: the daemon's).
+    pub repo: Option<String>,
+    /// Backups to verify (default: all).
+    pub ids: Option<Vec<String>>,
+}
+
+/// `POST /v1/repo/prune`: remove backups of an export outside a retention policy, then
+/// collect the chunks no backup uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PruneRequest {
+    pub repo: Option<String>,
+    pub export: String,
+    pub keep: KeepPolicy,
+    pub dry_run: bool,
+}
+
+/// The answer to [`PruneRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneResult {
+    /// Backups the policy keeps, newest first, with the rules that keep each.
+    pub keep: Vec<Kept>,
+    /// Backups outside the policy, newest first.
+    pub remove: Vec<String>,
+    /// Backups removed (none with `dry_run`; a parent of a running backup stays).
+    pub removed: Vec<String>,
+    pub gc: GcReport,
+}
+
+/// A backup kept by a retention policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kept {
+    pub id: String,
+    pub reasons: Vec<String>,
+}
+
+/// `POST /v1/restores`: restore a backup to a file or device.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RestoreRequest {
+    pub repo: Option<String>,
+    pub backup: String,
+    pub to: String,
+}
+
+/// `POST /v1/repo/serve`: serve a backup as a read-only export.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServeRequest {
+    pub repo: Option<String>,
+    pub backup: String,
     pub export: String,
 }

@@ -71,21 +71,20 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
+/// How the control API shows an export.
+pub fn export_info(e: &Export) -> ExportInfo {
+    ExportInfo {
+        name: e.name().to_owned(),
+        path: e.path().display().to_string(),
+        description: e.description().to_owned(),
+        size: e.size(),
+        read_only: e.read_only(),
+        connections: e.connections(),
+    }
+}
+
 pub async fn list_exports(State(s): State<ControlState>) -> Json<Vec<ExportInfo>> {
-    let list = s
-        .exports
-        .all()
-        .iter()
-        .map(|e| ExportInfo {
-            name: e.name().to_owned(),
-            path: e.path().display().to_string(),
-            description: e.description().to_owned(),
-            size: e.size(),
-            read_only: e.read_only(),
-            connections: e.connections(),
-        })
-        .collect();
-    Json(list)
+    Json(s.exports.all().iter().map(|e| export_info(e)).collect())
 }
 
 pub async fn start_backup(

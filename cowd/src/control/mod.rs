@@ -5,4 +5,5 @@
 
 pub mod api;
 pub mod handlers;
+pub mod repo;
 pub mod server;

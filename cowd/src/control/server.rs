@@ -16,7 +16,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tracing::{info, warn};
 
 use super::api::ErrorBody;
-use super::handlers;
+use super::{handlers, repo};
 use crate::export::Exports;
 use crate::nbd::kernel::Attachments;
 use crate::nbd::transmission::Limits;
@@ -28,6 +28,7 @@ pub struct ControlState {
     pub exports: Arc<Exports>,
     pub backups: Arc<Backups>,
     pub attachments: Arc<Attachments>,
+    pub restores: Arc<crate::restore::Restores>,
     /// Limits of connections served for attached kernel devices.
     pub limits: Limits,
 }
@@ -45,6 +46,14 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/resolve", get(handlers::resolve))
         .route("/v1/exports/{name}/attach", post(handlers::attach))
         .route("/v1/detach", post(handlers::detach))
+        .route("/v1/repo/init", post(repo::init))
+        .route("/v1/repo/backups", get(repo::list))
+        .route("/v1/repo/verify", post(repo::verify))
+        .route("/v1/repo/prune", post(repo::prune))
+        .route("/v1/repo/serve", post(repo::serve))
+        .route("/v1/exports/{name}/unserve", post(repo::unserve))
+        .route("/v1/restores", post(repo::restore).get(repo::restores))
+        .route("/v1/restores/{id}", get(repo::restore_wait))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

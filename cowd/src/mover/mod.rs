@@ -37,6 +37,9 @@ pub struct MoverConfig {
     pub queue: usize,
     /// Bytes per second the mover may move (None: as fast as it can).
     pub max_rate: Option<u64>,
+    /// Runs never cross a multiple of this many bytes (a repository's chunk size), so a run
+    /// is a whole chunk whenever its blocks are all pending (0: no alignment).
+    pub align: u64,
 }
 
 impl Default for MoverConfig {
@@ -45,6 +48,7 @@ impl Default for MoverConfig {
             run_bytes: 4 << 20,
             queue: 3,
             max_rate: None,
+            align: 0,
         }
     }
 }
@@ -167,6 +171,7 @@ fn write_loop(s: &Session, rx: Receiver<Work>, max_rate: Option<u64>) {
 fn schedule(s: &Session, dev: &dyn BlockDevice, config: MoverConfig, tx: &Sender<Work>) {
     let bs = s.block_size as usize;
     let max_blocks = (config.run_bytes / bs).max(1) as u32;
+    let align_blocks = (config.align / bs as u64) as u32;
     let mut cursor = 0u32;
     while s.running() {
         let work = if let Some(w) = zero_run(s, max_blocks) {
@@ -178,7 +183,7 @@ fn schedule(s: &Session, dev: &dyn BlockDevice, config: MoverConfig, tx: &Sender
                 Some(w) => w,
                 None => return,
             }
-        } else if let Some((first, n)) = next_run(s, &mut cursor, max_blocks) {
+        } else if let Some((first, n)) = next_run(s, &mut cursor, max_blocks, align_blocks) {
             match copy_run(s, dev, first, n) {
                 Some(w) => w,
                 None => continue,
@@ -217,13 +222,23 @@ fn zero_run(s: &Session, max_blocks: u32) -> Option<Work> {
 }
 
 /// The next run of pending blocks: prioritized ranges first, then onward from the cursor.
-fn next_run(s: &Session, cursor: &mut u32, max_blocks: u32) -> Option<(u32, u32)> {
+fn next_run(s: &Session, cursor: &mut u32, max_blocks: u32, align: u32) -> Option<(u32, u32)> {
+    // A run ends at the next multiple of `align` blocks (a chunk boundary), if any.
+    let limit = |first: u32, max: u32| {
+        if align > 1 {
+            max.min(align - first % align)
+        } else {
+            max
+        }
+    };
     if let Some(r) = s.next_priority() {
-        let n = s.pending.run_len(r.start, max_blocks.min(r.end - r.start));
+        let n = s
+            .pending
+            .run_len(r.start, limit(r.start, max_blocks.min(r.end - r.start)));
         return Some((r.start, n.max(1)));
     }
     let first = s.pending.next_from(*cursor)?;
-    let n = s.pending.run_len(first, max_blocks).max(1);
+    let n = s.pending.run_len(first, limit(first, max_blocks)).max(1);
     *cursor = first.saturating_add(n);
     Some((first, n))
 }

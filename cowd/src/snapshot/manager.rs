@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 use tracing::{info, warn};
 
 use super::container::{Container, ContainerError, Protected};
+use super::generation;
 use super::point::{self, Plan, PointError};
 use super::quiesce::{self, Frozen, QuiesceError};
 use super::record::Records;
@@ -44,6 +45,8 @@ pub struct Defaults {
     /// Longest writes in flight may take to drain at T.
     pub drain_limit: Duration,
     pub mover: MoverConfig,
+    /// Repository used when a request names no target.
+    pub repo: Option<PathBuf>,
     /// Accept `target_faults` in requests (testing only).
     pub allow_fault_injection: bool,
 }
@@ -62,6 +65,7 @@ impl Defaults {
             drain_limit: Duration::from_secs(10),
             mover: MoverConfig::default(),
             allow_fault_injection: false,
+            repo: None,
         }
     }
 }
@@ -212,9 +216,22 @@ impl Backups {
                 "the export has {blocks} blocks of {block_size} bytes, more than 2^32; use a larger block size"
             )));
         }
-        if r.to.is_empty() {
-            return Err(StartError::Invalid("no target: give --to PATH".into()));
-        }
+        let repo_path = match (&r.repo, r.to.is_empty(), &self.defaults.repo) {
+            (Some(_), false, _) => {
+                return Err(StartError::Invalid(
+                    "give either --to PATH or --repo DIR, not both".into(),
+                ));
+            }
+            (Some(p), true, _) => Some(PathBuf::from(p)),
+            (None, true, Some(d)) => Some(d.clone()),
+            (None, true, None) => {
+                return Err(StartError::Invalid(
+                    "no target: give --to PATH or --repo DIR (or configure a default repository)"
+                        .into(),
+                ));
+            }
+            (None, false, _) => None,
+        };
         let policy = self.policy(r)?;
         let quiet_period = secs("quiet-period", r.quiet_period_s, self.defaults.quiet_period)?;
         let quiet_timeout = secs(
@@ -226,7 +243,9 @@ impl Backups {
         let protected = Protected::of(export.path())
             .map_err(|e| StartError::Invalid(format!("{}: {e}", export.path().display())))?;
         let to = PathBuf::from(&r.to);
-        if Protected::of(&to).is_ok_and(|t| t.dev == protected.dev && t.ino == protected.ino) {
+        if repo_path.is_none()
+            && Protected::of(&to).is_ok_and(|t| t.dev == protected.dev && t.ino == protected.ino)
+        {
             return Err(StartError::Invalid(format!(
                 "{}: the target is the exported device itself",
                 r.to
@@ -247,10 +266,27 @@ impl Backups {
             }
             mover.max_rate = Some((mib * f64::from(1 << 20)) as u64);
         }
-        let raw = RawImage::create(&to, export.size())?;
-        let target: Arc<dyn BackupTarget> = match &r.target_faults {
-            None => Arc::new(raw),
-            Some(f) => {
+        let planned = match &repo_path {
+            Some(p) => Some(generation::prepare(
+                p,
+                &name,
+                export.size(),
+                export.engine(),
+                &id,
+                block_size,
+                r.mode.unwrap_or_default(),
+                r.blocks.unwrap_or_default(),
+            )?),
+            None => None,
+        };
+        let target: Arc<dyn BackupTarget> = match (&planned, &r.target_faults) {
+            (Some(p), _) => {
+                mover.align = u64::from(p.target.chunk_size());
+                p.target.clone()
+            }
+            (None, None) => Arc::new(RawImage::create(&to, export.size())?),
+            (None, Some(f)) => {
+                let raw = RawImage::create(&to, export.size())?;
                 let (raw, control) = raw.with_faults();
                 if let Some(ms) = f.delay_ms {
                     control.delay(OpMask::ALL, Duration::from_millis(ms));
@@ -332,6 +368,11 @@ impl Backups {
                 return Err(e.into());
             }
         };
+        if let Some(p) = &planned {
+            if let Err(e) = generation::narrow(&session, export.engine(), p) {
+                session.fail(e.to_string());
+            }
+        }
         if let Some((from, to)) = frozen_for {
             session.set_freeze_window(from, to);
             let held = to.duration_since(from).unwrap_or_default();

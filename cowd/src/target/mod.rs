@@ -6,8 +6,10 @@
 //! the next layer implements the same trait.
 
 mod raw;
+mod repo;
 
 pub use raw::RawImage;
+pub use repo::{Generation, RepoTarget};
 
 use crate::device::DeviceError;
 

@@ -1,0 +1,211 @@
+//! Control API routes of the repository: init, list, verify, prune, restore, serve.
+//!
+//! Requests name a repository or use the daemon's default (`--repo`). Long operations
+//! (verify, prune) run on tokio's blocking pool; restores run as jobs with progress.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Json;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use super::api::{
+    ExportInfo, Kept, Manifest, PruneRequest, PruneResult, RepoInfo, RepoInit, RestoreRequest,
+    RestoreStatus, ServeRequest, VerifyReport, VerifyRequest,
+};
+use super::handlers::{Body, Params, export_info};
+use super::server::{ControlState, error};
+use crate::export::Export;
+use crate::repo::{Repo, RepoError};
+use crate::restore::RepoImage;
+
+type Failure = (StatusCode, Json<crate::control::api::ErrorBody>);
+type Reply<T> = Result<Json<T>, Failure>;
+
+fn repo_error(e: RepoError) -> Failure {
+    let status = match e {
+        RepoError::Missing(_) | RepoError::NoSuchBackup(_) => StatusCode::NOT_FOUND,
+        RepoError::InUse { .. } | RepoError::AlreadyInProgress(_) | RepoError::AlreadyRepo(_) => {
+            StatusCode::CONFLICT
+        }
+        RepoError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    error(status, e.to_string())
+}
+
+fn repo_path(s: &ControlState, given: Option<&str>) -> Result<PathBuf, Failure> {
+    given
+        .map(PathBuf::from)
+        .or_else(|| s.backups.defaults().repo.clone())
+        .ok_or_else(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "no repository given and none configured (--repo DIR)",
+            )
+        })
+}
+
+fn open(s: &ControlState, given: Option<&str>) -> Result<Repo, Failure> {
+    Repo::open(&repo_path(s, given)?).map_err(repo_error)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+pub async fn init(Body(r): Body<RepoInit>) -> Reply<RepoInfo> {
+    let size = r.chunk_size.unwrap_or(crate::repo::MAX_CHUNK_SIZE);
+    let repo = Repo::init(Path::new(&r.path), size).map_err(repo_error)?;
+    Ok(Json(RepoInfo {
+        path: r.path,
+        id: repo.id().to_owned(),
+        chunk_size: repo.chunk_size(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    repo: Option<String>,
+    export: Option<String>,
+}
+
+pub async fn list(
+    State(s): State<ControlState>,
+    Params(q): Params<ListQuery>,
+) -> Reply<Vec<Manifest>> {
+    let repo = open(&s, q.repo.as_deref())?;
+    let mut all = blocking(move || repo.backups())
+        .await?
+        .map_err(repo_error)?;
+    all.retain(|m| q.export.as_deref().is_none_or(|e| m.export == e));
+    Ok(Json(all))
+}
+
+pub async fn verify(
+    State(s): State<ControlState>,
+    Body(r): Body<VerifyRequest>,
+) -> Reply<VerifyReport> {
+    let repo = open(&s, r.repo.as_deref())?;
+    let report = blocking(move || repo.verify(r.ids.as_deref(), &|_, _| {})).await?;
+    report.map(Json).map_err(repo_error)
+}
+
+pub async fn prune(
+    State(s): State<ControlState>,
+    Body(r): Body<PruneRequest>,
+) -> Reply<PruneResult> {
+    let repo = open(&s, r.repo.as_deref())?;
+    let result = blocking(move || -> Result<PruneResult, RepoError> {
+        let plan = repo.prune_plan(&r.export, &r.keep, SystemTime::now())?;
+        let mut removed = Vec::new();
+        if !r.dry_run {
+            for id in &plan.remove {
+                match repo.remove_backup(id) {
+                    Ok(()) => removed.push(id.clone()),
+                    // A parent of a running backup stays until the next prune.
+                    Err(RepoError::InUse { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let gc = repo.gc(r.dry_run)?;
+        let keep = plan.keep.into_iter().map(|(id, why)| Kept {
+            id,
+            reasons: why.iter().map(|w| w.to_string()).collect(),
+        });
+        Ok(PruneResult {
+            keep: keep.collect(),
+            remove: plan.remove,
+            removed,
+            gc,
+        })
+    })
+    .await?;
+    result.map(Json).map_err(repo_error)
+}
+
+pub async fn restore(
+    State(s): State<ControlState>,
+    Body(r): Body<RestoreRequest>,
+) -> Reply<RestoreStatus> {
+    let repo = open(&s, r.repo.as_deref())?;
+    if r.to.is_empty() {
+        return Err(error(StatusCode::BAD_REQUEST, "no target: give --to PATH"));
+    }
+    let to = PathBuf::from(&r.to);
+    if s.exports
+        .all()
+        .iter()
+        .any(|e| e.backup().is_none() && e.path() == to)
+    {
+        let msg = format!(
+            "{}: it is served by this cowd; restore to another device, or stop serving it first",
+            r.to
+        );
+        return Err(error(StatusCode::CONFLICT, msg));
+    }
+    let restores = s.restores.clone();
+    let job = blocking(move || restores.start(repo, &r.backup, &to, 2))
+        .await?
+        .map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+    Ok(Json(job.status()))
+}
+
+pub async fn restores(State(s): State<ControlState>) -> Json<Vec<RestoreStatus>> {
+    Json(s.restores.all())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WaitQuery {
+    timeout_s: Option<f64>,
+}
+
+pub async fn restore_wait(
+    State(s): State<ControlState>,
+    UrlPath(id): UrlPath<String>,
+    Params(q): Params<WaitQuery>,
+) -> Reply<RestoreStatus> {
+    let job = s
+        .restores
+        .get(&id)
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no restore {id:?}")))?;
+    let t = Duration::try_from_secs_f64(q.timeout_s.unwrap_or(0.0).clamp(0.0, 300.0))
+        .unwrap_or_default();
+    Ok(Json(blocking(move || job.wait(t)).await?))
+}
+
+pub async fn serve(
+    State(s): State<ControlState>,
+    Body(r): Body<ServeRequest>,
+) -> Reply<ExportInfo> {
+    let root = repo_path(&s, r.repo.as_deref())?;
+    let repo = Repo::open(&root).map_err(repo_error)?;
+    let (repo2, id) = (repo.clone(), r.backup.clone());
+    let index = blocking(move || repo2.index(&id))
+        .await?
+        .map_err(repo_error)?;
+    let image = Arc::new(RepoImage::new(repo, index));
+    let export = Export::of_backup(&r.export, &root, &r.backup, image);
+    let e = s
+        .exports
+        .add(export)
+        .map_err(|e| error(StatusCode::CONFLICT, e.to_string()))?;
+    Ok(Json(export_info(&e)))
+}
+
+pub async fn unserve(
+    State(s): State<ControlState>,
+    UrlPath(name): UrlPath<String>,
+) -> Reply<ExportInfo> {
+    let e = s
+        .exports
+        .remove(&name)
+        .map_err(|e| error(StatusCode::CONFLICT, e))?;
+    Ok(Json(export_info(&e)))
+}

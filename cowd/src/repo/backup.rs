@@ -1,0 +1,444 @@
+//! A backup's life in the repository: begin (pin + `.tmp-<id>/`), commit or abort; removing a
+//! complete backup.
+//!
+//! ```text
+//!   begin ──> pins/<id>.json + backups/.tmp-<id>/ ──commit──> backups/<id>/ (pin removed)
+//!                                     └──abort / drop──> nothing (new chunks wait for gc)
+//! ```
+//!
+//! The pin names the parent (so it cannot be removed while the backup runs) and the start time
+//! (so gc keeps the chunks stored since). A backup is complete exactly when `backups/<id>/`
+//! exists: the directory appears by one rename, after its index and manifest were synced and
+//! after every chunk directory it may use was synced.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+use std::sync::PoisonError;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Index, Manifest, Repo, RepoError, Status, check_id, fsync_dir, rfc3339, write_synced};
+
+fn not_found_ok(e: io::Error) -> io::Result<()> {
+    if e.kind() == io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+/// A running backup, as recorded in `pins/<id>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pin {
+    pub id: String,
+    pub parent: Option<String>,
+    #[serde(with = "rfc3339")]
+    pub started: SystemTime,
+}
+
+/// A backup between [`Repo::begin`] and [`InProgress::commit`] / [`InProgress::abort`].
+/// Dropped without either, it aborts.
+#[derive(Debug)]
+#[must_use = "a backup in progress must be committed or aborted"]
+pub struct InProgress {
+    repo: Repo,
+    id: String,
+    parent: Option<String>,
+    started: SystemTime,
+    done: bool,
+}
+
+impl Repo {
+    fn pin_path(&self, id: &str) -> PathBuf {
+        self.pins_dir().join(format!("{id}.json"))
+    }
+
+    fn tmp_backup_dir(&self, id: &str) -> PathBuf {
+        self.backups_dir().join(format!(".tmp-{id}"))
+    }
+
+    /// Starts backup `id` (incremental from complete backup `parent` when given).
+    pub fn begin(&self, id: &str, parent: Option<&str>) -> Result<InProgress, RepoError> {
+        check_id(id)?;
+        let _m = self
+            .inner
+            .meta_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.backup_dir(id).exists() {
+            return Err(RepoError::BackupExists(id.to_owned()));
+        }
+        if let Some(p) = parent {
+            self.manifest(p)?;
+        }
+        let pin = Pin {
+            id: id.to_owned(),
+            parent: parent.map(str::to_owned),
+            started: SystemTime::now(),
+        };
+        // The pin is created exclusively (link fails if it exists), then the directory.
+        let pin_path = self.pin_path(id);
+        let tmp = self.tmp_path();
+        let json = serde_json::to_vec_pretty(&pin).expect("pin to json");
+        let linked = write_synced(&tmp, &json).and_then(|()| fs::hard_link(&tmp, &pin_path));
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(RepoError::AlreadyInProgress(id.to_owned()));
+            }
+            Err(e) => return Err(RepoError::io(&pin_path, "create pin")(e)),
+        }
+        let started = InProgress {
+            repo: self.clone(),
+            id: id.to_owned(),
+            parent: pin.parent.clone(),
+            started: pin.started,
+            done: false,
+        };
+        // From here on, dropping `started` on error removes the pin again.
+        let pins = self.pins_dir();
+        fsync_dir(&pins).map_err(RepoError::io(&pins, "fsync"))?;
+        let dir = self.tmp_backup_dir(id);
+        if dir.exists() {
+            // Left by a crash with its pin already gone.
+            fs::remove_dir_all(&dir).map_err(RepoError::io(&dir, "remove stale directory"))?;
+        }
+        super::mkdir(&dir).map_err(RepoError::io(&dir, "create directory"))?;
+        Ok(started)
+    }
+
+    /// The backups in progress (their pins), oldest first.
+    pub fn in_progress(&self) -> Result<Vec<Pin>, RepoError> {
+        let dir = self.pins_dir();
+        let mut pins = Vec::new();
+        for e in fs::read_dir(&dir).map_err(RepoError::io(&dir, "read directory"))? {
+            let e = e.map_err(RepoError::io(&dir, "read directory"))?;
+            let path = e.path();
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            let text = match fs::read(&path) {
+                Ok(t) => t,
+                // Removed by a commit or abort since the listing.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(RepoError::io(&path, "read")(e)),
+            };
+            let pin: Pin = serde_json::from_slice(&text).map_err(|e| RepoError::Corrupt {
+                path: path.clone(),
+                problem: format!("pin: {e}"),
+            })?;
+            pins.push(pin);
+        }
+        pins.sort_by(|a, b| (a.started, &a.id).cmp(&(b.started, &b.id)));
+        Ok(pins)
+    }
+
+    /// Forgets backup `id` in progress after a crash of the process that ran it: removes its
+    /// directory and its pin (its new chunks stay until gc). Never call it for a backup that is
+    /// still running.
+    pub fn discard_in_progress(&self, id: &str) -> Result<(), RepoError> {
+        check_id(id)?;
+        let _m = self
+            .inner
+            .meta_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.remove_in_progress(id)
+    }
+
+    fn remove_in_progress(&self, id: &str) -> Result<(), RepoError> {
+        let dir = self.tmp_backup_dir(id);
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(RepoError::io(&dir, "remove")(e));
+            }
+            _ => {}
+        }
+        let pin = self.pin_path(id);
+        match fs::remove_file(&pin) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(RepoError::io(&pin, "remove")(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes complete backup `id` (its chunks stay until [`Repo::gc`]). Refused while a
+    /// running backup uses it as its parent.
+    pub fn remove_backup(&self, id: &str) -> Result<(), RepoError> {
+        check_id(id)?;
+        let _m = self
+            .inner
+            .meta_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let dir = self.backup_dir(id);
+        if !dir.is_dir() {
+            return Err(RepoError::NoSuchBackup(id.to_owned()));
+        }
+        if let Some(pin) = self
+            .in_progress()?
+            .into_iter()
+            .find(|p| p.parent.as_deref() == Some(id))
+        {
+            return Err(RepoError::InUse {
+                id: id.to_owned(),
+                by: pin.id,
+            });
+        }
+        // Renamed away first, so a crash half-way never leaves something that looks complete.
+        let del = self
+            .backups_dir()
+            .join(format!(".del-{id}-{:08x}", fastrand::u32(..)));
+        fs::rename(&dir, &del).map_err(RepoError::io(&dir, "rename"))?;
+        let backups = self.backups_dir();
+        fsync_dir(&backups).map_err(RepoError::io(&backups, "fsync"))?;
+        fs::remove_dir_all(&del).map_err(RepoError::io(&del, "remove"))
+    }
+}
+
+impl InProgress {
+    /// The backup's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The parent named at begin.
+    pub fn parent(&self) -> Option<&str> {
+        self.parent.as_deref()
+    }
+
+    /// When the backup began (the pin's `started`).
+    pub fn started(&self) -> SystemTime {
+        self.started
+    }
+
+    /// Makes the backup complete: checks that `manifest` and `index` agree with this backup
+    /// and the repository and that every chunk the index names is present, syncs the chunk
+    /// directories, writes and syncs `index.bin` and `manifest.json` (with `index_sha256` and
+    /// `status` filled in), renames the directory into place, syncs `backups/`, removes the
+    /// pin. Returns the manifest as written. On error nothing becomes visible and the backup
+    /// is aborted.
+    pub fn commit(mut self, manifest: &Manifest, index: &Index) -> Result<Manifest, RepoError> {
+        let repo = self.repo.clone();
+        self.check(manifest, index)?;
+        repo.sync_dirs()?;
+        let bytes = index.encode();
+        let mut m = manifest.clone();
+        m.index_sha256 = Index::checksum_of(&bytes)
+            .expect("encoded index has a checksum")
+            .to_string();
+        m.status = Status::Complete;
+        let json = serde_json::to_vec_pretty(&m).expect("manifest to json");
+        let tmp = repo.tmp_backup_dir(&self.id);
+        let p = tmp.join("index.bin");
+        write_synced(&p, &bytes).map_err(RepoError::io(&p, "write"))?;
+        let p = tmp.join("manifest.json");
+        write_synced(&p, &json).map_err(RepoError::io(&p, "write"))?;
+        fsync_dir(&tmp).map_err(RepoError::io(&tmp, "fsync"))?;
+        let dst = repo.backup_dir(&self.id);
+        if dst.exists() {
+            return Err(RepoError::BackupExists(self.id.clone()));
+        }
+        fs::rename(&tmp, &dst).map_err(RepoError::io(&dst, "rename into place"))?;
+        self.done = true;
+        let backups = repo.backups_dir();
+        let synced = fsync_dir(&backups).map_err(RepoError::io(&backups, "fsync"));
+        let pin = repo.pin_path(&self.id);
+        if let Err(e) = fs::remove_file(&pin).or_else(not_found_ok) {
+            // The backup is complete; a stale pin only delays gc and remove of the parent.
+            tracing::warn!(
+                "backup {} committed, but its pin stays: {}: {e}",
+                self.id,
+                pin.display()
+            );
+        }
+        synced.map(|()| m)
+    }
+
+    fn check(&self, m: &Manifest, index: &Index) -> Result<(), RepoError> {
+        let invalid = |s: String| Err(RepoError::Invalid(format!("commit of {}: {s}", self.id)));
+        let cs = self.repo.chunk_size();
+        if m.id != self.id {
+            return invalid(format!("the manifest is for backup {:?}", m.id));
+        }
+        if m.parent != self.parent {
+            return invalid(format!(
+                "the manifest names parent {:?}, begin named {:?}",
+                m.parent, self.parent
+            ));
+        }
+        if m.chunk_size != cs || index.chunk_size != cs {
+            return invalid(format!(
+                "chunk size {} (manifest) / {} (index); the repository uses {cs}",
+                m.chunk_size, index.chunk_size
+            ));
+        }
+        if m.device_size != index.device_size || !index.is_consistent() {
+            return invalid(format!(
+                "the index has {} chunks for {} bytes; the manifest says {} bytes",
+                index.digests.len(),
+                index.device_size,
+                m.device_size
+            ));
+        }
+        let mut seen = HashSet::new();
+        let mut missing = index
+            .digests
+            .iter()
+            .filter(|d| !d.is_zero() && seen.insert(**d))
+            .filter(|d| !self.repo.has_chunk(d));
+        if let Some(first) = missing.next() {
+            let n = 1 + missing.count();
+            return invalid(format!(
+                "{n} chunk(s) named by the index are not in the repository (first: {first})"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Gives up: removes the directory and the pin. Chunks stored meanwhile stay until gc.
+    pub fn abort(mut self) {
+        self.cleanup();
+    }
+
+    fn cleanup(&mut self) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        if let Err(e) = self.repo.remove_in_progress(&self.id) {
+            tracing::warn!("aborting backup {}: {e}", self.id);
+        }
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Digest;
+    use super::super::testutil::{backup, data, repo};
+    use super::*;
+
+    #[test]
+    fn visible_only_after_commit_and_pin_lifecycle() {
+        let (_d, r) = repo();
+        let img = data(3, 1);
+        let b = r.begin("b1", None).unwrap();
+        assert!(r.pins_dir().join("b1.json").exists());
+        assert!(r.backups_dir().join(".tmp-b1").is_dir());
+        assert_eq!(r.in_progress().unwrap()[0].id, "b1");
+        assert!(r.backups().unwrap().is_empty());
+        assert!(matches!(r.manifest("b1"), Err(RepoError::NoSuchBackup(_))));
+        assert!(matches!(
+            r.begin("b1", None),
+            Err(RepoError::AlreadyInProgress(_))
+        ));
+        drop(b); // aborts
+        assert!(r.in_progress().unwrap().is_empty());
+        assert!(!r.backups_dir().join(".tmp-b1").exists());
+
+        let ix = backup(&r, "b1", None, 100, &img);
+        let list = r.backups().unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].status, Status::Complete);
+        assert_eq!(
+            list[0].index_sha256,
+            Index::checksum_of(&ix.encode()).unwrap().to_string()
+        );
+        assert_eq!(r.index("b1").unwrap(), ix);
+        assert!(r.in_progress().unwrap().is_empty());
+        assert!(matches!(
+            r.begin("b1", None),
+            Err(RepoError::BackupExists(_))
+        ));
+        assert!(matches!(r.begin("../x", None), Err(RepoError::BadId(_))));
+        assert!(matches!(
+            r.begin("b2", Some("nope")),
+            Err(RepoError::NoSuchBackup(_))
+        ));
+    }
+
+    #[test]
+    fn abort_leaves_nothing_but_chunks() {
+        let (_d, r) = repo();
+        let b = r.begin("x", None).unwrap();
+        let s = r.store_chunk(&data(1, 2)).unwrap();
+        b.abort();
+        assert!(r.backups().unwrap().is_empty());
+        assert!(r.backup_ids().unwrap().is_empty());
+        assert!(r.in_progress().unwrap().is_empty());
+        assert!(r.has_chunk(&s.digest));
+    }
+
+    #[test]
+    fn commit_refuses_bad_input_and_shows_nothing() {
+        let (_d, r) = repo();
+        let img = data(2, 3);
+        let good = backup(&r, "p", None, 1, &img);
+        let m = r.manifest("p").unwrap();
+
+        let b = r.begin("c", Some("p")).unwrap();
+        let mut ix = good.clone();
+        ix.digests[1] = Digest::of(b"not stored");
+        let mut mc = m.clone();
+        mc.id = "c".into();
+        mc.parent = Some("p".into());
+        let e = b.commit(&mc, &ix).unwrap_err().to_string();
+        assert!(
+            e.contains("1 chunk(s)") && e.contains("not in the repository"),
+            "{e}"
+        );
+        assert_eq!(r.backup_ids().unwrap(), ["p"]);
+        assert!(r.in_progress().unwrap().is_empty());
+
+        let b = r.begin("c", Some("p")).unwrap();
+        let e = b.commit(&m, &good).unwrap_err().to_string(); // manifest of "p"
+        assert!(e.contains("for backup \"p\""), "{e}");
+        let b = r.begin("c", None).unwrap();
+        let mut short = good.clone();
+        short.digests.pop();
+        let mut mc2 = mc.clone();
+        mc2.parent = None;
+        assert!(b.commit(&mc2, &short).is_err());
+        assert_eq!(r.backup_ids().unwrap(), ["p"]);
+    }
+
+    #[test]
+    fn remove_refuses_a_running_backups_parent() {
+        let (_d, r) = repo();
+        backup(&r, "p", None, 1, &data(1, 4));
+        let running = r.begin("c", Some("p")).unwrap();
+        let e = r.remove_backup("p").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("in use as the parent of running backup \"c\""),
+            "{e}"
+        );
+        assert!(r.manifest("p").is_ok());
+        running.abort();
+        r.remove_backup("p").unwrap();
+        assert!(r.backups().unwrap().is_empty());
+        assert!(matches!(
+            r.remove_backup("p"),
+            Err(RepoError::NoSuchBackup(_))
+        ));
+    }
+
+    #[test]
+    fn discard_after_a_crash() {
+        let (_d, r) = repo();
+        let b = r.begin("lost", None).unwrap();
+        std::mem::forget(b); // the process "crashed"
+        assert_eq!(r.in_progress().unwrap().len(), 1);
+        r.discard_in_progress("lost").unwrap();
+        assert!(r.in_progress().unwrap().is_empty());
+        assert!(!r.backups_dir().join(".tmp-lost").exists());
+    }
+}

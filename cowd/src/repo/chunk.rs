@@ -1,0 +1,625 @@
+//! The chunk store: one file per distinct chunk, `chunks/ab/abcdef…`, named by the SHA-256 of
+//! its plain data.
+//!
+//! ```text
+//! offset size  field                       (integers little-endian)
+//!      0    8  magic b"COWDCHK1"
+//!      8    1  version = 1
+//!      9    1  compression: 0 none, 1 zstd
+//!     10    2  0
+//!     12    4  plain_len
+//!     16    4  stored_len  (= file size - 52)
+//!     20   32  SHA-256 of the plain data (= the file name)
+//!     52       stored_len bytes
+//! ```
+//!
+//! Data is stored zstd-compressed only when that makes it smaller. All-zero chunks are never
+//! stored (their digest is [`Digest::ZERO`]). A chunk is written to `tmp/`, fsynced, and then
+//! hard-linked to its name, which fails if the name exists: so a chunk file is complete when it
+//! appears, two writers of the same chunk cannot both "win", and an existing chunk is never
+//! rewritten. The chunk directories are fsynced by [`Repo::sync_dirs`] before a backup commits.
+//! A store that finds its chunk already present refreshes the file's mtime, so that `gc`
+//! (which keeps chunks younger than the oldest running backup) does not remove it under a
+//! running backup.
+
+use std::cell::RefCell;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::PoisonError;
+use std::time::SystemTime;
+
+use super::{Digest, Repo, RepoError, digest::to_hex, fsync_dir};
+
+/// Size of a chunk file's header.
+pub const CHUNK_HEADER_LEN: usize = 52;
+const MAGIC: &[u8; 8] = b"COWDCHK1";
+const VERSION: u8 = 1;
+const NONE: u8 = 0;
+const ZSTD: u8 = 1;
+
+/// What [`Repo::store_chunk`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// The chunk's name ([`Digest::ZERO`] for an all-zero chunk).
+    pub digest: Digest,
+    /// True when this call added the chunk to the repository.
+    pub new: bool,
+    /// Bytes this call added on disk (header included); 0 unless `new`.
+    pub stored_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Header {
+    compression: u8,
+    plain_len: u32,
+    stored_len: u32,
+    digest: Digest,
+}
+
+impl Header {
+    fn encode(&self) -> [u8; CHUNK_HEADER_LEN] {
+        let mut b = [0u8; CHUNK_HEADER_LEN];
+        b[..8].copy_from_slice(MAGIC);
+        b[8] = VERSION;
+        b[9] = self.compression;
+        b[12..16].copy_from_slice(&self.plain_len.to_le_bytes());
+        b[16..20].copy_from_slice(&self.stored_len.to_le_bytes());
+        b[20..52].copy_from_slice(&self.digest.0);
+        b
+    }
+
+    fn decode(b: &[u8; CHUNK_HEADER_LEN]) -> Result<Header, String> {
+        if &b[..8] != MAGIC {
+            return Err("bad magic (not a cowd chunk)".into());
+        }
+        if b[8] != VERSION {
+            return Err(format!("chunk version {} is not supported", b[8]));
+        }
+        if b[10..12] != [0, 0] {
+            return Err("reserved header bytes are not zero".into());
+        }
+        let h = Header {
+            compression: b[9],
+            plain_len: u32::from_le_bytes(b[12..16].try_into().unwrap()),
+            stored_len: u32::from_le_bytes(b[16..20].try_into().unwrap()),
+            digest: Digest(b[20..52].try_into().unwrap()),
+        };
+        if h.plain_len == 0 || h.plain_len > super::MAX_CHUNK_SIZE {
+            return Err(format!("plain length {} out of range", h.plain_len));
+        }
+        match h.compression {
+            NONE if h.stored_len != h.plain_len => Err(format!(
+                "uncompressed chunk stores {} bytes for {}",
+                h.stored_len, h.plain_len
+            )),
+            ZSTD if h.stored_len >= h.plain_len => Err(format!(
+                "compressed chunk stores {} bytes for {}",
+                h.stored_len, h.plain_len
+            )),
+            NONE | ZSTD => Ok(h),
+            c => Err(format!("unknown compression {c}")),
+        }
+    }
+}
+
+/// Why a chunk file could not be read back.
+#[derive(Debug)]
+pub(crate) enum ChunkFault {
+    Missing,
+    Io(io::Error),
+    Corrupt(String),
+}
+
+impl ChunkFault {
+    pub(crate) fn into_error(self, path: PathBuf, digest: &Digest) -> RepoError {
+        match self {
+            ChunkFault::Missing => RepoError::MissingChunk {
+                digest: *digest,
+                path,
+            },
+            ChunkFault::Io(source) => RepoError::Io {
+                path,
+                op: "read chunk",
+                source,
+            },
+            ChunkFault::Corrupt(problem) => RepoError::Corrupt { path, problem },
+        }
+    }
+}
+
+/// True when every byte is zero (word-wise, fast on large buffers).
+pub(crate) fn is_all_zero(b: &[u8]) -> bool {
+    let mut blocks = b.chunks_exact(64);
+    blocks
+        .by_ref()
+        .all(|c| c.iter().fold(0u8, |a, &x| a | x) == 0)
+        && blocks.remainder().iter().all(|&x| x == 0)
+}
+
+thread_local! {
+    /// Per-thread zstd context (with its level), and a buffer for compressed data.
+    static ZSTD_CTX: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+    static OUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Compresses `plain` into `out` and returns the frame's length when it is smaller than
+/// `plain`.
+fn compress(level: i32, plain: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+    let limit = plain.len().checked_sub(1)?;
+    if out.len() < limit {
+        out.resize(limit, 0);
+    }
+    ZSTD_CTX.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(l, _)| *l != level) {
+            *c = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, ctx) = c.as_mut()?;
+        // Fails (dst too small) exactly when compression would not save a byte.
+        ctx.compress_to_buffer(plain, &mut out[..limit]).ok()
+    })
+}
+
+/// Opens `path` and sets its mtime to now; false when it does not exist.
+fn touch(path: &Path) -> io::Result<bool> {
+    match File::open(path) {
+        Ok(f) => {
+            // Best effort: without ownership the mtime cannot be set, and gc then relies on
+            // the commit check (every referenced chunk exists) to catch a lost race.
+            let _ = f.set_modified(SystemTime::now());
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads chunk file `path`, checks it is `digest` (and `expect_len` bytes long when given),
+/// leaves the plain data in `out`; returns the file's size.
+pub(crate) fn read_chunk_file(
+    path: &Path,
+    digest: &Digest,
+    expect_len: Option<usize>,
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+) -> Result<u64, ChunkFault> {
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ChunkFault::Missing),
+        Err(e) => return Err(ChunkFault::Io(e)),
+    };
+    let size = f.metadata().map_err(ChunkFault::Io)?.len();
+    let mut hb = [0u8; CHUNK_HEADER_LEN];
+    match f.read_exact(&mut hb) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            return Err(ChunkFault::Corrupt(format!(
+                "{size} bytes: shorter than a chunk header"
+            )));
+        }
+        Err(e) => return Err(ChunkFault::Io(e)),
+    }
+    let h = Header::decode(&hb).map_err(ChunkFault::Corrupt)?;
+    if h.digest != *digest {
+        return Err(ChunkFault::Corrupt(format!(
+            "header names chunk {}",
+            h.digest
+        )));
+    }
+    if size != (CHUNK_HEADER_LEN as u64) + u64::from(h.stored_len) {
+        return Err(ChunkFault::Corrupt(format!(
+            "file has {size} bytes; the header says {} + {}",
+            CHUNK_HEADER_LEN, h.stored_len
+        )));
+    }
+    let plain_len = h.plain_len as usize;
+    if let Some(want) = expect_len.filter(|&l| l != plain_len) {
+        return Err(ChunkFault::Corrupt(format!(
+            "holds {plain_len} bytes; {want} expected"
+        )));
+    }
+    let stored = u64::from(h.stored_len);
+    out.clear();
+    if h.compression == NONE {
+        out.reserve_exact(plain_len);
+        (&mut f)
+            .take(stored)
+            .read_to_end(out)
+            .map_err(ChunkFault::Io)?;
+    } else {
+        scratch.clear();
+        scratch.reserve_exact(h.stored_len as usize);
+        (&mut f)
+            .take(stored)
+            .read_to_end(scratch)
+            .map_err(ChunkFault::Io)?;
+        if scratch.len() as u64 != stored {
+            return Err(ChunkFault::Corrupt("truncated while reading".into()));
+        }
+        out.reserve_exact(plain_len);
+        zstd::bulk::Decompressor::new()
+            .and_then(|mut z| z.decompress_to_buffer(scratch.as_slice(), out))
+            .map_err(|e| ChunkFault::Corrupt(format!("zstd: {e}")))?;
+    }
+    if out.len() != plain_len {
+        return Err(ChunkFault::Corrupt(format!(
+            "data has {} bytes; the header says {plain_len}",
+            out.len()
+        )));
+    }
+    let actual = Digest::of(out);
+    if actual != *digest {
+        return Err(ChunkFault::Corrupt(format!(
+            "SHA-256 of the data is {actual}"
+        )));
+    }
+    Ok(size)
+}
+
+impl Repo {
+    /// Path of chunk `d`'s file (whether or not it exists).
+    pub fn chunk_path(&self, d: &Digest) -> PathBuf {
+        let hex = d.to_string();
+        self.root().join("chunks").join(&hex[..2]).join(hex)
+    }
+
+    fn mark_dirty(&self, d: &Digest) {
+        let b = d.0[0];
+        let mut dirty = self
+            .inner
+            .dirty_dirs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        dirty[usize::from(b >> 6)] |= 1 << (b & 63);
+    }
+
+    /// Stores one chunk (at most `chunk_size` bytes) unless the repository has it already.
+    /// Safe from many threads at once, for the same chunk too.
+    pub fn store_chunk(&self, plain: &[u8]) -> Result<Stored, RepoError> {
+        if plain.len() > self.chunk_size() as usize {
+            return Err(RepoError::Invalid(format!(
+                "chunk of {} bytes is larger than the repository's chunk size {}",
+                plain.len(),
+                self.chunk_size()
+            )));
+        }
+        if is_all_zero(plain) {
+            return Ok(Stored {
+                digest: Digest::ZERO,
+                new: false,
+                stored_bytes: 0,
+            });
+        }
+        let digest = Digest::of(plain);
+        let path = self.chunk_path(&digest);
+        let present = {
+            let _g = self
+                .inner
+                .gc_lock
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            touch(&path).map_err(RepoError::io(&path, "open chunk"))?
+        };
+        if present {
+            // It may have just been linked by another thread whose directory fsync is still
+            // pending: make sure our commit's sync_dirs covers it.
+            self.mark_dirty(&digest);
+            return Ok(Stored {
+                digest,
+                new: false,
+                stored_bytes: 0,
+            });
+        }
+        let tmp = self.tmp_path();
+        let written = OUT.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let (compression, body) = match compress(self.level, plain, &mut buf) {
+                Some(n) => (ZSTD, &buf[..n]),
+                None => (NONE, plain),
+            };
+            let header = Header {
+                compression,
+                plain_len: plain.len() as u32,
+                stored_len: body.len() as u32,
+                digest,
+            };
+            write_chunk_file(&tmp, &header.encode(), body)
+                .map(|()| (CHUNK_HEADER_LEN + body.len()) as u64)
+        });
+        let size = match written {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(RepoError::io(&tmp, "write chunk")(e));
+            }
+        };
+        let linked = {
+            let _g = self
+                .inner
+                .gc_lock
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let r = match fs::hard_link(&tmp, &path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // A chunk directory removed by hand: recreate it.
+                    let dir = path.parent().expect("chunk path has a parent");
+                    fs::create_dir_all(dir).and_then(|()| fs::hard_link(&tmp, &path))
+                }
+                r => r,
+            };
+            match r {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => touch(&path).map(|_| false),
+                Err(e) => Err(e),
+            }
+        };
+        let _ = fs::remove_file(&tmp);
+        let new = linked.map_err(RepoError::io(&path, "link chunk"))?;
+        self.mark_dirty(&digest);
+        Ok(Stored {
+            digest,
+            new,
+            stored_bytes: if new { size } else { 0 },
+        })
+    }
+
+    /// Reads chunk `d` of `len` bytes into `out`, checking header and SHA-256.
+    /// [`Digest::ZERO`] gives `len` zero bytes.
+    pub fn load_chunk(&self, d: &Digest, len: usize, out: &mut Vec<u8>) -> Result<(), RepoError> {
+        if d.is_zero() {
+            out.clear();
+            out.resize(len, 0);
+            return Ok(());
+        }
+        let path = self.chunk_path(d);
+        OUT.with(|scratch| read_chunk_file(&path, d, Some(len), out, &mut scratch.borrow_mut()))
+            .map(|_| ())
+            .map_err(|f| f.into_error(path, d))
+    }
+
+    /// True when chunk `d` is in the repository (always for [`Digest::ZERO`]).
+    pub fn has_chunk(&self, d: &Digest) -> bool {
+        d.is_zero() || fs::symlink_metadata(self.chunk_path(d)).is_ok()
+    }
+
+    /// Makes durable the directory entries of every chunk stored so far. When it returns, all
+    /// chunks whose `store_chunk` returned before the call are durable, whichever thread or
+    /// backup stored them.
+    pub fn sync_dirs(&self) -> Result<(), RepoError> {
+        let _s = self
+            .inner
+            .sync_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let dirty = std::mem::take(
+            &mut *self
+                .inner
+                .dirty_dirs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for b in 0..=255u8 {
+            if dirty[usize::from(b >> 6)] & (1 << (b & 63)) == 0 {
+                continue;
+            }
+            let dir = self.root().join("chunks").join(to_hex(&[b]));
+            if let Err(e) = fsync_dir(&dir) {
+                // Keep them all dirty for the next attempt.
+                let mut d = self
+                    .inner
+                    .dirty_dirs
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                for (w, x) in d.iter_mut().zip(dirty) {
+                    *w |= x;
+                }
+                return Err(RepoError::io(&dir, "fsync")(e));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write_chunk_file(path: &Path, header: &[u8], body: &[u8]) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(header)?;
+    f.write_all(body)?;
+    f.sync_data()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn repo(chunk: u32) -> (tempfile::TempDir, Repo) {
+        let d = tempfile::tempdir().unwrap();
+        let r = Repo::init(&d.path().join("r"), chunk).unwrap();
+        (d, r)
+    }
+
+    fn random(n: usize, seed: u64) -> Vec<u8> {
+        let mut v = vec![0u8; n];
+        fastrand::Rng::with_seed(seed).fill(&mut v);
+        v
+    }
+
+    fn compressible(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i / 1000 % 7) as u8 + b'a').collect()
+    }
+
+    fn header_of(r: &Repo, d: &Digest) -> Header {
+        let b = fs::read(r.chunk_path(d)).unwrap();
+        Header::decode(b[..CHUNK_HEADER_LEN].try_into().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn zero_detection() {
+        assert!(is_all_zero(&[]));
+        assert!(is_all_zero(&vec![0u8; 4 << 20]));
+        for pos in [0, 1, 7, 8, 511, 4095, 4096 * 3 + 5] {
+            let mut v = vec![0u8; 4096 * 4];
+            v[pos] = 1;
+            assert!(!is_all_zero(&v), "{pos}");
+            assert!(pos == 0 || !is_all_zero(&v[1..]), "{pos} unaligned");
+        }
+    }
+
+    #[test]
+    fn header_round_trip_and_rejects() {
+        let h = Header {
+            compression: ZSTD,
+            plain_len: 100,
+            stored_len: 50,
+            digest: Digest::of(b"x"),
+        };
+        let b = h.encode();
+        assert_eq!(&b[..8], b"COWDCHK1");
+        assert_eq!(Header::decode(&b).unwrap(), h);
+        let mut bad = b;
+        bad[9] = 7;
+        assert!(Header::decode(&bad).unwrap_err().contains("compression"));
+        let mut bad = b;
+        bad[16] = 200; // stored > plain with zstd
+        assert!(Header::decode(&bad).is_err());
+        let mut bad = b;
+        bad[11] = 1;
+        assert!(Header::decode(&bad).is_err());
+        let mut bad = b;
+        bad[0] = b'X';
+        assert!(Header::decode(&bad).unwrap_err().contains("magic"));
+    }
+
+    #[test]
+    fn round_trips_compressible_incompressible_zero_short() {
+        let (_d, r) = repo(1 << 20);
+        let mut out = Vec::new();
+
+        let c = compressible(1 << 20);
+        let s = r.store_chunk(&c).unwrap();
+        assert!(s.new && s.digest == Digest::of(&c));
+        assert!(s.stored_bytes < (1 << 19), "{}", s.stored_bytes);
+        assert_eq!(header_of(&r, &s.digest).compression, ZSTD);
+        assert_eq!(
+            fs::metadata(r.chunk_path(&s.digest)).unwrap().len(),
+            s.stored_bytes
+        );
+        r.load_chunk(&s.digest, c.len(), &mut out).unwrap();
+        assert_eq!(out, c);
+
+        let x = random(1 << 20, 1);
+        let s = r.store_chunk(&x).unwrap();
+        assert!(s.new);
+        assert_eq!(s.stored_bytes, (1 << 20) + CHUNK_HEADER_LEN as u64);
+        assert_eq!(header_of(&r, &s.digest).compression, NONE);
+        r.load_chunk(&s.digest, x.len(), &mut out).unwrap();
+        assert_eq!(out, x);
+
+        let z = vec![0u8; 1 << 20];
+        let s = r.store_chunk(&z).unwrap();
+        assert_eq!((s.digest, s.new, s.stored_bytes), (Digest::ZERO, false, 0));
+        assert!(r.has_chunk(&Digest::ZERO));
+        r.load_chunk(&Digest::ZERO, 12345, &mut out).unwrap();
+        assert_eq!(out, vec![0u8; 12345]);
+
+        let short = random(1000, 2);
+        let s = r.store_chunk(&short).unwrap();
+        r.load_chunk(&s.digest, 1000, &mut out).unwrap();
+        assert_eq!(out, short);
+        let e = r.load_chunk(&s.digest, 1001, &mut out).unwrap_err();
+        assert!(e.to_string().contains("1001 expected"), "{e}");
+
+        let e = r.store_chunk(&vec![1u8; (1 << 20) + 1]).unwrap_err();
+        assert!(matches!(e, RepoError::Invalid(_)), "{e}");
+        let gone = Digest::of(b"never stored");
+        assert!(!r.has_chunk(&gone));
+        assert!(matches!(
+            r.load_chunk(&gone, 12, &mut out),
+            Err(RepoError::MissingChunk { .. })
+        ));
+        // Nothing left behind in tmp/.
+        assert_eq!(fs::read_dir(r.root().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn dedup_same_data_twice() {
+        let (_d, r) = repo(1 << 16);
+        let x = random(65536, 3);
+        let a = r.store_chunk(&x).unwrap();
+        let b = r.store_chunk(&x).unwrap();
+        assert!(a.new && !b.new);
+        assert_eq!(a.digest, b.digest);
+        assert_eq!(b.stored_bytes, 0);
+        let files: usize = fs::read_dir(r.root().join("chunks"))
+            .unwrap()
+            .map(|d| fs::read_dir(d.unwrap().path()).unwrap().count())
+            .sum();
+        assert_eq!(files, 1);
+    }
+
+    #[test]
+    fn compression_level_is_used() {
+        let (_d, mut r) = repo(1 << 20);
+        let c = compressible(1 << 20);
+        r.set_compression_level(19);
+        assert_eq!(r.compression_level(), 19);
+        let s = r.store_chunk(&c).unwrap();
+        let mut out = Vec::new();
+        r.load_chunk(&s.digest, c.len(), &mut out).unwrap();
+        assert_eq!(out, c);
+    }
+
+    #[test]
+    fn corruption_is_detected_by_load() {
+        let (_d, r) = repo(1 << 16);
+        let x = compressible(65536);
+        let s = r.store_chunk(&x).unwrap();
+        let p = r.chunk_path(&s.digest);
+        let good = fs::read(&p).unwrap();
+        let mut out = Vec::new();
+        for pos in [0, 9, 13, 21, CHUNK_HEADER_LEN, good.len() - 1] {
+            let mut b = good.clone();
+            b[pos] ^= 1;
+            fs::write(&p, &b).unwrap();
+            let e = r.load_chunk(&s.digest, x.len(), &mut out).unwrap_err();
+            assert!(matches!(e, RepoError::Corrupt { .. }), "{pos}: {e}");
+        }
+        fs::write(&p, &good[..good.len() - 1]).unwrap();
+        assert!(r.load_chunk(&s.digest, x.len(), &mut out).is_err());
+        fs::write(&p, &good[..10]).unwrap();
+        assert!(r.load_chunk(&s.digest, x.len(), &mut out).is_err());
+    }
+
+    /// One repository for all cases (creating one per case dominates the run time).
+    #[test]
+    fn store_load_round_trips() {
+        use proptest::test_runner::{Config, TestRunner};
+        let (_d, r) = repo(1 << 17);
+        let strategy = (0usize..=(1 << 17), any::<u64>(), 0u8..4);
+        let mut runner = TestRunner::new(Config::with_cases(128));
+        runner
+            .run(&strategy, |(len, seed, kind)| {
+                let mut rng = fastrand::Rng::with_seed(seed);
+                let data: Vec<u8> = match kind {
+                    0 => random(len, seed),                                  // incompressible
+                    1 => (0..len).map(|_| rng.u8(..4)).collect(),            // compressible
+                    2 => (0..len).map(|i| u8::from(i % 997 == 0)).collect(), // sparse
+                    _ => vec![0; len],                                       // zero
+                };
+                let s = r.store_chunk(&data).unwrap();
+                prop_assert_eq!(s.digest.is_zero(), data.iter().all(|&b| b == 0));
+                let mut out = Vec::new();
+                r.load_chunk(&s.digest, data.len(), &mut out).unwrap();
+                prop_assert_eq!(out, data);
+                Ok(())
+            })
+            .unwrap();
+    }
+}

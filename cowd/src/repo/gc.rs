@@ -1,0 +1,208 @@
+//! Garbage collection: removing chunk files that no complete backup references.
+//!
+//! Order matters, against backups running meanwhile:
+//! 1. read the pins first: a backup that commits after this point left its pin in the list;
+//! 2. read every complete index: the set of referenced chunks;
+//! 3. sweep `chunks/`: an unreferenced chunk is removed only if its mtime is older than
+//!    `cutoff` = min(gc start, oldest pin's `started` - 60 s). A running backup's new chunks are
+//!    younger than its pin; a chunk it found already stored was touched (mtime refreshed) by
+//!    `store_chunk`; a backup that began after step 1 only touches or adds chunks after gc
+//!    started. Each removal re-checks the mtime under the store/gc lock, so a store racing with
+//!    the sweep either sees the file gone (and writes it again) or refreshes it first (and gc
+//!    keeps it).
+//!
+//! An index that cannot be read stops gc: what it references is unknown.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::sync::PoisonError;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Digest, Repo, RepoError, digest::to_hex, fsync_dir};
+
+/// How much older than the oldest pin a chunk must be for gc to remove it.
+pub const PIN_MARGIN: Duration = Duration::from_secs(60);
+
+/// What [`Repo::gc`] found and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcReport {
+    /// Distinct chunks referenced by the complete backups.
+    pub chunks_referenced: u64,
+    /// Unreferenced chunks removed (or, in a dry run, that would be).
+    pub chunks_removed: u64,
+    /// Their size on disk.
+    pub bytes_freed: u64,
+    /// Unreferenced chunks kept because they are younger than the cutoff.
+    pub chunks_kept_young: u64,
+}
+
+impl Repo {
+    /// Removes the chunks that no complete backup references and that are not protected by a
+    /// running backup. `dry_run` only counts.
+    pub fn gc(&self, dry_run: bool) -> Result<GcReport, RepoError> {
+        let start = SystemTime::now();
+        let pins = self.in_progress()?;
+        let cutoff = pins
+            .iter()
+            .map(|p| {
+                p.started
+                    .checked_sub(PIN_MARGIN)
+                    .unwrap_or(SystemTime::UNIX_EPOCH)
+            })
+            .fold(start, SystemTime::min);
+        let mut referenced: HashSet<Digest> = HashSet::new();
+        for id in self.backup_ids()? {
+            match self.index(&id) {
+                Ok(ix) => referenced.extend(ix.digests.iter().filter(|d| !d.is_zero())),
+                // Removed since the listing.
+                Err(_) if !self.backup_dir(&id).exists() => {}
+                Err(e) => {
+                    return Err(RepoError::Invalid(format!(
+                        "gc refused: backup {id} cannot be read, so its chunks are unknown ({e}); \
+                         repair or remove it first"
+                    )));
+                }
+            }
+        }
+        let mut report = GcReport {
+            chunks_referenced: referenced.len() as u64,
+            ..GcReport::default()
+        };
+        let chunks = self.root().join("chunks");
+        for b in 0..=255u8 {
+            let prefix = to_hex(&[b]);
+            let dir = chunks.join(&prefix);
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(RepoError::io(&dir, "read directory")(e)),
+            };
+            let mut candidates = Vec::new();
+            for e in entries {
+                let e = e.map_err(RepoError::io(&dir, "read directory"))?;
+                let name = e.file_name();
+                let Some(d) = name.to_str().and_then(|n| n.parse::<Digest>().ok()) else {
+                    continue; // not a chunk: left alone
+                };
+                if d.0[0] != b || referenced.contains(&d) {
+                    continue;
+                }
+                let Ok(meta) = e.metadata() else { continue };
+                let mtime = meta.modified().map_err(RepoError::io(&e.path(), "stat"))?;
+                if mtime >= cutoff {
+                    report.chunks_kept_young += 1;
+                } else {
+                    candidates.push((e.path(), mtime, meta.len()));
+                }
+            }
+            if candidates.is_empty() {
+                continue;
+            }
+            let mut removed = false;
+            {
+                let _g = self
+                    .inner
+                    .gc_lock
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                for (path, mtime, len) in candidates {
+                    let now = match fs::symlink_metadata(&path).and_then(|m| m.modified()) {
+                        Ok(t) => t,
+                        Err(_) => continue, // gone meanwhile
+                    };
+                    if now != mtime || now >= cutoff {
+                        report.chunks_kept_young += 1; // stored again since the listing
+                        continue;
+                    }
+                    if !dry_run {
+                        match fs::remove_file(&path) {
+                            Ok(()) => removed = true,
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                            Err(e) => return Err(RepoError::io(&path, "remove chunk")(e)),
+                        }
+                    }
+                    report.chunks_removed += 1;
+                    report.bytes_freed += len;
+                }
+            }
+            if removed {
+                fsync_dir(&dir).map_err(RepoError::io(&dir, "fsync"))?;
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{backup, data, repo};
+    use super::*;
+
+    fn age(r: &Repo, d: &Digest, secs: u64) {
+        let f = fs::File::open(r.chunk_path(d)).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(secs))
+            .unwrap();
+    }
+
+    #[test]
+    fn removes_only_unreferenced_chunks() {
+        let (_d, r) = repo();
+        let a = data(3, 1);
+        let mut b = data(3, 2);
+        b[..65536].copy_from_slice(&a[..65536]); // one chunk shared
+        let ia = backup(&r, "a", None, 1, &a);
+        let ib = backup(&r, "b", None, 2, &b);
+        let orphan = r.store_chunk(&data(1, 3)).unwrap();
+
+        let dry = r.gc(true).unwrap();
+        assert_eq!(dry.chunks_referenced, 5);
+        assert_eq!(dry.chunks_removed, 1);
+        assert_eq!(dry.bytes_freed, orphan.stored_bytes);
+        assert!(r.has_chunk(&orphan.digest));
+
+        r.remove_backup("a").unwrap();
+        let g = r.gc(false).unwrap();
+        assert_eq!(g.chunks_referenced, 3);
+        assert_eq!(g.chunks_removed, 3); // a's two own chunks + the orphan
+        assert_eq!(g.chunks_kept_young, 0);
+        assert!(!r.has_chunk(&orphan.digest));
+        assert!(!r.has_chunk(&ia.digests[1]) && !r.has_chunk(&ia.digests[2]));
+        assert!(ib.digests.iter().all(|d| r.has_chunk(d)));
+        assert_eq!(r.gc(false).unwrap().chunks_removed, 0);
+    }
+
+    #[test]
+    fn a_pin_keeps_young_chunks_and_reused_chunks_are_refreshed() {
+        let (_d, r) = repo();
+        let old = r.store_chunk(&data(1, 10)).unwrap();
+        let reused = r.store_chunk(&data(1, 11)).unwrap();
+        age(&r, &old.digest, 3600);
+        age(&r, &reused.digest, 3600);
+        let running = r.begin("run", None).unwrap();
+        let new = r.store_chunk(&data(1, 12)).unwrap();
+        assert!(!r.store_chunk(&data(1, 11)).unwrap().new); // refreshes its mtime
+        let g = r.gc(false).unwrap();
+        assert_eq!((g.chunks_removed, g.chunks_kept_young), (1, 2));
+        assert!(!r.has_chunk(&old.digest));
+        assert!(r.has_chunk(&new.digest) && r.has_chunk(&reused.digest));
+        running.abort();
+        let g = r.gc(false).unwrap();
+        assert_eq!((g.chunks_removed, g.chunks_kept_young), (2, 0));
+    }
+
+    #[test]
+    fn an_unreadable_index_stops_gc() {
+        let (_d, r) = repo();
+        backup(&r, "a", None, 1, &data(2, 1));
+        r.store_chunk(&data(1, 9)).unwrap();
+        let p = r.backup_dir("a").join("index.bin");
+        let mut b = fs::read(&p).unwrap();
+        b[40] ^= 1;
+        fs::write(&p, b).unwrap();
+        let e = r.gc(false).unwrap_err().to_string();
+        assert!(e.contains("gc refused") && e.contains("backup a"), "{e}");
+    }
+}

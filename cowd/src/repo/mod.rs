@@ -1,0 +1,669 @@
+//! The backup repository: a directory of content-addressed chunks plus one index and manifest
+//! per backup.
+//!
+//! ```text
+//! ROOT/config.json              {"format":"cowd-repo","version":1,"id","chunk_size","created"}
+//! ROOT/chunks/ab/abcdef…        one file per chunk, named by the SHA-256 of its plain data
+//! ROOT/backups/<id>/            manifest.json + index.bin: a complete backup
+//! ROOT/backups/.tmp-<id>/       a backup in progress (becomes <id>/ by one rename at commit)
+//! ROOT/pins/<id>.json           {"id","parent","started"}: protects a running backup's parent
+//!                               and its young chunks from remove_backup and gc
+//! ROOT/tmp/                     temporary files (cleaned at open)
+//! ```
+//!
+//! Life of a backup: [`Repo::begin`] → [`Repo::store_chunk`] for each chunk read (from any
+//! number of threads) → [`InProgress::commit`] (chunk directories synced, index and manifest
+//! written and synced, directory renamed into place) or [`InProgress::abort`]. Chunks are
+//! shared by every backup and export of the repository and never rewritten; they are removed
+//! only by [`Repo::gc`] when no complete backup references them. Every byte of a committed
+//! backup can be checked by [`Repo::verify`]: the manifest holds the index's SHA-256, the index
+//! holds every chunk's SHA-256, each chunk file holds its own.
+//!
+//! One process at a time should change a repository (the daemon); concurrency between threads
+//! of that process is handled here, also between handles opened separately on the same
+//! directory (they share one state). Readers (`verify`, `backups`, `load_chunk`) may run
+//! anywhere.
+
+mod backup;
+mod chunk;
+mod digest;
+mod gc;
+mod index;
+mod manifest;
+mod prune;
+mod verify;
+
+pub use backup::{InProgress, Pin};
+pub use chunk::{CHUNK_HEADER_LEN, Stored};
+pub use digest::{Digest, ParseDigestError};
+pub use gc::{GcReport, PIN_MARGIN};
+pub use index::{Index, IndexFormatError, chunk_count};
+pub use manifest::{Blocks, Counts, Manifest, Mode, Status, rfc3339};
+pub use prune::{KEEP_REASONS, KeepPolicy, PrunePlan};
+pub use verify::{CorruptChunk, VerifyReport};
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// The `format` field of `config.json`.
+pub const FORMAT: &str = "cowd-repo";
+/// The repository format version this code reads and writes.
+pub const VERSION: u32 = 1;
+/// Smallest chunk size.
+pub const MIN_CHUNK_SIZE: u32 = 64 << 10;
+/// Largest chunk size (and the default).
+pub const MAX_CHUNK_SIZE: u32 = 4 << 20;
+/// Default zstd level.
+pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
+
+/// Why a repository operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("repository {path}: {op}: {source}")]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: io::Error,
+    },
+    #[error("no repository at {0}: the directory does not exist")]
+    Missing(PathBuf),
+    #[error("{path} is not a cowd repository: {why}")]
+    NotARepo { path: PathBuf, why: String },
+    #[error(
+        "{path}: repository format version {version} is not supported (this cowd reads version {VERSION})"
+    )]
+    UnsupportedVersion { path: PathBuf, version: u64 },
+    #[error("{0} is already a repository")]
+    AlreadyRepo(PathBuf),
+    #[error("{0} is not empty and is not a repository; refusing to create one there")]
+    NotEmpty(PathBuf),
+    #[error(
+        "chunk size {0} is invalid: it must be a power of two from {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE}"
+    )]
+    ChunkSize(u64),
+    #[error("{path}: corrupt: {problem}")]
+    Corrupt { path: PathBuf, problem: String },
+    #[error("chunk {digest} is missing ({path})")]
+    MissingChunk { digest: Digest, path: PathBuf },
+    #[error("no backup {0:?} in the repository")]
+    NoSuchBackup(String),
+    #[error("backup {0:?} already exists")]
+    BackupExists(String),
+    #[error("backup {0:?} is already in progress")]
+    AlreadyInProgress(String),
+    #[error("backup {id:?} is in use as the parent of running backup {by:?}")]
+    InUse { id: String, by: String },
+    #[error(
+        "invalid backup id {0:?}: use 1 to 128 letters, digits, '-', '_', '.', ':', not starting with '.'"
+    )]
+    BadId(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl RepoError {
+    fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> RepoError + 'a {
+        move |source| RepoError::Io {
+            path: path.to_owned(),
+            op,
+            source,
+        }
+    }
+}
+
+/// An open repository. Cheap to clone (the clones share state); `Send + Sync`.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    inner: Arc<Inner>,
+    level: i32,
+}
+
+#[derive(Debug)]
+struct Inner {
+    root: PathBuf,
+    id: String,
+    chunk_size: u32,
+    tmp_seq: AtomicU64,
+    /// Chunk directories (by first byte) with entries not yet fsynced.
+    dirty_dirs: Mutex<[u64; 4]>,
+    /// Serialises `sync_dirs`, so a commit never returns while another's fsync is under way.
+    sync_lock: Mutex<()>,
+    /// Shared by chunk stores around "exists?/link", exclusive for gc around "old?/unlink".
+    gc_lock: RwLock<()>,
+    /// Serialises pin checks and changes (begin, remove_backup).
+    meta_lock: Mutex<()>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Config {
+    format: String,
+    version: u32,
+    id: String,
+    chunk_size: u32,
+    #[serde(with = "rfc3339")]
+    created: SystemTime,
+}
+
+fn valid_chunk_size(n: u64) -> bool {
+    n.is_power_of_two() && (u64::from(MIN_CHUNK_SIZE)..=u64::from(MAX_CHUNK_SIZE)).contains(&n)
+}
+
+/// Backup ids become directory names: a conservative character set, no leading dot.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+fn check_id(id: &str) -> Result<(), RepoError> {
+    if valid_id(id) {
+        Ok(())
+    } else {
+        Err(RepoError::BadId(id.to_owned()))
+    }
+}
+
+/// fsync of a directory, so the entries created or removed in it are durable.
+pub(crate) fn fsync_dir(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+fn mkdir(path: &Path) -> io::Result<()> {
+    match fs::DirBuilder::new().mode(0o700).create(path) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        r => r,
+    }
+}
+
+impl Repo {
+    /// Creates a repository at `root` (an empty or missing directory).
+    pub fn init(root: &Path, chunk_size: u32) -> Result<Repo, RepoError> {
+        if !valid_chunk_size(u64::from(chunk_size)) {
+            return Err(RepoError::ChunkSize(chunk_size.into()));
+        }
+        match fs::read_dir(root) {
+            Ok(mut entries) => {
+                if root.join("config.json").exists() {
+                    return Err(RepoError::AlreadyRepo(root.to_owned()));
+                }
+                if entries.next().is_some() {
+                    return Err(RepoError::NotEmpty(root.to_owned()));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(root)
+                    .map_err(RepoError::io(root, "create directory"))?;
+                if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    fsync_dir(parent).map_err(RepoError::io(parent, "fsync"))?;
+                }
+            }
+            Err(e) => return Err(RepoError::io(root, "read directory")(e)),
+        }
+        for sub in ["chunks", "backups", "pins", "tmp"] {
+            let p = root.join(sub);
+            mkdir(&p).map_err(RepoError::io(&p, "create directory"))?;
+        }
+        let chunks = root.join("chunks");
+        for b in 0..=255u8 {
+            let p = chunks.join(digest::to_hex(&[b]));
+            mkdir(&p).map_err(RepoError::io(&p, "create directory"))?;
+        }
+        fsync_dir(&chunks).map_err(RepoError::io(&chunks, "fsync"))?;
+        let mut id = [0u8; 16];
+        fastrand::fill(&mut id);
+        let config = Config {
+            format: FORMAT.to_owned(),
+            version: VERSION,
+            id: digest::to_hex(&id),
+            chunk_size,
+            created: SystemTime::now(),
+        };
+        let json = serde_json::to_vec_pretty(&config).expect("config to json");
+        let repo = Repo::from_config(root, config)?;
+        repo.write_atomic(&root.join("config.json"), &json)?;
+        Ok(repo)
+    }
+
+    /// Opens an existing repository and removes temporary files that crashed writers left.
+    pub fn open(root: &Path) -> Result<Repo, RepoError> {
+        if !root.is_dir() {
+            return Err(RepoError::Missing(root.to_owned()));
+        }
+        let cfg_path = root.join("config.json");
+        let not_repo = |why: String| RepoError::NotARepo {
+            path: root.to_owned(),
+            why,
+        };
+        let text = match fs::read(&cfg_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(not_repo("it has no config.json".into()));
+            }
+            Err(e) => return Err(RepoError::io(&cfg_path, "read")(e)),
+        };
+        let value: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|e| not_repo(format!("config.json is not JSON: {e}")))?;
+        if value.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
+            return Err(not_repo(format!(
+                "config.json does not say \"format\": \"{FORMAT}\""
+            )));
+        }
+        match value.get("version").and_then(|v| v.as_u64()) {
+            Some(v) if v == u64::from(VERSION) => {}
+            Some(v) => {
+                return Err(RepoError::UnsupportedVersion {
+                    path: root.to_owned(),
+                    version: v,
+                });
+            }
+            None => return Err(not_repo("config.json has no version".into())),
+        }
+        let config: Config =
+            serde_json::from_value(value).map_err(|e| not_repo(format!("config.json: {e}")))?;
+        if !valid_chunk_size(config.chunk_size.into()) {
+            return Err(not_repo(format!(
+                "config.json: bad chunk size {}",
+                config.chunk_size
+            )));
+        }
+        let repo = Repo::from_config(root, config)?;
+        for sub in ["chunks", "backups", "pins", "tmp"] {
+            let p = root.join(sub);
+            mkdir(&p).map_err(RepoError::io(&p, "create directory"))?;
+        }
+        repo.clean_at_open();
+        Ok(repo)
+    }
+
+    /// A handle on the repository at `root`, sharing its state (locks, directories to sync)
+    /// with every other live handle of this process on the same directory: handles opened
+    /// separately (say, by the backup target and by a gc request) still exclude each other.
+    fn from_config(root: &Path, config: Config) -> Result<Repo, RepoError> {
+        static OPEN: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
+        let root = fs::canonicalize(root).map_err(RepoError::io(root, "resolve path"))?;
+        let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
+        open.retain(|w| w.strong_count() > 0);
+        let live = open
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|i| i.root == root && i.id == config.id);
+        let inner = match live {
+            Some(inner) => inner,
+            None => {
+                let inner = Arc::new(Inner {
+                    root,
+                    id: config.id,
+                    chunk_size: config.chunk_size,
+                    tmp_seq: AtomicU64::new(0),
+                    dirty_dirs: Mutex::new([0; 4]),
+                    sync_lock: Mutex::new(()),
+                    gc_lock: RwLock::new(()),
+                    meta_lock: Mutex::new(()),
+                });
+                open.push(Arc::downgrade(&inner));
+                inner
+            }
+        };
+        Ok(Repo {
+            inner,
+            level: DEFAULT_COMPRESSION_LEVEL,
+        })
+    }
+
+    /// The repository directory (canonical path).
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// Size of every chunk but a device's last.
+    pub fn chunk_size(&self) -> u32 {
+        self.inner.chunk_size
+    }
+
+    /// The repository's random id (hex).
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// zstd level for chunks stored through this handle (default 3; negative is faster).
+    pub fn set_compression_level(&mut self, level: i32) {
+        self.level = level;
+    }
+
+    /// The zstd level in use.
+    pub fn compression_level(&self) -> i32 {
+        self.level
+    }
+
+    pub(crate) fn backups_dir(&self) -> PathBuf {
+        self.inner.root.join("backups")
+    }
+
+    pub(crate) fn backup_dir(&self, id: &str) -> PathBuf {
+        self.backups_dir().join(id)
+    }
+
+    pub(crate) fn pins_dir(&self) -> PathBuf {
+        self.inner.root.join("pins")
+    }
+
+    /// A fresh path in `tmp/` (same filesystem as the chunks) for a temporary file. Its name,
+    /// `<pid>-<seq>-<random>.tmp`, lets `open` leave it alone while this process lives.
+    pub fn tmp_path(&self) -> PathBuf {
+        let seq = self.inner.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        let name = format!(
+            "{}-{seq}-{:016x}.tmp",
+            std::process::id(),
+            fastrand::u64(..)
+        );
+        self.inner.root.join("tmp").join(name)
+    }
+
+    /// Writes `bytes` to `path` atomically and durably: tmp file, fsync, rename, fsync dir.
+    pub(crate) fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), RepoError> {
+        let tmp = self.tmp_path();
+        let res = write_synced(&tmp, bytes)
+            .map_err(RepoError::io(&tmp, "write"))
+            .and_then(|()| fs::rename(&tmp, path).map_err(RepoError::io(path, "rename")));
+        if res.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        res?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        fsync_dir(dir).map_err(RepoError::io(dir, "fsync"))
+    }
+
+    /// Removes what crashed processes left: `tmp/` files of dead processes (or not ours),
+    /// half-removed backups (`backups/.del-*`), in-progress directories without a pin, pins of
+    /// backups that are complete. Best effort: what cannot be removed is logged and left.
+    fn clean_at_open(&self) {
+        let entries = |dir: &Path| {
+            fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| (e.file_name().to_string_lossy().into_owned(), e))
+        };
+        let remove = |p: &Path, dir: bool| {
+            let r = if dir {
+                fs::remove_dir_all(p)
+            } else {
+                fs::remove_file(p)
+            };
+            match r {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    tracing::warn!("repository: cannot remove stale {}: {e}", p.display());
+                }
+                _ => {}
+            }
+        };
+        for (name, e) in entries(&self.inner.root.join("tmp")) {
+            let pid = name.split('-').next().and_then(|p| p.parse::<u32>().ok());
+            let live = pid.is_some_and(|p| {
+                p == std::process::id() || Path::new(&format!("/proc/{p}")).exists()
+            });
+            if !live {
+                remove(&e.path(), e.file_type().is_ok_and(|t| t.is_dir()));
+            }
+        }
+        for (name, e) in entries(&self.pins_dir()) {
+            let done = name
+                .strip_suffix(".json")
+                .is_some_and(|id| valid_id(id) && self.backup_dir(id).is_dir());
+            if done {
+                remove(&e.path(), false);
+            }
+        }
+        for (name, e) in entries(&self.backups_dir()) {
+            let stale = if name.starts_with(".del-") {
+                true
+            } else if let Some(id) = name.strip_prefix(".tmp-") {
+                !self.pins_dir().join(format!("{id}.json")).exists()
+            } else {
+                false
+            };
+            if stale {
+                remove(&e.path(), true);
+            }
+        }
+    }
+
+    /// Ids of the directories under `backups/` that look like complete backups (no leading
+    /// dot), sorted by name; their manifests are not read.
+    pub(crate) fn backup_ids(&self) -> Result<Vec<String>, RepoError> {
+        let dir = self.backups_dir();
+        let mut ids = Vec::new();
+        for e in fs::read_dir(&dir).map_err(RepoError::io(&dir, "read directory"))? {
+            let e = e.map_err(RepoError::io(&dir, "read directory"))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && e.file_type().is_ok_and(|t| t.is_dir()) {
+                ids.push(name);
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Every complete backup, oldest first (by snapshot time, then id). A backup whose
+    /// manifest cannot be read is left out with a warning; `verify` reports it.
+    pub fn backups(&self) -> Result<Vec<Manifest>, RepoError> {
+        let mut out = Vec::new();
+        for id in self.backup_ids()? {
+            match self.manifest(&id) {
+                Ok(m) => out.push(m),
+                Err(e) => tracing::warn!(
+                    "repository {}: skipping backup {id}: {e}",
+                    self.root().display()
+                ),
+            }
+        }
+        out.sort_by(|a, b| (a.snapshot_time, &a.id).cmp(&(b.snapshot_time, &b.id)));
+        Ok(out)
+    }
+
+    /// The manifest of complete backup `id`.
+    pub fn manifest(&self, id: &str) -> Result<Manifest, RepoError> {
+        check_id(id)?;
+        let path = self.backup_dir(id).join("manifest.json");
+        let text = match fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(RepoError::NoSuchBackup(id.to_owned()));
+            }
+            Err(e) => return Err(RepoError::io(&path, "read")(e)),
+        };
+        let m: Manifest = serde_json::from_slice(&text).map_err(|e| RepoError::Corrupt {
+            path: path.clone(),
+            problem: format!("manifest: {e}"),
+        })?;
+        if m.id != id {
+            return Err(RepoError::Corrupt {
+                path,
+                problem: format!("manifest names backup {:?}", m.id),
+            });
+        }
+        Ok(m)
+    }
+
+    /// The index of complete backup `id`, checked against its trailing checksum and against
+    /// the manifest (`index_sha256`, sizes).
+    pub fn index(&self, id: &str) -> Result<Index, RepoError> {
+        let m = self.manifest(id)?;
+        let path = self.backup_dir(id).join("index.bin");
+        let bytes = fs::read(&path).map_err(RepoError::io(&path, "read"))?;
+        let corrupt = |problem: String| RepoError::Corrupt {
+            path: path.clone(),
+            problem,
+        };
+        let index = Index::decode(&bytes).map_err(|e| corrupt(e.0))?;
+        let sum = Index::checksum_of(&bytes).expect("decoded index has a checksum");
+        if sum.to_string() != m.index_sha256.to_ascii_lowercase() {
+            return Err(corrupt(format!(
+                "index checksum {sum} differs from the manifest's {}",
+                m.index_sha256
+            )));
+        }
+        if index.chunk_size != m.chunk_size || index.device_size != m.device_size {
+            return Err(corrupt(format!(
+                "index is for {} bytes in chunks of {}; the manifest says {} in {}",
+                index.device_size, index.chunk_size, m.device_size, m.chunk_size
+            )));
+        }
+        Ok(index)
+    }
+}
+
+/// Creates `path` (0600), writes `bytes`, fsyncs.
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Helpers for the module tests: a repository and whole backups of byte buffers.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::*;
+    use std::time::Duration;
+
+    pub(crate) fn repo() -> (tempfile::TempDir, Repo) {
+        let d = tempfile::tempdir().unwrap();
+        let r = Repo::init(&d.path().join("repo"), MIN_CHUNK_SIZE).unwrap();
+        (d, r)
+    }
+
+    /// `n` chunks of distinct random data from `seed`.
+    pub(crate) fn data(n: usize, seed: u64) -> Vec<u8> {
+        let mut v = vec![0u8; n * MIN_CHUNK_SIZE as usize];
+        fastrand::Rng::with_seed(seed).fill(&mut v);
+        v
+    }
+
+    /// Stores `image` as complete backup `id` of export "disk" at `time` (seconds).
+    pub(crate) fn backup(
+        r: &Repo,
+        id: &str,
+        parent: Option<&str>,
+        time: u64,
+        image: &[u8],
+    ) -> Index {
+        let b = r.begin(id, parent).unwrap();
+        let mut index = Index::new(r.chunk_size(), image.len() as u64);
+        for (i, c) in image.chunks(r.chunk_size() as usize).enumerate() {
+            index.digests[i] = r.store_chunk(c).unwrap().digest;
+        }
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(time);
+        let m = Manifest {
+            id: id.into(),
+            export: "disk".into(),
+            device_size: image.len() as u64,
+            block_size: 65536,
+            chunk_size: r.chunk_size(),
+            snapshot_time: t,
+            started_time: t,
+            ended_time: t,
+            duration_s: 0.0,
+            mode: if parent.is_some() {
+                Mode::Incremental
+            } else {
+                Mode::Full
+            },
+            parent: parent.map(str::to_owned),
+            full_reason: None,
+            blocks: Blocks::All,
+            filesystem: None,
+            counts: Counts::default(),
+            index_sha256: String::new(),
+            status: Status::Complete,
+        };
+        b.commit(&m, &index).unwrap();
+        index
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_open_and_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("repo");
+        let r = Repo::init(&root, 1 << 16).unwrap();
+        assert_eq!(r.chunk_size(), 65536);
+        assert_eq!(r.id().len(), 32);
+        assert!(root.join("chunks/00").is_dir() && root.join("chunks/ff").is_dir());
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&fs::read(root.join("config.json")).unwrap()).unwrap();
+        assert_eq!(cfg["format"], "cowd-repo");
+        assert_eq!(cfg["version"], 1);
+        assert_eq!(cfg["chunk_size"], 65536);
+        assert!(rfc3339::parse(cfg["created"].as_str().unwrap()).is_ok());
+
+        let o = Repo::open(&root).unwrap();
+        assert_eq!(o.id(), r.id());
+        assert_eq!(o.chunk_size(), 65536);
+
+        let e = Repo::init(&root, 1 << 16).unwrap_err().to_string();
+        assert!(e.contains("already a repository"), "{e}");
+
+        for bad in [0u32, 1000, 1 << 15, 8 << 20, 65537] {
+            let e = Repo::init(&d.path().join("x"), bad).unwrap_err();
+            assert!(matches!(e, RepoError::ChunkSize(_)), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn handles_on_one_directory_share_state_and_keep_live_temp_files() {
+        let (d, r) = testutil::repo();
+        let o = Repo::open(&d.path().join("repo")).unwrap();
+        assert!(Arc::ptr_eq(&r.inner, &o.inner));
+        let mine = r.tmp_path();
+        fs::write(&mine, b"staging").unwrap();
+        let dead = r.root().join("tmp/4000000000-1-00.tmp");
+        fs::write(&dead, b"x").unwrap();
+        drop((r, o));
+        let again = Repo::open(&d.path().join("repo")).unwrap();
+        assert!(mine.exists(), "a live process's temporary file was removed");
+        assert!(!dead.exists());
+        // Another repository at the same path after the old one was deleted: fresh state.
+        drop(again);
+        let keep = Repo::open(&d.path().join("repo")).unwrap();
+        fs::remove_dir_all(d.path().join("repo")).unwrap();
+        let fresh = Repo::init(&d.path().join("repo"), MIN_CHUNK_SIZE).unwrap();
+        assert!(!Arc::ptr_eq(&keep.inner, &fresh.inner));
+    }
+
+    #[test]
+    fn ids() {
+        for ok in [
+            "a",
+            "2024-05-01T12:00:00Z",
+            "disk0.full_1",
+            &"x".repeat(128),
+        ] {
+            assert!(valid_id(ok), "{ok}");
+        }
+        for bad in ["", ".tmp-a", "a/b", "..", "a b", &"x".repeat(129), "é"] {
+            assert!(!valid_id(bad), "{bad}");
+        }
+    }
+}

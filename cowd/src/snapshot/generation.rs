@@ -1,0 +1,194 @@
+//! Planning a repository generation: full or incremental, all blocks or used ones.
+//!
+//! ```text
+//!  before T:  latest backup of the export in the repository = parent?
+//!             change map valid and counting from that parent?  ──> incremental, else full (why)
+//!  after T:   fresh chunks = chunks with a block changed since the parent (all for a full)
+//!             used blocks  = the filesystem's bitmaps read from the image at T
+//!             session keeps only blocks of fresh chunks; free ones become zeroes
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+
+use roaring::RoaringBitmap;
+use tracing::info;
+
+use super::cbt::Checkpoint;
+use super::engine::{CBT_BLOCK, Engine};
+use super::manager::StartError;
+use super::session::Session;
+use super::view::SnapshotView;
+use crate::control::api::{BackupMode, BlockChoice};
+use crate::repo::{Blocks, Index, Mode, Repo, chunk_count};
+use crate::target::{Generation, RepoTarget};
+
+/// What was decided before T.
+#[derive(Debug)]
+pub struct Planned {
+    pub target: Arc<RepoTarget>,
+    /// The parent when the backup is to be incremental.
+    pub parent: Option<(String, Index)>,
+    pub full_reason: Option<String>,
+    pub blocks: BlockChoice,
+}
+
+fn invalid(e: impl std::fmt::Display) -> StartError {
+    StartError::Invalid(e.to_string())
+}
+
+/// Opens the repository and decides the mode, before the snapshot point.
+#[allow(clippy::too_many_arguments)]
+pub fn prepare(
+    repo_path: &Path,
+    export: &str,
+    device_size: u64,
+    engine: &Engine,
+    id: &str,
+    block_size: u32,
+    mode: BackupMode,
+    blocks: BlockChoice,
+) -> Result<Planned, StartError> {
+    let repo = Repo::open(repo_path).map_err(invalid)?;
+    let parent = repo.backups().map_err(invalid)?.into_iter().rfind(|m| {
+        m.export == export && m.device_size == device_size && m.chunk_size == repo.chunk_size()
+    });
+    let map = engine.cbt().snapshot();
+    let chain: Result<(String, Index), String> = match (&parent, &map.invalid, &map.base) {
+        (None, _, _) => Err("no earlier backup of this export in the repository".into()),
+        (Some(_), Some(why), _) => Err(format!("the change map cannot be trusted: {why}")),
+        (Some(p), None, base) if base.as_deref() != Some(p.id.as_str()) => Err(format!(
+            "the change map counts from backup {}, not from the repository's latest backup {}",
+            base.as_deref().unwrap_or("(none)"),
+            p.id
+        )),
+        (Some(p), None, _) => Ok((p.id.clone(), repo.index(&p.id).map_err(invalid)?)),
+    };
+    let (parent, full_reason) = match (mode, chain) {
+        (BackupMode::Full, _) => (None, None),
+        (BackupMode::Incremental, Err(why)) => {
+            return Err(invalid(format!(
+                "an incremental backup is not possible: {why}"
+            )));
+        }
+        (_, Ok(p)) => (Some(p), None),
+        (BackupMode::Auto, Err(why)) => (None, Some(why)),
+    };
+    let now = std::time::SystemTime::now();
+    let g = Generation {
+        id: id.to_owned(),
+        export: export.to_owned(),
+        device_size,
+        block_size,
+        mode: if parent.is_some() {
+            Mode::Incremental
+        } else {
+            Mode::Full
+        },
+        parent: parent.clone(),
+        full_reason: full_reason.clone(),
+        blocks: Blocks::All,
+        filesystem: None,
+        snapshot_time: now,
+        started: now,
+    };
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8);
+    let target = Arc::new(RepoTarget::create(repo, g, workers)?);
+    Ok(Planned {
+        target,
+        parent,
+        full_reason,
+        blocks,
+    })
+}
+
+/// Chunks containing a block the change map saw written.
+fn changed_chunks(cp: &Checkpoint, chunk_size: u32, device_size: u64) -> RoaringBitmap {
+    let (cs, bs) = (u64::from(chunk_size), u64::from(CBT_BLOCK));
+    let last = chunk_count(device_size, chunk_size).saturating_sub(1);
+    let mut out = RoaringBitmap::new();
+    for b in &cp.changed {
+        let start = u64::from(b) * bs;
+        let (first, end) = (start / cs, ((start + bs - 1) / cs).min(last));
+        out.insert_range(first as u32..=end as u32);
+    }
+    out
+}
+
+/// After T, before the mover: fixes fresh chunks and used blocks, and narrows the session.
+pub fn narrow(
+    session: &Arc<Session>,
+    engine: &Engine,
+    planned: &Planned,
+) -> Result<(), StartError> {
+    let target = &planned.target;
+    let (size, bs, cs) = (
+        session.size,
+        u64::from(session.block_size),
+        u64::from(target.chunk_size()),
+    );
+    let chunks = chunk_count(size, target.chunk_size());
+    let cp = session.cbt_at_t.lock().unwrap().clone();
+    // The map at T must still be the one the plan relied on.
+    let parent = planned.parent.as_ref().filter(|(id, _)| {
+        cp.as_ref()
+            .is_some_and(|c| c.invalid.is_none() && c.base.as_deref() == Some(id.as_str()))
+    });
+    let fresh = match (parent, &cp) {
+        (Some(_), Some(cp)) => changed_chunks(cp, target.chunk_size(), size),
+        _ => {
+            let mut all = RoaringBitmap::new();
+            all.insert_range(0..chunks as u32);
+            all
+        }
+    };
+    let mut wanted = RoaringBitmap::new();
+    for c in &fresh {
+        let (start, end) = (u64::from(c) * cs, ((u64::from(c) + 1) * cs).min(size));
+        wanted.insert_range((start / bs) as u32..end.div_ceil(bs) as u32);
+    }
+    let mut free = RoaringBitmap::new();
+    let mut filesystem = None;
+    if planned.blocks == BlockChoice::Used {
+        let view = SnapshotView::new(session.clone(), engine.device().clone());
+        match crate::fs::used_map(&view) {
+            Ok(Some(map)) => {
+                let used = crate::fs::used_blocks(&map, session.block_size, size);
+                free.insert_range(0..session.blocks_total as u32);
+                free -= used;
+                filesystem = Some(map.filesystem.to_owned());
+                info!(session = %session.id, fs = map.filesystem, used = map.used_bytes, "backing up the used blocks only");
+            }
+            Ok(None) => info!(session = %session.id, "no known filesystem: backing up every block"),
+            Err(e) => {
+                info!(session = %session.id, error = %e, "filesystem unreadable: backing up every block")
+            }
+        }
+    }
+    session.restrict(&wanted, &free);
+    let snapshot_time = session.snapshot_time;
+    let full_reason = match (parent, &planned.parent) {
+        (None, Some(_)) => Some("the change map changed before the snapshot point".to_owned()),
+        _ => planned.full_reason.clone(),
+    };
+    target.set_fresh(fresh);
+    target.update(|g| {
+        g.snapshot_time = snapshot_time;
+        g.parent = parent.cloned();
+        g.mode = if parent.is_some() {
+            Mode::Incremental
+        } else {
+            Mode::Full
+        };
+        g.full_reason = full_reason;
+        g.blocks = if filesystem.is_some() {
+            Blocks::Used
+        } else {
+            Blocks::All
+        };
+        g.filesystem = filesystem;
+    });
+    Ok(())
+}

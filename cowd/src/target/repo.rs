@@ -1,0 +1,400 @@
+//! [`RepoTarget`]: a backup written into a repository as a new generation.
+//!
+//! ```text
+//!  mover writes (any order, each byte once) ──> whole chunk in one write? ──yes──┐
+//!        │ no: staging file (sparse, in the repository's tmp/)                   v
+//!        └──> chunk complete (all its bytes received) ──> read it back ──> workers: SHA-256,
+//!                                                                zstd, store (deduplicated)
+//!  finish: every fresh chunk stored ── index (fresh digests + the parent's for the rest)
+//!          ── manifest ── commit (the backup appears only now)
+//! ```
+//!
+//! Chunks the plan marks *inherited* (unchanged since the parent) are never written: their
+//! digests come from the parent's index. Chunks that receive only zeroes are recorded as zero
+//! chunks without being hashed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crossbeam_channel::{Receiver, Sender};
+use roaring::RoaringBitmap;
+
+use super::{BackupTarget, TargetError};
+use crate::device::{BlockDevice, FileDevice, FileOptions};
+use crate::repo::{Blocks, Counts, Digest, InProgress, Index, Manifest, Mode, Repo, Status};
+
+/// What the generation is, decided at the snapshot point.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub id: String,
+    pub export: String,
+    pub device_size: u64,
+    pub block_size: u32,
+    pub mode: Mode,
+    /// The parent and its index (incremental backups).
+    pub parent: Option<(String, Index)>,
+    pub full_reason: Option<String>,
+    pub blocks: Blocks,
+    pub filesystem: Option<String>,
+    pub snapshot_time: SystemTime,
+    pub started: SystemTime,
+}
+
+enum Source {
+    Whole(Vec<u8>),
+    Staged,
+}
+
+struct Job {
+    chunk: usize,
+    source: Source,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    zero: AtomicU64,
+    new: AtomicU64,
+    reused: AtomicU64,
+    bytes_read: AtomicU64,
+    bytes_stored: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    repo: Repo,
+    staging: FileDevice,
+    staging_path: std::path::PathBuf,
+    layout: Index,
+    digests: Mutex<Vec<Option<Digest>>>,
+    error: Mutex<Option<String>>,
+    stats: Stats,
+}
+
+/// A repository generation being written.
+#[derive(Debug)]
+pub struct RepoTarget {
+    shared: Arc<Shared>,
+    generation: Mutex<Generation>,
+    /// Chunks this backup writes (the rest are inherited).
+    fresh: Mutex<Option<RoaringBitmap>>,
+    received: Vec<AtomicU64>,
+    jobs: Mutex<Option<Sender<Job>>>,
+    workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    backup: Mutex<Option<InProgress>>,
+}
+
+fn failed(why: String) -> TargetError {
+    TargetError::Refused {
+        path: "repository".into(),
+        why,
+    }
+}
+
+impl Shared {
+    fn fail(&self, why: String) {
+        self.error.lock().unwrap().get_or_insert(why);
+    }
+
+    fn process(&self, job: Job) {
+        let len = self.layout.chunk_len(job.chunk);
+        let offset = self.layout.chunk_offset(job.chunk);
+        let data = match job.source {
+            Source::Whole(v) => v,
+            Source::Staged => {
+                let mut v = vec![0u8; len];
+                if let Err(e) = self.staging.read_at(&mut v, offset) {
+                    return self.fail(format!(
+                        "reading chunk {} back from the staging file: {e}",
+                        job.chunk
+                    ));
+                }
+                let _ = self.staging.trim(offset, len as u64, false);
+                v
+            }
+        };
+        match self.repo.store_chunk(&data) {
+            Ok(stored) => {
+                let s = &self.stats;
+                if stored.digest.is_zero() {
+                    s.zero.fetch_add(1, Ordering::Relaxed);
+                } else if stored.new {
+                    s.new.fetch_add(1, Ordering::Relaxed);
+                    s.bytes_stored
+                        .fetch_add(stored.stored_bytes, Ordering::Relaxed);
+                } else {
+                    s.reused.fetch_add(1, Ordering::Relaxed);
+                }
+                self.digests.lock().unwrap()[job.chunk] = Some(stored.digest);
+            }
+            Err(e) => self.fail(format!("storing chunk {}: {e}", job.chunk)),
+        }
+    }
+}
+
+fn worker(shared: Arc<Shared>, rx: Receiver<Job>) {
+    for job in rx {
+        shared.process(job);
+    }
+}
+
+impl RepoTarget {
+    /// Starts generation `g` in `repo` (its chunks are all fresh until [`set_fresh`]).
+    ///
+    /// [`set_fresh`]: RepoTarget::set_fresh
+    pub fn create(repo: Repo, g: Generation, workers: usize) -> Result<RepoTarget, TargetError> {
+        let chunk_size = repo.chunk_size();
+        let layout = Index::new(chunk_size, g.device_size);
+        if let Some((p, idx)) = &g.parent {
+            if idx.chunk_size != chunk_size || idx.device_size != g.device_size {
+                return Err(failed(format!(
+                    "parent {p} has another chunk or device size"
+                )));
+            }
+        }
+        let backup = repo
+            .begin(&g.id, g.parent.as_ref().map(|p| p.0.as_str()))
+            .map_err(|e| failed(e.to_string()))?;
+        let staging_path = repo.tmp_path();
+        let f = std::fs::File::create(&staging_path)
+            .map_err(|e| failed(format!("staging file: {e}")))?;
+        f.set_len(g.device_size)
+            .map_err(|e| failed(format!("staging file: {e}")))?;
+        drop(f);
+        let staging = FileDevice::open(&staging_path, FileOptions::default())
+            .map_err(|e| failed(e.to_string()))?;
+        let n = layout.digests.len();
+        let shared = Arc::new(Shared {
+            repo,
+            staging,
+            staging_path,
+            layout,
+            digests: Mutex::new(vec![None; n]),
+            error: Mutex::new(None),
+            stats: Stats::default(),
+        });
+        let (tx, rx) = crossbeam_channel::bounded(workers.max(1) * 2);
+        let mut handles = Vec::new();
+        for _ in 0..workers.max(1) {
+            let (s, rx) = (shared.clone(), rx.clone());
+            let h = std::thread::Builder::new()
+                .name("cowd-chunks".into())
+                .spawn(move || worker(s, rx))
+                .map_err(|e| failed(e.to_string()))?;
+            handles.push(h);
+        }
+        Ok(RepoTarget {
+            shared,
+            generation: Mutex::new(g),
+            fresh: Mutex::new(None),
+            received: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            jobs: Mutex::new(Some(tx)),
+            workers: Mutex::new(handles),
+            backup: Mutex::new(Some(backup)),
+        })
+    }
+
+    pub fn chunk_size(&self) -> u32 {
+        self.shared.layout.chunk_size
+    }
+
+    /// Chunks the backup writes; the others take the parent's digest (or are zero chunks
+    /// without a parent). Call before the mover starts.
+    pub fn set_fresh(&self, fresh: RoaringBitmap) {
+        *self.fresh.lock().unwrap() = Some(fresh);
+    }
+
+    /// Updates what the manifest will say about the generation.
+    pub fn update(&self, f: impl FnOnce(&mut Generation)) {
+        f(&mut self.generation.lock().unwrap());
+    }
+
+    fn submit(&self, job: Job) -> Result<(), TargetError> {
+        let tx = self.jobs.lock().unwrap().clone();
+        match tx {
+            Some(tx) => tx
+                .send(job)
+                .map_err(|_| failed("chunk workers stopped".into())),
+            None => Err(failed("the backup is finished".into())),
+        }
+    }
+
+    fn check(&self) -> Result<(), TargetError> {
+        match self.shared.error.lock().unwrap().clone() {
+            Some(e) => Err(failed(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Accounts `len` bytes of chunk `i`; queues the chunk when it is complete.
+    fn received(&self, i: usize, len: u64) -> Result<(), TargetError> {
+        let total = self.received[i].fetch_add(len, Ordering::AcqRel) + len;
+        let want = self.shared.layout.chunk_len(i) as u64;
+        if total > want {
+            return Err(failed(format!(
+                "chunk {i} received {total} bytes, more than its {want}"
+            )));
+        }
+        if total == want {
+            self.submit(Job {
+                chunk: i,
+                source: Source::Staged,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Splits `offset..offset+len` into per-chunk pieces: (chunk, offset in it, length).
+    fn pieces(&self, offset: u64, len: u64) -> impl Iterator<Item = (usize, u64, u64)> + '_ {
+        let cs = u64::from(self.shared.layout.chunk_size);
+        let end = offset + len;
+        let mut at = offset;
+        std::iter::from_fn(move || {
+            (at < end).then(|| {
+                let i = (at / cs) as usize;
+                let n = (cs - at % cs).min(end - at);
+                let p = (i, at % cs, n);
+                at += n;
+                p
+            })
+        })
+    }
+}
+
+impl BackupTarget for RepoTarget {
+    fn describe(&self) -> String {
+        format!(
+            "repository {} ({})",
+            self.shared.repo.root().display(),
+            self.generation.lock().unwrap().id
+        )
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), TargetError> {
+        self.check()?;
+        self.shared
+            .stats
+            .bytes_read
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        let base = offset;
+        for (i, in_chunk, n) in self.pieces(offset, data.len() as u64) {
+            let start =
+                (i as u64 * u64::from(self.shared.layout.chunk_size) + in_chunk - base) as usize;
+            let piece = &data[start..start + n as usize];
+            if in_chunk == 0 && n == self.shared.layout.chunk_len(i) as u64 {
+                self.received[i].fetch_add(n, Ordering::AcqRel);
+                self.submit(Job {
+                    chunk: i,
+                    source: Source::Whole(piece.to_vec()),
+                })?;
+            } else {
+                self.shared
+                    .staging
+                    .write_at(piece, offset + start as u64, false)?;
+                self.received(i, n)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), TargetError> {
+        self.check()?;
+        for (i, in_chunk, n) in self.pieces(offset, len) {
+            if in_chunk == 0 && n == self.shared.layout.chunk_len(i) as u64 {
+                self.received[i].fetch_add(n, Ordering::AcqRel);
+                self.shared.stats.zero.fetch_add(1, Ordering::Relaxed);
+                self.shared.digests.lock().unwrap()[i] = Some(Digest::ZERO);
+            } else {
+                // The staging file is sparse: a range never written reads as zeroes.
+                self.received(i, n)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<(), TargetError> {
+        drop(self.jobs.lock().unwrap().take());
+        for h in self.workers.lock().unwrap().drain(..) {
+            let _ = h.join();
+        }
+        self.check()?;
+        let g = self.generation.lock().unwrap().clone();
+        let fresh = self.fresh.lock().unwrap().clone();
+        let digests = self.shared.digests.lock().unwrap().clone();
+        let mut index = Index::new(self.shared.layout.chunk_size, g.device_size);
+        let mut inherited = 0u64;
+        for (i, d) in digests.iter().enumerate() {
+            let is_fresh = fresh.as_ref().is_none_or(|f| f.contains(i as u32));
+            index.digests[i] = match (d, is_fresh, &g.parent) {
+                (Some(d), _, _) => *d,
+                (None, false, Some((_, parent))) => {
+                    inherited += 1;
+                    parent.digests[i]
+                }
+                (None, false, None) => Digest::ZERO,
+                (None, true, _) => {
+                    let got = self.received[i].load(Ordering::Acquire);
+                    let want = self.shared.layout.chunk_len(i);
+                    return Err(failed(format!(
+                        "chunk {i} is incomplete: {got} of {want} bytes received"
+                    )));
+                }
+            };
+        }
+        let s = &self.shared.stats;
+        let counts = Counts {
+            chunks_total: index.digests.len() as u64,
+            chunks_zero: index.digests.iter().filter(|d| d.is_zero()).count() as u64,
+            chunks_new: s.new.load(Ordering::Relaxed),
+            chunks_reused: s.reused.load(Ordering::Relaxed),
+            chunks_inherited: inherited,
+            bytes_read: s.bytes_read.load(Ordering::Relaxed),
+            bytes_new_stored: s.bytes_stored.load(Ordering::Relaxed),
+        };
+        let ended = SystemTime::now();
+        let manifest = Manifest {
+            id: g.id.clone(),
+            export: g.export.clone(),
+            device_size: g.device_size,
+            block_size: g.block_size,
+            chunk_size: index.chunk_size,
+            snapshot_time: g.snapshot_time,
+            started_time: g.started,
+            ended_time: ended,
+            duration_s: ended
+                .duration_since(g.started)
+                .unwrap_or_default()
+                .as_secs_f64(),
+            mode: g.mode,
+            parent: g.parent.as_ref().map(|p| p.0.clone()),
+            full_reason: g.full_reason.clone(),
+            blocks: g.blocks,
+            filesystem: g.filesystem.clone(),
+            counts,
+            index_sha256: String::new(),
+            status: Status::Complete,
+        };
+        let backup = self
+            .backup
+            .lock()
+            .unwrap()
+            .take()
+            .ok_or_else(|| failed("already finished".into()))?;
+        backup
+            .commit(&manifest, &index)
+            .map_err(|e| failed(e.to_string()))?;
+        let _ = std::fs::remove_file(&self.shared.staging_path);
+        Ok(())
+    }
+
+    fn abort(&self) {
+        drop(self.jobs.lock().unwrap().take());
+        for h in self.workers.lock().unwrap().drain(..) {
+            let _ = h.join();
+        }
+        if let Some(b) = self.backup.lock().unwrap().take() {
+            b.abort();
+        }
+        let _ = std::fs::remove_file(&self.shared.staging_path);
+    }
+}
