@@ -104,20 +104,34 @@ pub fn prepare(
     })
 }
 
-/// Chunks containing a block the change map saw written.
-fn changed_chunks(cp: &Checkpoint, chunk_size: u32, device_size: u64) -> RoaringBitmap {
-    let (cs, bs) = (u64::from(chunk_size), u64::from(CBT_BLOCK));
-    let last = chunk_count(device_size, chunk_size).saturating_sub(1);
+/// Backup blocks (of `bs` bytes) overlapping a block the change map saw written.
+fn changed_blocks(cp: &Checkpoint, bs: u64, device_size: u64) -> RoaringBitmap {
+    let cbt = u64::from(CBT_BLOCK);
+    let last = device_size.div_ceil(bs).saturating_sub(1);
     let mut out = RoaringBitmap::new();
     for b in &cp.changed {
-        let start = u64::from(b) * bs;
-        let (first, end) = (start / cs, ((start + bs - 1) / cs).min(last));
+        let start = u64::from(b) * cbt;
+        let (first, end) = (start / bs, ((start + cbt - 1) / bs).min(last));
         out.insert_range(first as u32..=end as u32);
     }
     out
 }
 
+/// The blocks of `bs` bytes covering `chunks` of `cs` bytes.
+fn blocks_of(chunks: &RoaringBitmap, cs: u64, bs: u64, size: u64) -> RoaringBitmap {
+    let mut out = RoaringBitmap::new();
+    for c in chunks {
+        let (start, end) = (u64::from(c) * cs, ((u64::from(c) + 1) * cs).min(size));
+        out.insert_range((start / bs) as u32..end.div_ceil(bs) as u32);
+    }
+    out
+}
+
 /// After T, before the mover: fixes fresh chunks and used blocks, and narrows the session.
+///
+/// A full backup writes every block. An incremental one reads only the blocks written since
+/// its parent; the chunks holding them are *fresh* and the rest of a fresh chunk comes from
+/// the parent's copy of it, so the device is read for changed data only.
 pub fn narrow(
     session: &Arc<Session>,
     engine: &Engine,
@@ -136,19 +150,23 @@ pub fn narrow(
         cp.as_ref()
             .is_some_and(|c| c.invalid.is_none() && c.base.as_deref() == Some(id.as_str()))
     });
-    let fresh = match (parent, &cp) {
-        (Some(_), Some(cp)) => changed_chunks(cp, target.chunk_size(), size),
+    let (fresh, mut wanted) = match (parent, &cp) {
+        (Some(_), Some(cp)) => {
+            let changed = changed_blocks(cp, bs, size);
+            let fresh: RoaringBitmap = changed
+                .iter()
+                .map(|b| (u64::from(b) * bs / cs) as u32)
+                .collect();
+            (fresh, changed)
+        }
         _ => {
             let mut all = RoaringBitmap::new();
             all.insert_range(0..chunks as u32);
-            all
+            let blocks = blocks_of(&all, cs, bs, size);
+            (all, blocks)
         }
     };
-    let mut wanted = RoaringBitmap::new();
-    for c in &fresh {
-        let (start, end) = (u64::from(c) * cs, ((u64::from(c) + 1) * cs).min(size));
-        wanted.insert_range((start / bs) as u32..end.div_ceil(bs) as u32);
-    }
+    let fresh_blocks = blocks_of(&fresh, cs, bs, size);
     let mut free = RoaringBitmap::new();
     let mut filesystem = None;
     if planned.blocks == BlockChoice::Used {
@@ -167,13 +185,16 @@ pub fn narrow(
             }
         }
     }
+    // Free blocks of fresh chunks are written as zeroes, whatever the parent held.
+    wanted |= &fresh_blocks & &free;
+    let inherited = &fresh_blocks - &wanted;
     session.restrict(&wanted, &free);
     let snapshot_time = session.snapshot_time;
     let full_reason = match (parent, &planned.parent) {
         (None, Some(_)) => Some("the change map changed before the snapshot point".to_owned()),
         _ => planned.full_reason.clone(),
     };
-    target.set_fresh(fresh);
+    target.set_fresh(fresh, inherited, session.block_size);
     target.update(|g| {
         g.snapshot_time = snapshot_time;
         g.parent = parent.cloned();

@@ -69,6 +69,37 @@ struct Shared {
     digests: Mutex<Vec<Option<Digest>>>,
     error: Mutex<Option<String>>,
     stats: Stats,
+    /// Blocks of fresh chunks that come from the parent's chunk, not from the mover.
+    overlay: std::sync::OnceLock<Overlay>,
+}
+
+#[derive(Debug)]
+struct Overlay {
+    inherited: RoaringBitmap,
+    block_size: u64,
+    parent: Index,
+}
+
+impl Overlay {
+    /// Byte ranges (relative to the chunk) of chunk `i` taken from the parent.
+    fn ranges(&self, layout: &Index, i: usize) -> Vec<(usize, usize)> {
+        let (start, len) = (layout.chunk_offset(i), layout.chunk_len(i) as u64);
+        let bs = self.block_size;
+        let (first, last) = ((start / bs) as u32, ((start + len - 1) / bs) as u32);
+        let mut out: Vec<(usize, usize)> = Vec::new();
+        for b in (first..=last).filter(|b| self.inherited.contains(*b)) {
+            let (s, e) = (
+                (u64::from(b) * bs).max(start),
+                ((u64::from(b) + 1) * bs).min(start + len),
+            );
+            let (s, e) = ((s - start) as usize, (e - start) as usize);
+            match out.last_mut() {
+                Some(r) if r.1 == s => r.1 = e,
+                _ => out.push((s, e)),
+            }
+        }
+        out
+    }
 }
 
 /// A repository generation being written.
@@ -96,6 +127,25 @@ impl Shared {
         self.error.lock().unwrap().get_or_insert(why);
     }
 
+    /// Fills the parts of chunk `i` this backup did not read with the parent's data.
+    fn overlay_parent(&self, i: usize, chunk: &mut [u8]) -> Result<(), String> {
+        let Some(o) = self.overlay.get() else {
+            return Ok(());
+        };
+        let ranges = o.ranges(&self.layout, i);
+        if ranges.is_empty() || o.parent.digests[i].is_zero() {
+            return Ok(()); // nothing inherited, or the parent's chunk reads as zeroes
+        }
+        let mut parent = Vec::new();
+        self.repo
+            .load_chunk(&o.parent.digests[i], chunk.len(), &mut parent)
+            .map_err(|e| format!("reading chunk {i} of the parent: {e}"))?;
+        for (s, e) in ranges {
+            chunk[s..e].copy_from_slice(&parent[s..e]);
+        }
+        Ok(())
+    }
+
     fn process(&self, job: Job) {
         let len = self.layout.chunk_len(job.chunk);
         let offset = self.layout.chunk_offset(job.chunk);
@@ -110,6 +160,9 @@ impl Shared {
                     ));
                 }
                 let _ = self.staging.trim(offset, len as u64, false);
+                if let Err(e) = self.overlay_parent(job.chunk, &mut v) {
+                    return self.fail(e);
+                }
                 v
             }
         };
@@ -172,6 +225,7 @@ impl RepoTarget {
             digests: Mutex::new(vec![None; n]),
             error: Mutex::new(None),
             stats: Stats::default(),
+            overlay: std::sync::OnceLock::new(),
         });
         let (tx, rx) = crossbeam_channel::bounded(workers.max(1) * 2);
         let mut handles = Vec::new();
@@ -199,8 +253,33 @@ impl RepoTarget {
     }
 
     /// Chunks the backup writes; the others take the parent's digest (or are zero chunks
-    /// without a parent). Call before the mover starts.
-    pub fn set_fresh(&self, fresh: RoaringBitmap) {
+    /// without a parent). Of fresh chunks, the `inherited` blocks (of `block_size` bytes) are
+    /// not written by the mover but copied from the parent's chunk. Call before the mover
+    /// starts.
+    pub fn set_fresh(&self, fresh: RoaringBitmap, inherited: RoaringBitmap, block_size: u32) {
+        let parent = self.generation.lock().unwrap().parent.clone();
+        if let Some((_, index)) = parent.filter(|_| !inherited.is_empty()) {
+            let o = Overlay {
+                inherited,
+                block_size: u64::from(block_size),
+                parent: index,
+            };
+            let mut need = vec![0u64; self.received.len()];
+            for i in &fresh {
+                let i = i as usize;
+                let taken: usize = o
+                    .ranges(&self.shared.layout, i)
+                    .iter()
+                    .map(|r| r.1 - r.0)
+                    .sum();
+                need[i] = taken as u64;
+            }
+            // What the parent provides counts as received from the start.
+            for (i, n) in need.into_iter().enumerate().filter(|(_, n)| *n > 0) {
+                self.received[i].store(n, Ordering::Release);
+            }
+            let _ = self.shared.overlay.set(o);
+        }
         *self.fresh.lock().unwrap() = Some(fresh);
     }
 
@@ -281,7 +360,8 @@ impl BackupTarget for RepoTarget {
             let start =
                 (i as u64 * u64::from(self.shared.layout.chunk_size) + in_chunk - base) as usize;
             let piece = &data[start..start + n as usize];
-            if in_chunk == 0 && n == self.shared.layout.chunk_len(i) as u64 {
+            let whole = in_chunk == 0 && n == self.shared.layout.chunk_len(i) as u64;
+            if whole && self.received[i].load(Ordering::Acquire) == 0 {
                 self.received[i].fetch_add(n, Ordering::AcqRel);
                 self.submit(Job {
                     chunk: i,
@@ -300,7 +380,8 @@ impl BackupTarget for RepoTarget {
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), TargetError> {
         self.check()?;
         for (i, in_chunk, n) in self.pieces(offset, len) {
-            if in_chunk == 0 && n == self.shared.layout.chunk_len(i) as u64 {
+            let whole = in_chunk == 0 && n == self.shared.layout.chunk_len(i) as u64;
+            if whole && self.received[i].load(Ordering::Acquire) == 0 {
                 self.received[i].fetch_add(n, Ordering::AcqRel);
                 self.shared.stats.zero.fetch_add(1, Ordering::Relaxed);
                 self.shared.digests.lock().unwrap()[i] = Some(Digest::ZERO);
