@@ -5,4 +5,5 @@ pub mod client;
 pub mod commands;
 pub mod output;
 pub mod progress;
+pub mod repo_report;
 pub mod report;

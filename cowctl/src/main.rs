@@ -3,7 +3,7 @@
 //! A thin client: each subcommand is one request (or a few) whose types come from
 //! `cowd::control::api`; the answer is printed for humans (or as the daemon's JSON with
 //! `--json`), and errors become one line on stderr and a documented exit code. The backup
-//! commands live in `cowctl::commands`.
+//! commands (and those of the backup repository) live in `cowctl::commands`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,6 +13,10 @@ use clap::{Parser, Subcommand};
 use cowctl::client::{self, Client, Reply};
 use cowctl::commands::Outcome;
 use cowctl::commands::devices::{self, AttachArgs, DetachArgs};
+use cowctl::commands::repo::{
+    self, BackupsArgs, PruneArgs, RepoCommand, ServeArgs, UnserveArgs, VerifyArgs,
+};
+use cowctl::commands::restore::{self, RestoreArgs};
 use cowctl::commands::sessions::{self, CancelArgs, PrioritizeArgs, StatusArgs};
 use cowctl::commands::start::{self, StartArgs};
 use cowctl::commands::wait::{self, WaitArgs};
@@ -29,6 +33,24 @@ const START_STATUS: &str = "\
 Exit status:
   0  the backup started (with --wait: and ended done)
   1  the daemon refused, or (with --wait) the backup failed or was cancelled
+  2  cannot reach the daemon, or bad usage";
+
+const VERIFY_STATUS: &str = "\
+Exit status:
+  0  every checked backup is intact
+  1  a chunk is corrupt or missing, an index is bad, or the daemon refused
+  2  cannot reach the daemon, or bad usage";
+
+const PRUNE_STATUS: &str = "\
+Exit status:
+  0  the backups outside the policy were removed (with --dry-run: listed)
+  1  the daemon refused (e.g. every rule is 0)
+  2  cannot reach the daemon, or bad usage (e.g. no --keep-* rule)";
+
+const RESTORE_STATUS: &str = "\
+Exit status:
+  0  the restore started (without --no-wait: and ended done)
+  1  the daemon refused, or the restore failed
   2  cannot reach the daemon, or bad usage";
 
 const WAIT_STATUS: &str = "\
@@ -66,11 +88,12 @@ enum Command {
     /// List the exports: name, size, mode (rw/ro), open NBD connections, device path.
     #[command(after_help = EXIT_STATUS)]
     Exports,
-    /// Start a backup of an export.
+    /// Start a backup of an export into a raw image (--to) or a repository (--repo).
     ///
-    /// Returns once the snapshot point is taken (by default after a quiet period without
-    /// writes); the copy then goes on in the daemon. With --wait, follows it like `cowctl wait`.
-    /// With --json, prints the daemon's answer (and with --wait, then the final status).
+    /// Without --to or --repo the backup goes into the daemon's default repository. Returns
+    /// once the snapshot point is taken (by default after a quiet period without writes); the
+    /// copy then goes on in the daemon. With --wait, follows it like `cowctl wait`. With
+    /// --json, prints the daemon's answer (and with --wait, then the final status).
     #[command(after_help = START_STATUS)]
     StartBackup(StartArgs),
     /// Show the backups: progress, container use, copies before write, throttling, ETA.
@@ -101,6 +124,42 @@ enum Command {
     /// Disconnect a kernel NBD device attached with `cowctl attach`.
     #[command(after_help = EXIT_STATUS)]
     Detach(DetachArgs),
+    /// Manage backup repositories.
+    #[command(subcommand, after_help = EXIT_STATUS)]
+    Repo(RepoCommand),
+    /// List the backups of a repository, oldest first.
+    ///
+    /// TIME is the snapshot point (UTC); MODE is full or incr(emental), the blocks read (used
+    /// or all) and the filesystem they came from; READ is what was read from the device, NEW
+    /// what the backup added to the repository. An incremental backup has its parent on the
+    /// next line.
+    #[command(after_help = EXIT_STATUS)]
+    Backups(BackupsArgs),
+    /// Re-read and check every chunk of backups of a repository (all without ID).
+    ///
+    /// Prints each corrupt or missing chunk with the backups it breaks, and each bad index.
+    #[command(after_help = VERIFY_STATUS)]
+    Verify(VerifyArgs),
+    /// Remove the backups of an export outside a retention policy, then the chunks no backup
+    /// uses.
+    ///
+    /// A backup kept by any rule is kept; at least one --keep-* rule is required.
+    #[command(after_help = PRUNE_STATUS)]
+    Prune(PruneArgs),
+    /// Restore a backup of a repository to a file or device.
+    ///
+    /// Follows the restore to its end (a progress bar on a terminal), then prints a summary.
+    #[command(after_help = RESTORE_STATUS)]
+    Restore(RestoreArgs),
+    /// List the restores of this run of the daemon, newest first.
+    #[command(after_help = EXIT_STATUS)]
+    Restores,
+    /// Serve a backup of a repository as a new read-only export.
+    #[command(after_help = EXIT_STATUS)]
+    Serve(ServeArgs),
+    /// Remove an export made by `cowctl serve` (refused while clients are connected).
+    #[command(after_help = EXIT_STATUS)]
+    Unserve(UnserveArgs),
 }
 
 async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
@@ -124,6 +183,14 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Command::Prioritize(a) => sessions::prioritize(&client, a, json, out).await,
         Command::Attach(a) => devices::attach(&client, a, json, out).await,
         Command::Detach(a) => devices::detach(&client, a, json, out).await,
+        Command::Repo(c) => repo::repo(&client, c, json, out).await,
+        Command::Backups(a) => repo::backups(&client, a, json, out).await,
+        Command::Verify(a) => repo::verify(&client, a, json, out).await,
+        Command::Prune(a) => repo::prune(&client, a, json, out).await,
+        Command::Restore(a) => restore::restore(&client, a, json, out).await,
+        Command::Restores => restore::restores(&client, json, out).await,
+        Command::Serve(a) => repo::serve(&client, a, json, out).await,
+        Command::Unserve(a) => repo::unserve(&client, a, json, out).await,
     }
 }
 
@@ -142,6 +209,7 @@ fn main() -> ExitCode {
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Failed(message)) => fail(1, &message),
+        Ok(Outcome::Usage(message)) => fail(2, &message),
         Err(e) => match e.downcast_ref::<std::io::Error>() {
             // `cowctl exports | head -1`: the reader has all it wanted.
             Some(io) if io.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
@@ -204,5 +272,91 @@ mod tests {
             cli.command,
             Command::Status(StatusArgs { export: None })
         ));
+    }
+
+    #[test]
+    fn repository_commands_parse() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("cowctl").chain(args.iter().copied()))
+        };
+        match parse(&["repo", "init", "/r", "--chunk-size", "1M"])
+            .unwrap()
+            .command
+        {
+            Command::Repo(RepoCommand::Init(i)) => {
+                assert_eq!((i.dir, i.chunk_size), (PathBuf::from("/r"), Some(1 << 20)))
+            }
+            c => panic!("{c:?}"),
+        }
+        match parse(&["backups", "disk", "--repo", "/r"]).unwrap().command {
+            Command::Backups(b) => {
+                assert_eq!(b.export.as_deref(), Some("disk"));
+                assert_eq!(b.repo, Some(PathBuf::from("/r")));
+            }
+            c => panic!("{c:?}"),
+        }
+        match parse(&["verify", "a", "b"]).unwrap().command {
+            Command::Verify(v) => assert_eq!((v.ids, v.all), (vec!["a".into(), "b".into()], false)),
+            c => panic!("{c:?}"),
+        }
+        match parse(&[
+            "prune",
+            "disk",
+            "--keep-last",
+            "2",
+            "--keep-monthly",
+            "6",
+            "--dry-run",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Prune(p) => {
+                let keep = p.policy().unwrap();
+                assert_eq!(
+                    (keep.last, keep.daily, keep.monthly),
+                    (Some(2), None, Some(6))
+                );
+                assert!(p.dry_run);
+            }
+            c => panic!("{c:?}"),
+        }
+        match parse(&["prune", "disk"]).unwrap().command {
+            Command::Prune(p) => assert!(p.policy().is_none()),
+            c => panic!("{c:?}"),
+        }
+        match parse(&["restore", "disk-1", "--to", "/x.img", "--no-wait"])
+            .unwrap()
+            .command
+        {
+            Command::Restore(r) => {
+                assert_eq!((r.id.as_str(), r.no_wait), ("disk-1", true));
+                assert_eq!(r.to, PathBuf::from("/x.img"));
+            }
+            c => panic!("{c:?}"),
+        }
+        match parse(&["serve", "disk-1", "--export", "old"])
+            .unwrap()
+            .command
+        {
+            Command::Serve(s) => assert_eq!((s.id.as_str(), s.export.as_str()), ("disk-1", "old")),
+            c => panic!("{c:?}"),
+        }
+        assert!(matches!(
+            parse(&["unserve", "old"]).unwrap().command,
+            Command::Unserve(_)
+        ));
+        for bad in [
+            &["verify", "a", "--all"][..],
+            &["repo", "init"],
+            &["repo", "init", "/r", "--chunk-size", "x"],
+            &["restore", "disk-1"],
+            &["serve", "disk-1"],
+            &["prune"],
+            &["prune", "disk", "--keep-last", "-1"],
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
     }
 }

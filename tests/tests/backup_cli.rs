@@ -584,6 +584,12 @@ fn refusals_exit_1_with_the_daemons_message() {
         1,
     );
     assert!(line.contains("high watermark 1.5"), "{line}");
+    // Neither --to nor --repo, and the daemon has no default repository.
+    let line = failed(&cowctl(&d, &["start-backup", "disk", "--no-quiesce"]), 1);
+    assert_eq!(
+        line,
+        "cowctl: no target: give --to PATH or --repo DIR (or configure a default repository)"
+    );
     assert!(!to.exists() && !partial(&to).exists());
     assert_eq!(ok(&cowctl(&d, &["status"])), "no backups\n");
 
@@ -598,7 +604,6 @@ fn refusals_exit_1_with_the_daemons_message() {
             "/mnt",
             "--no-quiesce",
         ][..],
-        &["start-backup", "disk"],
         &["start-backup", "disk", "--to", "/x", "--block-size", "big"],
         &[
             "start-backup",

@@ -4,13 +4,17 @@
 //! Every command is one or a few requests; what a backup does is decided by the daemon.
 
 pub mod devices;
+pub mod repo;
+pub mod restore;
 pub mod sessions;
 pub mod start;
 pub mod wait;
 
+use std::path::Path;
 use std::time::Duration;
 
-use cowd::control::api::{OnOverflow, Resolved};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use cowd::control::api::{BackupMode, BlockChoice, OnOverflow, Resolved};
 
 use crate::client::{self, Client};
 
@@ -22,6 +26,8 @@ pub enum Outcome {
     Success,
     /// Exit 1 with this message on stderr (e.g. the followed backup failed).
     Failed(String),
+    /// Exit 2 with this message on stderr: a usage error found before anything was sent.
+    Usage(String),
 }
 
 /// The export named by `arg`: `arg` itself, or for `/dev/...` the export the daemon finds
@@ -32,6 +38,21 @@ pub async fn export_name(client: &Client, arg: &str) -> Result<String, client::E
     }
     let path = format!("/v1/resolve?device={}", client::encode(arg));
     Ok(client.get::<Resolved>(&path).await?.value.export)
+}
+
+/// `path` as an absolute path in UTF-8: the daemon runs in another directory.
+pub fn absolute(what: &str, path: &Path) -> anyhow::Result<String> {
+    // Not an io::Error: main reports those as output errors.
+    let abs = std::path::absolute(path)
+        .map_err(|e| anyhow::anyhow!("{what} {}: cannot make it absolute: {e}", path.display()))?;
+    abs.into_os_string()
+        .into_string()
+        .map_err(|p| anyhow::anyhow!("{what} {}: not valid UTF-8", p.to_string_lossy()))
+}
+
+/// `--repo DIR` as the request's `repo`: absolute, or `None` for the daemon's default.
+pub fn repo_arg(repo: Option<&Path>) -> anyhow::Result<Option<String>> {
+    repo.map(|p| absolute("--repo", p)).transpose()
 }
 
 /// `/v1/exports/{name}` + `tail`, the name percent-encoded.
@@ -76,6 +97,23 @@ pub fn secs(s: &str) -> Result<f64, String> {
 /// `fail-backup` or `block-writes`.
 pub fn on_overflow(s: &str) -> Result<OnOverflow, String> {
     OnOverflow::parse(s).ok_or_else(|| format!("{s}: expected fail-backup or block-writes"))
+}
+
+/// `full`, `incremental` or `auto` (the values are listed in `--help`).
+pub fn backup_mode() -> impl TypedValueParser<Value = BackupMode> {
+    PossibleValuesParser::new(["full", "incremental", "auto"]).map(|s| match s.as_str() {
+        "full" => BackupMode::Full,
+        "incremental" => BackupMode::Incremental,
+        _ => BackupMode::Auto,
+    })
+}
+
+/// `used` or `all`.
+pub fn block_choice() -> impl TypedValueParser<Value = BlockChoice> {
+    PossibleValuesParser::new(["used", "all"]).map(|s| match s.as_str() {
+        "all" => BlockChoice::All,
+        _ => BlockChoice::Used,
+    })
 }
 
 /// Seconds as a `Duration`, saturating at about 31 years for absurd values.

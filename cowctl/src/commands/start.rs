@@ -1,13 +1,14 @@
 //! `cowctl start-backup`: `POST /v1/exports/{name}/backups`, then optionally follows the backup
-//! to its end like `cowctl wait`.
+//! to its end like `cowctl wait`. The backup goes to a raw image (`--to`), to a repository
+//! (`--repo`), or, with neither, to the daemon's default repository.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use cowd::control::api::{BackupStarted, OnOverflow, StartBackup};
+use cowd::control::api::{BackupMode, BackupStarted, BlockChoice, OnOverflow, StartBackup};
 
-use super::{Outcome, export_name, export_path};
+use super::{Outcome, absolute, export_name, export_path};
 use crate::client::Client;
 use crate::output::pretty_json;
 use crate::report;
@@ -24,10 +25,22 @@ pub struct StartArgs {
     /// The export, or the kernel NBD device (/dev/nbdN) attached to it.
     #[arg(value_name = "EXPORT|/dev/nbdN")]
     pub export: String,
-    /// Where to write the backup: a new raw image file (sparse), or an existing file or block
-    /// device at least as large as the export.
+    /// Write the backup to a raw image: a new file (sparse), or an existing file or block
+    /// device at least as large as the export. Without --to or --repo the backup goes to the
+    /// daemon's default repository (cowd serve --repo).
     #[arg(long, value_name = "PATH")]
-    pub to: PathBuf,
+    pub to: Option<PathBuf>,
+    /// Write the backup into this repository (see `cowctl repo init`).
+    #[arg(long, value_name = "DIR", conflicts_with = "to")]
+    pub repo: Option<PathBuf>,
+    /// Repository backups: full, incremental (refused when the change map does not allow
+    /// it), or auto (incremental when possible) [daemon default: auto].
+    #[arg(long, value_name = "MODE", value_parser = super::backup_mode(), conflicts_with = "to")]
+    pub mode: Option<BackupMode>,
+    /// Repository backups: read only the blocks the filesystem uses (when it recognizes one),
+    /// or all blocks [daemon default: used].
+    #[arg(long, value_name = "BLOCKS", value_parser = super::block_choice(), conflicts_with = "to")]
+    pub blocks: Option<BlockChoice>,
     /// Follow the backup to its end (like `cowctl wait`); exit 1 unless it ends done.
     #[arg(long)]
     pub wait: bool,
@@ -79,21 +92,17 @@ pub struct StartArgs {
     pub max_rate: Option<f64>,
 }
 
-/// `path` as an absolute path in UTF-8: the daemon runs in another directory.
-fn absolute(what: &str, path: &Path) -> anyhow::Result<String> {
-    // Not an io::Error: main reports those as output errors.
-    let abs = std::path::absolute(path)
-        .map_err(|e| anyhow::anyhow!("{what} {}: cannot make it absolute: {e}", path.display()))?;
-    abs.into_os_string()
-        .into_string()
-        .map_err(|p| anyhow::anyhow!("{what} {}: not valid UTF-8", p.to_string_lossy()))
-}
-
 impl StartArgs {
     /// The request body.
     pub fn request(&self) -> anyhow::Result<StartBackup> {
         Ok(StartBackup {
-            to: absolute("--to", &self.to)?,
+            to: match &self.to {
+                Some(p) => absolute("--to", p)?,
+                None => String::new(),
+            },
+            repo: super::repo_arg(self.repo.as_deref())?,
+            mode: self.mode,
+            blocks: self.blocks,
             block_size: self.block_size,
             container: self
                 .container
@@ -225,6 +234,7 @@ mod tests {
         let a = parse(&["disk", "--to", "rel/b.img", "--no-quiesce", "--wait"]).unwrap();
         assert!(a.wait);
         let r = a.request().unwrap();
+        assert_eq!((r.repo.as_deref(), r.mode, r.blocks), (None, None, None));
         let cwd = std::env::current_dir().unwrap();
         assert_eq!(r.to, cwd.join("rel/b.img").to_str().unwrap());
         assert!(r.no_quiesce);
@@ -249,7 +259,12 @@ mod tests {
                 "--quiet-timeout",
                 "1",
             ],
-            &["disk"],
+            &["disk", "--to", "/x", "--repo", "/r"],
+            &["disk", "--to", "/x", "--mode", "full"],
+            &["disk", "--to", "/x", "--blocks", "all"],
+            &["disk", "--repo", "/r", "--mode", "differential"],
+            &["disk", "--blocks", "some"],
+            &[],
             &["disk", "--to", "/x", "--block-size", "64Q"],
             &["disk", "--to", "/x", "--high-watermark", "lots"],
             &["disk", "--to", "/x", "--on-overflow", "panic"],
@@ -258,5 +273,45 @@ mod tests {
             let e = parse(args).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{args:?}");
         }
+    }
+
+    #[test]
+    fn repository_backups() {
+        let a = parse(&[
+            "disk",
+            "--repo",
+            "rel/repo",
+            "--mode",
+            "incremental",
+            "--blocks",
+            "all",
+        ])
+        .unwrap();
+        let r = a.request().unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(r.to, "");
+        assert_eq!(r.repo.unwrap(), cwd.join("rel/repo").to_str().unwrap());
+        assert_eq!(
+            (r.mode, r.blocks),
+            (Some(BackupMode::Incremental), Some(BlockChoice::All))
+        );
+        // Neither --to nor --repo: the daemon's default repository, to and repo left empty.
+        let r = parse(&["disk", "--mode", "full"])
+            .unwrap()
+            .request()
+            .unwrap();
+        assert_eq!((r.to.as_str(), r.repo.as_deref()), ("", None));
+        assert_eq!(r.mode, Some(BackupMode::Full));
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["mode"], "full");
+        assert!(json["blocks"].is_null());
+        let r = parse(&["disk", "--mode", "auto", "--blocks", "used"])
+            .unwrap()
+            .request()
+            .unwrap();
+        assert_eq!(
+            (r.mode, r.blocks),
+            (Some(BackupMode::Auto), Some(BlockChoice::Used))
+        );
     }
 }

@@ -18,7 +18,20 @@ use super::api::{
 };
 use super::handlers::{Body, Params, export_info};
 use super::server::{ControlState, error};
-use crate::export::Export;
+use crate::export::{Export, ExportError};
+
+/// True when `a` and `b` name the same file or block device.
+fn same_device(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => {
+            let bdev = |m: &std::fs::Metadata| m.file_type().is_block_device().then(|| m.rdev());
+            (x.dev() == y.dev() && x.ino() == y.ino())
+                || (bdev(&x).is_some() && bdev(&x) == bdev(&y))
+        }
+        _ => false,
+    }
+}
 use crate::repo::{Repo, RepoError};
 use crate::restore::RepoImage;
 
@@ -60,6 +73,10 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 pub async fn init(Body(r): Body<RepoInit>) -> Reply<RepoInfo> {
+    if !Path::new(&r.path).is_absolute() {
+        let msg = format!("{}: give an absolute path", r.path);
+        return Err(error(StatusCode::BAD_REQUEST, msg));
+    }
     let size = r.chunk_size.unwrap_or(crate::repo::MAX_CHUNK_SIZE);
     let repo = Repo::init(Path::new(&r.path), size).map_err(repo_error)?;
     Ok(Json(RepoInfo {
@@ -100,6 +117,10 @@ pub async fn prune(
     State(s): State<ControlState>,
     Body(r): Body<PruneRequest>,
 ) -> Reply<PruneResult> {
+    if r.export.is_empty() {
+        let msg = "prune needs the export whose backups to prune";
+        return Err(error(StatusCode::BAD_REQUEST, msg));
+    }
     let repo = open(&s, r.repo.as_deref())?;
     let result = blocking(move || -> Result<PruneResult, RepoError> {
         let plan = repo.prune_plan(&r.export, &r.keep, SystemTime::now())?;
@@ -114,7 +135,11 @@ pub async fn prune(
                 }
             }
         }
-        let gc = repo.gc(r.dry_run)?;
+        let gc = if r.dry_run {
+            repo.gc_without(&plan.remove, true)?
+        } else {
+            repo.gc(false)?
+        };
         let keep = plan.keep.into_iter().map(|(id, why)| Kept {
             id,
             reasons: why.iter().map(|w| w.to_string()).collect(),
@@ -142,7 +167,7 @@ pub async fn restore(
     if s.exports
         .all()
         .iter()
-        .any(|e| e.backup().is_none() && e.path() == to)
+        .any(|e| e.backup().is_none() && same_device(e.path(), &to))
     {
         let msg = format!(
             "{}: it is served by this cowd; restore to another device, or stop serving it first",
@@ -150,6 +175,7 @@ pub async fn restore(
         );
         return Err(error(StatusCode::CONFLICT, msg));
     }
+    repo.manifest(&r.backup).map_err(repo_error)?;
     let restores = s.restores.clone();
     let job = blocking(move || restores.start(repo, &r.backup, &to, 2))
         .await?
@@ -192,10 +218,13 @@ pub async fn serve(
         .map_err(repo_error)?;
     let image = Arc::new(RepoImage::new(repo, index));
     let export = Export::of_backup(&r.export, &root, &r.backup, image);
-    let e = s
-        .exports
-        .add(export)
-        .map_err(|e| error(StatusCode::CONFLICT, e.to_string()))?;
+    let e = s.exports.add(export).map_err(|e| {
+        let status = match e {
+            ExportError::Duplicate(_) => StatusCode::CONFLICT,
+            ExportError::BadName(_) => StatusCode::BAD_REQUEST,
+        };
+        error(status, e.to_string())
+    })?;
     Ok(Json(export_info(&e)))
 }
 
@@ -203,6 +232,12 @@ pub async fn unserve(
     State(s): State<ControlState>,
     UrlPath(name): UrlPath<String>,
 ) -> Reply<ExportInfo> {
+    if name.is_empty() || s.exports.get(&name).is_none() {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no export named {name:?}"),
+        ));
+    }
     let e = s
         .exports
         .remove(&name)

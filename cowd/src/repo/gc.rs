@@ -43,6 +43,17 @@ impl Repo {
     /// Removes the chunks that no complete backup references and that are not protected by a
     /// running backup. `dry_run` only counts.
     pub fn gc(&self, dry_run: bool) -> Result<GcReport, RepoError> {
+        self.gc_without(&[], dry_run)
+    }
+
+    /// Like [`gc`](Repo::gc), counting the backups in `without` as already removed. Only
+    /// meaningful with `dry_run` (a prune plan's preview); their chunks are never deleted.
+    pub fn gc_without(&self, without: &[String], dry_run: bool) -> Result<GcReport, RepoError> {
+        if !without.is_empty() && !dry_run {
+            return Err(RepoError::Invalid(
+                "gc_without only previews (dry run)".into(),
+            ));
+        }
         let start = SystemTime::now();
         let pins = self.in_progress()?;
         let cutoff = pins
@@ -55,6 +66,9 @@ impl Repo {
             .fold(start, SystemTime::min);
         let mut referenced: HashSet<Digest> = HashSet::new();
         for id in self.backup_ids()? {
+            if without.contains(&id) {
+                continue;
+            }
             match self.index(&id) {
                 Ok(ix) => referenced.extend(ix.digests.iter().filter(|d| !d.is_zero())),
                 // Removed since the listing.

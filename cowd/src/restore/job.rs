@@ -158,7 +158,12 @@ impl Restores {
         }
         let target =
             Arc::new(RawImage::create(to, manifest.device_size).map_err(|e| e.to_string())?);
-        let id = format!("restore-{}-{:04x}", backup, fastrand::u16(..));
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let id = format!(
+            "restore-{}-{}",
+            backup,
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let job = Arc::new(RestoreJob {
             id,
             backup: backup.to_owned(),
@@ -171,7 +176,17 @@ impl Restores {
             end: Mutex::new(None),
             ended: Condvar::new(),
         });
-        self.jobs.lock().unwrap().push(job.clone());
+        {
+            let mut jobs = self.jobs.lock().unwrap();
+            // Keep at most a hundred restores, dropping the oldest finished ones.
+            while jobs.len() >= 100 {
+                match jobs.iter().position(|j| j.end.lock().unwrap().is_some()) {
+                    Some(i) => drop(jobs.remove(i)),
+                    None => break,
+                }
+            }
+            jobs.push(job.clone());
+        }
         let next = Arc::new(AtomicUsize::new(0));
         let error: Arc<Mutex<Option<String>>> = Arc::default();
         let mut handles = Vec::new();

@@ -1,0 +1,286 @@
+//! The repository commands: `repo init`, `backups`, `verify`, `prune`, `serve` and `unserve`,
+//! one request each (`/v1/repo/...`, `/v1/exports/{name}/unserve`).
+//!
+//! Paths go to the daemon absolute; a command without `--repo` uses the daemon's default
+//! repository (`cowd serve --repo DIR`).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cowd::control::api::{
+    ExportInfo, KeepPolicy, Manifest, PruneRequest, PruneResult, RepoInfo, RepoInit, ServeRequest,
+    VerifyReport, VerifyRequest,
+};
+
+use super::sessions::print;
+use super::{Outcome, absolute, export_path, repo_arg};
+use crate::client::{self, Client, Reply};
+use crate::output::pretty_json;
+use crate::repo_report;
+
+/// Verify and prune read every chunk or index of the repository before they answer.
+pub const LONG_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Listing manifests and opening a backup's index take a moment on a large repository.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum RepoCommand {
+    /// Create a repository in an empty or new directory.
+    Init(InitArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct InitArgs {
+    /// The directory (created if missing; must be empty).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Chunk size: a power of two from 64K to 4M [daemon default: 4M].
+    #[arg(long, value_name = "SIZE", value_parser = super::size32)]
+    pub chunk_size: Option<u32>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackupsArgs {
+    /// Only the backups of this export.
+    #[arg(value_name = "EXPORT")]
+    pub export: Option<String>,
+    /// The repository [default: the daemon's].
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct VerifyArgs {
+    /// The backups to verify [default: all].
+    #[arg(value_name = "ID")]
+    pub ids: Vec<String>,
+    /// Verify every backup of the repository (the default without ID).
+    #[arg(long, conflicts_with = "ids")]
+    pub all: bool,
+    /// The repository [default: the daemon's].
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PruneArgs {
+    /// The export whose backups to prune.
+    #[arg(value_name = "EXPORT")]
+    pub export: String,
+    /// Keep the N newest backups.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest backup of each of the N most recent days with backups (UTC).
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest backup of each of the N most recent ISO weeks with backups.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest backup of each of the N most recent months with backups.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Only say what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The repository [default: the daemon's].
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+}
+
+/// Why `prune` without a rule is refused before anything is sent.
+pub const NO_KEEP_RULE: &str = "give at least one of --keep-last, --keep-daily, --keep-weekly, \
+     --keep-monthly: a prune without a keep rule would keep every backup";
+
+impl PruneArgs {
+    /// The retention policy, or `None` when no rule is given.
+    pub fn policy(&self) -> Option<KeepPolicy> {
+        let p = KeepPolicy {
+            last: self.keep_last,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+        };
+        (p != KeepPolicy::default()).then_some(p)
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// The backup to serve (see `cowctl backups`).
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// The name of the new read-only export.
+    #[arg(long, value_name = "NAME")]
+    pub export: String,
+    /// The repository [default: the daemon's].
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UnserveArgs {
+    /// The export that serves a backup (made by `cowctl serve`).
+    #[arg(value_name = "NAME")]
+    pub export: String,
+}
+
+pub async fn repo(
+    client: &Client,
+    cmd: &RepoCommand,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
+    match cmd {
+        RepoCommand::Init(a) => init(client, a, json, out).await,
+    }
+}
+
+pub async fn init(
+    client: &Client,
+    a: &InitArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
+    let body = RepoInit {
+        path: absolute("repository", &a.dir)?,
+        chunk_size: a.chunk_size,
+    };
+    let reply: Reply<RepoInfo> = client
+        .clone()
+        .with_timeout(READ_TIMEOUT)
+        .post("/v1/repo/init", &body)
+        .await?;
+    print(out, json, &reply, repo_report::repo_created)
+}
+
+/// `/v1/repo/backups` with the query of `repo` and `export`.
+pub fn backups_path(repo: Option<&str>, export: Option<&str>) -> String {
+    let query: Vec<String> = [("repo", repo), ("export", export)]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", client::encode(v))))
+        .collect();
+    if query.is_empty() {
+        "/v1/repo/backups".to_owned()
+    } else {
+        format!("/v1/repo/backups?{}", query.join("&"))
+    }
+}
+
+pub async fn backups(
+    client: &Client,
+    a: &BackupsArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
+    let repo = repo_arg(a.repo.as_deref())?;
+    let path = backups_path(repo.as_deref(), a.export.as_deref());
+    let reply: Reply<Vec<Manifest>> = client.clone().with_timeout(READ_TIMEOUT).get(&path).await?;
+    print(out, json, &reply, |v| {
+        repo_report::backups_table(v, a.export.as_deref())
+    })
+}
+
+pub async fn verify(
+    client: &Client,
+    a: &VerifyArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
+    let body = VerifyRequest {
+        repo: repo_arg(a.repo.as_deref())?,
+        ids: (!a.ids.is_empty()).then(|| a.ids.clone()),
+    };
+    let reply: Reply<VerifyReport> = client
+        .clone()
+        .with_timeout(LONG_TIMEOUT)
+        .post("/v1/repo/verify", &body)
+        .await?;
+    let text = if json {
+        pretty_json(&reply.body)
+    } else {
+        repo_report::verify_text(&reply.value)
+    };
+    out.write_all(text.as_bytes())?;
+    Ok(match repo_report::verify_failure(&reply.value) {
+        Some(why) => Outcome::Failed(why),
+        None => Outcome::Success,
+    })
+}
+
+pub async fn prune(
+    client: &Client,
+    a: &PruneArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
+    let Some(keep) = a.policy() else {
+        return Ok(Outcome::Usage(NO_KEEP_RULE.to_owned()));
+    };
+    let body = PruneRequest {
+        repo: repo_arg(a.repo.as_deref())?,
+        export: a.export.clone(),
+        keep,
+        dry_run: a.dry_run,
+    };
+    let reply: Reply<PruneResult> = client
+        .clone()
+        .with_timeout(LONG_TIMEOUT)
+        .post("/v1/repo/prune", &body)
+        .await?;
+    print(out, json, &reply, |r| repo_report::prune_text(r, a.dry_run))
+}
+
+pub async fn serve(
+    client: &Client,
+    a: &ServeArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
+    let body = ServeRequest {
+        repo: repo_arg(a.repo.as_deref())?,
+        backup: a.id.clone(),
+        export: a.export.clone(),
+    };
+    let reply: Reply<ExportInfo> = client
+        .clone()
+        .with_timeout(READ_TIMEOUT)
+        .post("/v1/repo/serve", &body)
+        .await?;
+    print(out, json, &reply, repo_report::served)
+}
+
+pub async fn unserve(
+    client: &Client,
+    a: &UnserveArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
+    let reply: Reply<ExportInfo> = client
+        .post(&export_path(&a.export, "/unserve"), &serde_json::json!({}))
+        .await?;
+    print(out, json, &reply, repo_report::unserved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backups_queries_are_encoded() {
+        assert_eq!(backups_path(None, None), "/v1/repo/backups");
+        assert_eq!(
+            backups_path(Some("/r 1"), None),
+            "/v1/repo/backups?repo=%2Fr%201"
+        );
+        assert_eq!(
+            backups_path(Some("/r"), Some("a&b")),
+            "/v1/repo/backups?repo=%2Fr&export=a%26b"
+        );
+        assert_eq!(
+            backups_path(None, Some("disk")),
+            "/v1/repo/backups?export=disk"
+        );
+    }
+}

@@ -1,0 +1,96 @@
+//! `cowctl restore` (`POST /v1/restores`, then following `GET /v1/restores/{id}?timeout_s=N`
+//! to the end) and `cowctl restores` (`GET /v1/restores`).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use cowd::control::api::{RestoreRequest, RestoreState, RestoreStatus};
+
+use super::repo::READ_TIMEOUT;
+use super::sessions::print;
+use super::{Outcome, absolute, repo_arg};
+use crate::client::{self, Client, Reply};
+use crate::output::{pretty_json, printable};
+use crate::progress::{self, Display};
+use crate::repo_report;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RestoreArgs {
+    /// The backup to restore (see `cowctl backups`).
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Where to write it: a new raw image file (sparse), or an existing file or block device
+    /// at least as large as the backup (overwritten).
+    #[arg(long, value_name = "PATH")]
+    pub to: PathBuf,
+    /// The repository [default: the daemon's].
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+    /// Return once the restore has started (follow it with `cowctl restores`).
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+pub async fn restore(
+    client: &Client,
+    a: &RestoreArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
+    let body = RestoreRequest {
+        repo: repo_arg(a.repo.as_deref())?,
+        backup: a.id.clone(),
+        to: absolute("--to", &a.to)?,
+    };
+    let started: Reply<RestoreStatus> = client
+        .clone()
+        .with_timeout(READ_TIMEOUT)
+        .post("/v1/restores", &body)
+        .await?;
+    if json {
+        out.write_all(pretty_json(&started.body).as_bytes())?;
+    } else {
+        out.write_all(repo_report::restore_started(&started.value).as_bytes())?;
+    }
+    out.flush()?;
+    if a.no_wait {
+        return Ok(Outcome::Success);
+    }
+    let id = started.value.id.clone();
+    let path = format!("/v1/restores/{}", client::encode(&id));
+    let display = Display::for_stdout(json);
+    let f = progress::follow_path::<RestoreStatus>(
+        client,
+        &path,
+        |step| format!("{path}?timeout_s={step:.3}"),
+        None,
+        display,
+        out,
+    )
+    .await?;
+    let s = &f.status;
+    let text = if json {
+        pretty_json(&f.body)
+    } else {
+        repo_report::restore_summary(s)
+    };
+    // The exit code tells how the restore ended even when the reader of stdout went away.
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+        _ => {}
+    }
+    Ok(match s.state {
+        RestoreState::Done => Outcome::Success,
+        state => Outcome::Failed(format!(
+            "restore {} {}: {}",
+            printable(&id),
+            repo_report::restore_state(state),
+            printable(s.reason.as_deref().unwrap_or("no reason given"))
+        )),
+    })
+}
+
+pub async fn restores(client: &Client, json: bool, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let reply: Reply<Vec<RestoreStatus>> = client.get("/v1/restores").await?;
+    print(out, json, &reply, |v| repo_report::restores_table(v))
+}
