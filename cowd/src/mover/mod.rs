@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 use tracing::{debug, info};
 
-use crate::device::{BlockDevice, IoBuf};
+use crate::device::{BlockDevice, BufPool, IoBuf};
 use crate::snapshot::session::Session;
 
 /// Tuning of the mover.
@@ -83,15 +83,19 @@ pub fn spawn(
         .name("cowd-mover".into())
         .spawn(move || {
             let (tx, rx) = crossbeam_channel::bounded(config.queue.max(1));
+            // Buffers go round between the scheduler and the writer instead of being
+            // allocated (and faulted in) for every run.
+            let cap = config.run_bytes.next_power_of_two() * (config.queue + 3);
+            let bufs = Arc::new(BufPool::new(cap));
             let writer = {
-                let s = session.clone();
+                let (s, b) = (session.clone(), bufs.clone());
                 std::thread::Builder::new()
                     .name("cowd-mover-w".into())
-                    .spawn(move || write_loop(&s, rx, config.max_rate))
+                    .spawn(move || write_loop(&s, rx, config.max_rate, &b))
             };
             match writer {
                 Ok(w) => {
-                    schedule(&session, dev.as_ref(), config, &tx);
+                    schedule(&session, dev.as_ref(), config, &tx, &bufs);
                     drop(tx);
                     let _ = w.join();
                 }
@@ -119,32 +123,16 @@ fn finish(s: &Session) {
           peak = r.container_peak, mib_s = r.mover_mib_s, "mover finished");
 }
 
-fn write_loop(s: &Session, rx: Receiver<Work>, max_rate: Option<u64>) {
+fn write_loop(s: &Session, rx: Receiver<Work>, max_rate: Option<u64>, bufs: &BufPool) {
     let start = std::time::Instant::now();
     let mut paced = 0u64;
-    for w in rx {
-        if !s.running() {
-            continue; // drain: the session ended, nothing more goes to the target
+    for mut w in rx {
+        let done = w.buf.take();
+        let r = write_work(s, &w, done.as_deref());
+        if let Some(b) = done {
+            bufs.put(b);
         }
-        let mut r = Ok(());
-        if let (Some(buf), true) = (&w.buf, r.is_ok()) {
-            for p in &w.pieces {
-                r = s
-                    .target
-                    .write(p.target_off, &buf[p.buf_off..p.buf_off + p.len]);
-                if r.is_err() {
-                    break;
-                }
-            }
-        }
-        if let (Some((off, len)), true) = (w.zeroes, r.is_ok()) {
-            r = s.target.write_zeroes(off, len);
-        }
-        if let Err(e) = r {
-            s.fail(format!(
-                "writing to the target {}: {e}",
-                s.target.describe()
-            ));
+        if !r {
             continue;
         }
         for slot in w.slots {
@@ -167,8 +155,43 @@ fn write_loop(s: &Session, rx: Receiver<Work>, max_rate: Option<u64>) {
     }
 }
 
+/// Writes one unit of work to the target; false if the session ended or the target failed.
+fn write_work(s: &Session, w: &Work, buf: Option<&[u8]>) -> bool {
+    if !s.running() {
+        return false; // drain: the session ended, nothing more goes to the target
+    }
+    let mut r = Ok(());
+    if let Some(buf) = buf {
+        for p in &w.pieces {
+            r = s
+                .target
+                .write(p.target_off, &buf[p.buf_off..p.buf_off + p.len]);
+            if r.is_err() {
+                break;
+            }
+        }
+    }
+    if let (Some((off, len)), true) = (w.zeroes, r.is_ok()) {
+        r = s.target.write_zeroes(off, len);
+    }
+    if let Err(e) = r {
+        s.fail(format!(
+            "writing to the target {}: {e}",
+            s.target.describe()
+        ));
+        return false;
+    }
+    true
+}
+
 /// The scheduler: decides what to move next until nothing is left or the session ends.
-fn schedule(s: &Session, dev: &dyn BlockDevice, config: MoverConfig, tx: &Sender<Work>) {
+fn schedule(
+    s: &Session,
+    dev: &dyn BlockDevice,
+    config: MoverConfig,
+    tx: &Sender<Work>,
+    bufs: &BufPool,
+) {
     let bs = s.block_size as usize;
     let max_blocks = (config.run_bytes / bs).max(1) as u32;
     let align_blocks = (config.align / bs as u64) as u32;
@@ -179,12 +202,17 @@ fn schedule(s: &Session, dev: &dyn BlockDevice, config: MoverConfig, tx: &Sender
         } else if s.container.queued() > 0
             && (s.container.fill().ratio() > s.policy.low_watermark || s.pending.is_empty())
         {
-            match drain_container(s, max_blocks as usize) {
+            match drain_container(s, max_blocks as usize, bufs) {
                 Some(w) => w,
                 None => return,
             }
         } else if let Some((first, n)) = next_run(s, &mut cursor, max_blocks, align_blocks) {
-            match copy_run(s, dev, first, n) {
+            // Ask the kernel to read the following run ahead while this one is copied.
+            let ahead = u64::from(first + n) * bs as u64;
+            if ahead < s.size {
+                let _ = dev.cache(ahead, (s.size - ahead).min(config.run_bytes as u64));
+            }
+            match copy_run(s, dev, first, n, bufs) {
                 Some(w) => w,
                 None => continue,
             }
@@ -244,11 +272,17 @@ fn next_run(s: &Session, cursor: &mut u32, max_blocks: u32, align: u32) -> Optio
 }
 
 /// Reads `n` blocks from `first` off the device, then claims those still pending.
-fn copy_run(s: &Session, dev: &dyn BlockDevice, first: u32, n: u32) -> Option<Work> {
+fn copy_run(
+    s: &Session,
+    dev: &dyn BlockDevice,
+    first: u32,
+    n: u32,
+    bufs: &BufPool,
+) -> Option<Work> {
     let (off, _) = s.block_extent(first);
     let (last_off, last_len) = s.block_extent(first + n - 1);
     let len = (last_off + last_len as u64 - off) as usize;
-    let mut buf = IoBuf::new(len);
+    let mut buf = bufs.get(len);
     if let Err(e) = dev.read_at(&mut buf, off) {
         s.fail(format!("reading the device for the backup: {e}"));
         return None;
@@ -284,7 +318,7 @@ fn copy_run(s: &Session, dev: &dyn BlockDevice, first: u32, n: u32) -> Option<Wo
 }
 
 /// Reads up to `max` saved blocks out of the container.
-fn drain_container(s: &Session, max: usize) -> Option<Work> {
+fn drain_container(s: &Session, max: usize, bufs: &BufPool) -> Option<Work> {
     let mut taken = s.container.take(max);
     // Blocks the target does not need (free at T, or in chunks inherited from a parent) were
     // saved before the session was narrowed: give their slots back unwritten.
@@ -301,7 +335,7 @@ fn drain_container(s: &Session, max: usize) -> Option<Work> {
         return Some(Work::default());
     }
     let bs = s.block_size as usize;
-    let mut buf = IoBuf::new(taken.len() * bs);
+    let mut buf = bufs.get(taken.len() * bs);
     let mut pieces: Vec<Piece> = Vec::with_capacity(taken.len());
     let mut slots = Vec::with_capacity(taken.len());
     for (i, &(block, slot)) in taken.iter().enumerate() {
