@@ -5,6 +5,8 @@
 //! server outlives its test. Missing tools fail the test with a hint to run `scripts/test`,
 //! which installs them.
 
+pub mod mounts;
+
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::net::UnixStream;

@@ -1,0 +1,136 @@
+//! Mounts, loop devices and FUSE mounts of a test, always undone: [`Attached`].
+
+use std::fs::File;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::run;
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+/// True if `path` is a mountpoint (from /proc/self/mountinfo: never blocks on a hung FUSE).
+pub fn mounted(path: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| Path::new(m) == path)
+}
+
+/// Mounts, loop devices and a FUSE mount of one test, undone in reverse order on drop (also
+/// when the test panics): lazy umount, `losetup -d` (only of a loop device still backed by the
+/// file we attached), `fusermount3 -u`.
+#[derive(Debug, Default)]
+pub struct Attached {
+    fuse: Option<(PathBuf, Child)>,
+    loops: Vec<(String, PathBuf)>,
+    mounts: Vec<PathBuf>,
+}
+
+impl Attached {
+    /// `mount ARGS... DIR`; `dir` is unmounted on drop.
+    pub fn mount(&mut self, args: &[&str], dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        run(Command::new("mount").args(args).arg(dir));
+        self.mounts.push(dir.to_owned());
+    }
+
+    /// `umount DIR` now (not lazily): panics if it fails, e.g. because the mount is busy.
+    pub fn umount(&mut self, dir: &Path) {
+        run(Command::new("umount").arg(dir));
+        self.mounts.retain(|m| m != dir);
+    }
+
+    /// umount(2) of `dir` right now, without the few milliseconds of spawning `umount`:
+    /// panics if the mount is busy.
+    pub fn umount_at_once(&mut self, dir: &Path) {
+        let c = std::ffi::CString::new(path_str(dir)).unwrap();
+        // SAFETY: a NUL-terminated path that outlives the call.
+        let r = unsafe { libc::umount2(c.as_ptr(), 0) };
+        let e = std::io::Error::last_os_error();
+        assert_eq!(r, 0, "umount {}: {e}", dir.display());
+        self.mounts.retain(|m| m != dir);
+    }
+
+    /// `nbdfuse DIR URI` in the background, its output in `DIR.log`; returns `DIR/nbd`.
+    pub fn nbdfuse(&mut self, dir: &Path, uri: &str) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
+        let log = File::create(dir.with_extension("log")).unwrap();
+        // Never a pipe on its stdout or stderr: it stays in the background, and a reader of
+        // its output would wait for it forever.
+        let child = Command::new("nbdfuse")
+            .arg(dir)
+            .arg(uri)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("run nbdfuse");
+        self.fuse = Some((dir.to_owned(), child));
+        let file = dir.join("nbd");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !file.exists() {
+            if let Some((_, c)) = self.fuse.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                let log = std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default();
+                panic!("nbdfuse exited ({st}):\n{log}");
+            }
+            assert!(Instant::now() < deadline, "nbdfuse did not show {file:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        file
+    }
+
+    /// `losetup -f --show FILE`; returns the loop device.
+    pub fn losetup(&mut self, file: &Path) -> String {
+        let out = run(Command::new("losetup").arg("-f").arg("--show").arg(file));
+        let dev = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        assert!(dev.starts_with("/dev/loop"), "losetup printed {dev:?}");
+        self.loops.push((dev.clone(), file.to_owned()));
+        dev
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        let quiet = |c: &mut Command| {
+            c.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        for m in self.mounts.drain(..).rev() {
+            if mounted(&m) {
+                quiet(Command::new("umount").arg("-l").arg(&m));
+            }
+        }
+        for (dev, file) in self.loops.drain(..).rev() {
+            // The device may have been detached and taken by someone else meanwhile.
+            let back = Command::new("losetup")
+                .args(["-n", "-O", "BACK-FILE", "--list", &dev])
+                .stderr(Stdio::null())
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_default();
+            if Path::new(&back) == file {
+                quiet(Command::new("losetup").arg("-d").arg(&dev));
+            }
+        }
+        if let Some((dir, mut child)) = self.fuse.take() {
+            if !quiet(Command::new("fusermount3").arg("-u").arg(&dir)) {
+                quiet(Command::new("fusermount3").arg("-uz").arg(&dir));
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
