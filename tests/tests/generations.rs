@@ -65,7 +65,10 @@ fn text(b: &[u8]) -> String {
 fn require_root_and(tools: &[&str]) {
     // SAFETY: geteuid(2) cannot fail and touches no memory.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "this test needs root (loop devices, mount, FIFREEZE)");
+    assert_eq!(
+        euid, 0,
+        "this test needs root (loop devices, mount, FIFREEZE)"
+    );
     for t in tools {
         require(t);
     }
@@ -241,10 +244,7 @@ impl Background {
             if let Some(st) = self.0.try_wait().unwrap() {
                 return st;
             }
-            assert!(
-                Instant::now() < deadline,
-                "no exit within 30 s of SIGTERM"
-            );
+            assert!(Instant::now() < deadline, "no exit within 30 s of SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -517,7 +517,10 @@ fn nbd_writes(uri: &str, writes: &[(u8, u64, u64)]) {
 
 fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
     let mut b = vec![0u8; len];
-    File::open(path).unwrap().read_exact_at(&mut b, offset).unwrap();
+    File::open(path)
+        .unwrap()
+        .read_exact_at(&mut b, offset)
+        .unwrap();
     b
 }
 
@@ -564,7 +567,11 @@ fn index_digests(repo: &Path, id: &str) -> Vec<String> {
     assert_eq!(u32_at(8), 1, "index of {id}: version");
     let (chunk_size, device_size, count) = (u64::from(u32_at(12)), u64_at(16), u64_at(24));
     assert_eq!(count, device_size.div_ceil(chunk_size), "index of {id}");
-    assert_eq!(b.len() as u64, 32 + 32 * count + 32, "index of {id}: length");
+    assert_eq!(
+        b.len() as u64,
+        32 + 32 * count + 32,
+        "index of {id}: length"
+    );
     let body = b.len() - 32;
     assert_eq!(
         Digest::of(&b[..body]).0[..],
@@ -730,7 +737,13 @@ fn files_under(root: &Path) -> BTreeMap<String, String> {
                 todo.push(e.path());
             } else {
                 assert!(t.is_file(), "{:?} is not a file", e.path());
-                let name = e.path().strip_prefix(root).unwrap().to_str().unwrap().to_owned();
+                let name = e
+                    .path()
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
                 out.insert(name, Digest::of(&fs::read(e.path()).unwrap()).to_string());
             }
         }
@@ -739,11 +752,7 @@ fn files_under(root: &Path) -> BTreeMap<String, String> {
 }
 
 /// Panics, listing the differences, unless `got` equals `want`.
-fn assert_same_files(
-    got: &BTreeMap<String, String>,
-    want: &BTreeMap<String, String>,
-    what: &str,
-) {
+fn assert_same_files(got: &BTreeMap<String, String>, want: &BTreeMap<String, String>, what: &str) {
     if got == want {
         return;
     }
@@ -898,7 +907,8 @@ fn five_generations_of_a_live_ext4_restore_exactly() {
             change_files(&mut files, g, &mut rng);
         }
         let before = log_lines(&log);
-        let s = ctl.backup("disk", &["--freeze", path_str(&mnt)]);
+        // Paced, so that the writer overwrites blocks the backup still has to copy.
+        let s = ctl.backup("disk", &["--freeze", path_str(&mnt), "--max-rate", "10"]);
         // The same window as `cowctl status --json` lists it.
         let listed: Vec<BackupStatus> =
             serde_json::from_str(&ok(&ctl.run(&["--json", "status", "disk"]))).unwrap();
@@ -928,7 +938,7 @@ fn five_generations_of_a_live_ext4_restore_exactly() {
             thawed_at,
             files: files.manifest(),
         });
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(700));
     }
     fs::write(&stop, b"").unwrap();
     writer.finish(Duration::from_secs(10));
@@ -1081,7 +1091,7 @@ fn incremental_after_1_percent_change() {
     for i in 0..pieces {
         let off = rng.u64(..(size - BLOCK) / 4096) * 4096;
         writes.push(((i % 250) as u8 + 1, off, BLOCK));
-        blocks.extend(off / BLOCK..=(off + BLOCK - 1) / BLOCK);
+        blocks.extend(off / BLOCK..(off + BLOCK).div_ceil(BLOCK));
     }
     nbd_writes(&d.uri("disk"), &writes);
     let touched: BTreeSet<u64> = blocks.iter().map(|b| b * BLOCK / CHUNK).collect();
@@ -1171,7 +1181,13 @@ fn kill_9_between_backups_makes_the_next_auto_backup_full() {
     run(Command::new("dd")
         .arg(format!("if={}", changed.display()))
         .arg(format!("of={}", image.display()))
-        .args(["bs=4096", "seek=3000", "count=1", "conv=notrunc", "status=none"]));
+        .args([
+            "bs=4096",
+            "seek=3000",
+            "count=1",
+            "conv=notrunc",
+            "status=none",
+        ]));
     let _cowd = restart(&d, &image, "cowd4.log");
     let b4 = ctl.backup("disk", &["--no-quiesce"]).id;
     let m4 = ctl.manifest(&b4);
@@ -1187,7 +1203,10 @@ fn kill_9_between_backups_makes_the_next_auto_backup_full() {
     assert_eq!(read_at(&r4, 3000 * 4096, 4096), pattern(99, 4096));
     assert_same_file(&r4, &image);
     assert_eq!(ctl.manifests().len(), 4);
-    println!("kill -9 and restarts: b1 {b1}; took {:.1?}", began.elapsed());
+    println!(
+        "kill -9 and restarts: b1 {b1}; took {:.1?}",
+        began.elapsed()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1245,7 +1264,9 @@ fn incremental_refused_when_the_map_counts_from_another_backup() {
 
     // The map now counts from b2 again.
     nbd_writes(&d.uri("disk"), &[(0x66, 50 * MIB, BLOCK)]);
-    let b3 = ctl.backup("disk", &["--mode", "incremental", "--no-quiesce"]).id;
+    let b3 = ctl
+        .backup("disk", &["--mode", "incremental", "--no-quiesce"])
+        .id;
     let m3 = ctl.manifest(&b3);
     assert_eq!(
         (m3.mode, m3.parent.as_deref(), m3.counts.bytes_read),
@@ -1373,6 +1394,16 @@ fn used_only_backup_of_a_half_empty_ext4() {
     let want = files.manifest();
     drop(files);
     att.umount(&mnt);
+    // mkfs.ext4 allocates the journal as an unwritten extent; SEEK_DATA calls such an extent
+    // a hole or data depending on whether its pages are cached, so what is a hole at T would
+    // depend on who read the image before. A sparse copy has real holes and data only.
+    let made = dir.join("made.img");
+    fs::rename(&image, &made).unwrap();
+    run(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&made)
+        .arg(&image));
+    fs::remove_file(&made).unwrap();
     run(Command::new("e2fsck").arg("-fn").arg(&image));
     let (fs_bs, fs_blocks, free) = free_ranges(&image);
     let free_blocks: u64 = free.iter().map(|(a, b)| b - a + 1).sum();
@@ -1409,7 +1440,10 @@ fn used_only_backup_of_a_half_empty_ext4() {
     let data = data_pieces(&image);
     let b64 = ctl.backup("disk", &["--no-quiesce"]).id;
     let b4 = ctl
-        .backup("disk", &["--mode", "full", "--block-size", "4K", "--no-quiesce"])
+        .backup(
+            "disk",
+            &["--mode", "full", "--block-size", "4K", "--no-quiesce"],
+        )
         .id;
     let (m64, m4) = (ctl.manifest(&b64), ctl.manifest(&b4));
     println!("{}\n{}", figures(&m64), figures(&m4));
@@ -1545,16 +1579,12 @@ fn two_exports_with_the_same_data_are_stored_once() {
     assert_eq!((mb.mode, mb.counts.chunks_zero), (Mode::Full, 6));
     assert_eq!(mb.counts.chunks_new, 0, "{}", figures(&mb));
     assert_eq!(mb.counts.chunks_reused, nonzero, "{}", figures(&mb));
-    assert!(
-        mb.counts.bytes_new_stored <= 4096,
-        "{}",
-        figures(&mb)
-    );
+    assert!(mb.counts.bytes_new_stored <= 4096, "{}", figures(&mb));
     assert_eq!(chunk_files(&repo), files_a);
     assert_eq!(after_b, after_a);
     // One copy: the non-zero data, the text compressed.
     assert!(
-        after_a < 80 * MIB && after_a >= 72 * MIB,
+        (72 * MIB..80 * MIB).contains(&after_a),
         "{after_a} bytes of chunks for one copy of 72 MiB of random data and 32 of text"
     );
     assert_eq!(index_digests(&repo, &ba), index_digests(&repo, &bb));
@@ -1668,7 +1698,10 @@ fn prune_keeps_the_policy_and_gc_removes_only_unreferenced_chunks() {
     for i in 0..5u64 {
         if i > 0 {
             // Chunk 0 changes every time; chunk 2 + 2i is new data; chunk 15 changes twice.
-            let mut w = vec![(i as u8, 0, BLOCK), (0x40 + i as u8, (2 + 2 * i) * CHUNK, MIB)];
+            let mut w = vec![
+                (i as u8, 0, BLOCK),
+                (0x40 + i as u8, (2 + 2 * i) * CHUNK, MIB),
+            ];
             if i == 2 || i == 4 {
                 w.push((0x80 + i as u8, 15 * CHUNK, CHUNK));
             }
@@ -1685,7 +1718,10 @@ fn prune_keeps_the_policy_and_gc_removes_only_unreferenced_chunks() {
         .collect();
     let before = chunk_files(&repo);
     let all: BTreeSet<String> = idx.iter().flatten().cloned().collect();
-    assert_eq!(before, all, "chunk files = the chunks the backups reference");
+    assert_eq!(
+        before, all,
+        "chunk files = the chunks the backups reference"
+    );
 
     let dry: PruneResult = serde_json::from_str(&ok(&ctl.in_repo(&[
         "--json",
@@ -1736,8 +1772,14 @@ fn prune_keeps_the_policy_and_gc_removes_only_unreferenced_chunks() {
         needed.len()
     );
     let missing: Vec<&String> = needed.difference(&after).collect();
-    assert!(missing.is_empty(), "chunks of kept backups removed: {missing:?}");
-    assert_eq!(gone, only_removed, "gc removed other chunks than the unreferenced ones");
+    assert!(
+        missing.is_empty(),
+        "chunks of kept backups removed: {missing:?}"
+    );
+    assert_eq!(
+        gone, only_removed,
+        "gc removed other chunks than the unreferenced ones"
+    );
     assert_eq!(after, needed);
     assert_eq!(res.gc.chunks_removed, gone.len() as u64);
     assert!(!gone.is_empty());
@@ -1797,7 +1839,11 @@ fn serve_a_generation_and_mount_it() {
     let dev1 = att.losetup(&nbd1, true);
     let at = dir.join("gen1");
     att.mount(&["-o", "ro,noload", &dev1], &at);
-    assert_same_files(&files_under(&at.join("files")), &want1, "generation 1 served");
+    assert_same_files(
+        &files_under(&at.join("files")),
+        &want1,
+        "generation 1 served",
+    );
     // Not while it is in use.
     let line = failed(&ctl.run(&["unserve", "gen1"]), 1);
     assert!(line.contains("connected"), "{line}");
@@ -1823,4 +1869,3 @@ fn serve_a_generation_and_mount_it() {
     assert!(!exports.contains("gen1"), "{exports}");
     println!("served {gen1} (gen2 {gen2}) and mounted it");
 }
-
