@@ -36,9 +36,10 @@ pub fn time(t: SystemTime) -> String {
 /// `repository DIR created (chunk size 4.0 MiB, id ...)`.
 pub fn repo_created(r: &RepoInfo) -> String {
     format!(
-        "repository {} created (chunk size {}, id {})\n",
+        "repository {} created (chunk size {}, zstd level {}, id {})\n",
         printable(&r.path),
         human_size(u64::from(r.chunk_size)),
+        r.compression_level,
         printable(&r.id)
     )
 }
@@ -645,10 +646,11 @@ mod tests {
             path: "/r".into(),
             id: "f00".into(),
             chunk_size: 4 << 20,
+            compression_level: 1,
         };
         assert_eq!(
             repo_created(&r),
-            "repository /r created (chunk size 4.0 MiB, id f00)\n"
+            "repository /r created (chunk size 4.0 MiB, zstd level 1, id f00)\n"
         );
     }
 }

@@ -238,7 +238,7 @@ fn repo_init_and_refusals() {
     let repo = d.dir().join("repo");
     let out = ok(&cowctl(&d, &["repo", "init", path_str(&repo)]));
     let prefix = format!(
-        "repository {} created (chunk size 4.0 MiB, id ",
+        "repository {} created (chunk size 4.0 MiB, zstd level 1, id ",
         path_str(&repo)
     );
     assert!(out.starts_with(&prefix) && out.ends_with(")\n"), "{out}");
@@ -263,13 +263,26 @@ fn repo_init_and_refusals() {
     let o = Command::new(bin("cowctl"))
         .current_dir(d.dir())
         .args(["--socket", path_str(&d.control), "--json", "repo", "init"])
-        .args(["small", "--chunk-size", "64K"])
+        .args(["small", "--chunk-size", "64K", "--compression-level", "-3"])
         .output()
         .unwrap();
     let info: RepoInfo = serde_json::from_str(&ok(&o)).unwrap();
     assert_eq!(info.path, path_str(&d.dir().join("small")));
     assert_eq!(info.chunk_size, 65536);
+    assert_eq!(info.compression_level, -3);
     assert!(!info.id.is_empty());
+    let odd = d.dir().join("odd");
+    let line = failed(
+        &cowctl(
+            &d,
+            &["repo", "init", path_str(&odd), "--compression-level", "20"],
+        ),
+        1,
+    );
+    assert_eq!(
+        line,
+        "cowctl: compression level 20 is out of range: give -7 to 19"
+    );
     let line = failed(
         &cowctl(
             &d,

@@ -39,6 +39,9 @@ pub struct InitArgs {
     /// Chunk size: a power of two from 64K to 4M [daemon default: 4M].
     #[arg(long, value_name = "SIZE", value_parser = super::size32)]
     pub chunk_size: Option<u32>,
+    /// zstd level of the stored chunks, -7 (fastest) to 19 [daemon default: 1].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub compression_level: Option<i32>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -146,6 +149,7 @@ pub async fn init(
     let body = RepoInit {
         path: absolute("repository", &a.dir)?,
         chunk_size: a.chunk_size,
+        compression_level: a.compression_level,
     };
     let reply: Reply<RepoInfo> = client
         .clone()

@@ -150,6 +150,9 @@ pub struct RepoInit {
     pub path: String,
     /// Chunk size in bytes (power of two, 64 KiB to 4 MiB; default 4 MiB).
     pub chunk_size: Option<u32>,
+    /// zstd level of the stored chunks (-7 to 19; default 1).
+    #[serde(default)]
+    pub compression_level: Option<i32>,
 }
 
 /// A repository.
@@ -158,6 +161,7 @@ pub struct RepoInfo {
     pub path: String,
     pub id: String,
     pub chunk_size: u32,
+    pub compression_level: i32,
 }
 
 /// `POST /v1/repo/verify`.

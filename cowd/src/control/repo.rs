@@ -78,11 +78,15 @@ pub async fn init(Body(r): Body<RepoInit>) -> Reply<RepoInfo> {
         return Err(error(StatusCode::BAD_REQUEST, msg));
     }
     let size = r.chunk_size.unwrap_or(crate::repo::MAX_CHUNK_SIZE);
-    let repo = Repo::init(Path::new(&r.path), size).map_err(repo_error)?;
+    let level = r
+        .compression_level
+        .unwrap_or(crate::repo::DEFAULT_COMPRESSION_LEVEL);
+    let repo = Repo::init_with(Path::new(&r.path), size, level).map_err(repo_error)?;
     Ok(Json(RepoInfo {
         path: r.path,
         id: repo.id().to_owned(),
         chunk_size: repo.chunk_size(),
+        compression_level: repo.compression_level(),
     }))
 }
 
@@ -177,7 +181,7 @@ pub async fn restore(
     }
     repo.manifest(&r.backup).map_err(repo_error)?;
     let restores = s.restores.clone();
-    let job = blocking(move || restores.start(repo, &r.backup, &to, 2))
+    let job = blocking(move || restores.start(repo, &r.backup, &to, crate::repo::chunk_threads()))
         .await?
         .map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
     Ok(Json(job.status()))

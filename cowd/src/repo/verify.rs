@@ -50,13 +50,6 @@ impl VerifyReport {
     }
 }
 
-/// Number of reader threads.
-fn threads() -> usize {
-    std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(2, 8)
-}
-
 impl Repo {
     /// Verifies the backups `ids` (all complete backups when `None`). `progress(done, total)`
     /// is called on the calling thread, in distinct chunks, after each chunk.
@@ -108,7 +101,7 @@ impl Repo {
         let next = AtomicUsize::new(0);
         let (tx, rx) = mpsc::channel::<(usize, Result<u64, ChunkFault>)>();
         std::thread::scope(|s| {
-            for _ in 0..threads().min(work.len()) {
+            for _ in 0..super::chunk_threads().min(work.len()) {
                 let tx = tx.clone();
                 let (next, work) = (&next, &work);
                 s.spawn(move || {

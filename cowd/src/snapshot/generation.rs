@@ -92,10 +92,7 @@ pub fn prepare(
         snapshot_time: now,
         started: now,
     };
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(2, 8);
-    let target = Arc::new(RepoTarget::create(repo, g, workers)?);
+    let target = Arc::new(RepoTarget::create(repo, g, crate::repo::chunk_threads())?);
     Ok(Planned {
         target,
         parent,
