@@ -19,8 +19,8 @@ Subcommands (every measuring one appends a JSON line to RESULTS and prints a one
                       restore a backup to a new file and wait for it
   read PATH --label L --results R
                       time a sequential read of a file (4 MiB reads)
-  init --ctl C --repo R [--chunk-size N]
-                      POST /v1/repo/init
+  init --ctl C --repo R [--chunk-size N] [--compression-level=N]
+                      POST /v1/repo/init; print its reply (RepoInfo: chunk_size, compression_level)
   nbdwrite URI --pattern scattered|contiguous --bytes N --piece N --seed S --chunk-size N
                       --label L --results R
                       write random data through NBD (distinct piece-aligned offsets, or one run),
@@ -30,11 +30,12 @@ Subcommands (every measuring one appends a JSON line to RESULTS and prints a one
                       and the logical (non-zero) data they reference, into the info file
   info FILE set KEY JSON | info FILE verify WHAT 0|1
                       facts of the run for the report (a JSON object)
-  stages IMAGE --chunk-size N --sample-mib N --results R --tmp DIR
+  stages IMAGE --chunk-size N --level=N --sample-mib N --results R --tmp DIR
                       diagnostic stage rates on one thread, on evenly spaced non-zero chunks of
-                      the image: SHA-256 (hashlib), zstd at level 3 on independent chunk-size
-                      blocks (`zstd -b3 -B`), and writing chunk-sized files with an fdatasync
-                      each against one file with one fdatasync
+                      the image: SHA-256 (hashlib), zstd at the repository's level on independent
+                      chunk-size blocks (`zstd -bN -B`, `zstd -b --fast=N -B` for level -N), and
+                      writing chunk-sized files with an fdatasync each against one file with one
+                      fdatasync
   quiet RESULTS LABEL --max PCT --attempt N --attempts M
                       exit 0 when the measurement LABEL is settled (its last attempt had at most
                       PCT % other load, or it was attempt M: the quietest counts), tagging the
@@ -240,6 +241,16 @@ def append(results, obj):
         f.write(json.dumps(obj) + "\n")
 
 
+def zstd_name(level):
+    """A zstd level as the CLI spells it: "zstd -1", "zstd --fast=3" (level -3)."""
+    return f"zstd --fast={-level}" if level < 0 else f"zstd -{level}"
+
+
+def zstd_bench_args(level):
+    """The CLI's benchmark mode at one level."""
+    return ["-b", f"--fast={-level}"] if level < 0 else [f"-b{level}", f"-e{level}"]
+
+
 # ---------------------------------------------------------------------------------------------
 # fill
 
@@ -411,6 +422,8 @@ def init(args):
     body = {"path": args.repo}
     if args.chunk_size:
         body["chunk_size"] = args.chunk_size
+    if args.compression_level is not None:
+        body["compression_level"] = args.compression_level
     r = api(args.ctl, "POST", "/v1/repo/init", body)
     print(json.dumps(r))
 
@@ -645,14 +658,15 @@ def stages(args):
     for b in blocks:
         hashlib.sha256(b).digest()
     sha = n * cs / MIB / (mono() - t)
-    # zstd level 3, independent blocks of the chunk size, one thread: the CLI's benchmark mode.
+    # zstd at the repository's level, independent blocks of the chunk size, one thread: the CLI's
+    # benchmark mode.
     zstd_c = zstd_d = zratio = None
     zv = ""
     if shutil.which("zstd"):
         zv = subprocess.run(["zstd", "--version"], capture_output=True, text=True).stdout
         mv = re.search(r"v(\d+\.\d+\.\d+)", zv)
         zv = f"zstd CLI {mv.group(1)}" if mv else "zstd CLI"
-        p = subprocess.run(["zstd", "-b3", "-e3", f"-B{cs}", "-T1", "-i3", sample],
+        p = subprocess.run(["zstd", *zstd_bench_args(args.level), f"-B{cs}", "-T1", "-i3", sample],
                            capture_output=True, text=True)
         out = (p.stdout + p.stderr).replace("\r", "\n")
         m = None
@@ -686,14 +700,14 @@ def stages(args):
     os.unlink(sample)
     res = {
         "kind": "stages", "sample_bytes": n * cs, "chunk_size": cs,
-        "sha256_mib_s": sha, "zstd3_mib_s": zstd_c, "zstd_dec_mib_s": zstd_d,
-        "zstd3_ratio": zratio, "zstd_version": zv,
+        "sha256_mib_s": sha, "zstd_level": args.level, "zstd_mib_s": zstd_c,
+        "zstd_dec_mib_s": zstd_d, "zstd_ratio": zratio, "zstd_version": zv,
         "fsync_each_mib_s": count * len(body) / MIB / per_file,
         "fsync_each_ms_per_file": per_file / count * 1000,
         "fsync_once_mib_s": count * len(body) / MIB / one, "fsync_files": count,
     }
     append(args.results, res)
-    print(f"stages (1 thread): SHA-256 {sha:.0f} MiB/s; zstd -3 on {cs // MIB} MiB blocks "
+    print(f"stages (1 thread): SHA-256 {sha:.0f} MiB/s; {zstd_name(args.level)} on {cs // MIB} MiB blocks "
           f"{zstd_c or 0:.0f} MiB/s (ratio {zratio or 0:.2f}), decompress {zstd_d or 0:.0f} MiB/s; "
           f"{count} files of {len(body) / MIB:.1f} MiB with an fsync each "
           f"{res['fsync_each_mib_s']:.0f} MiB/s ({res['fsync_each_ms_per_file']:.1f} ms/file), "
@@ -744,6 +758,69 @@ def mib(x):
     return x / MIB
 
 
+def size_name(n):
+    """A chunk size: "4 MiB", "256 KiB"."""
+    return f"{n // MIB} MiB" if n % MIB == 0 else f"{n // 1024} KiB"
+
+
+def last_run(rows, label):
+    return next((r for r in reversed(rows) if r["kind"] == "backup" and r["label"] == label), None)
+
+
+def small_chunk_row(name, full, inc, t_full):
+    """One row of the small-chunk table: a repository's full backup and scattered incremental."""
+    fc, c, cnt = full["manifest"]["counts"], inc["change"], inc["manifest"]["counts"]
+    t, tf = inc["duration_s"], full["duration_s"]
+    return (f"| {name} | {tf:.2f} | {fc['chunks_new']} | {c['chunks_touched']} / "
+            f"{c['chunks_total']} | {t:.2f} | {t / tf * 100:.1f} % | "
+            f"{t / t_full * 100:.1f} % | {mib(cnt['bytes_read']):.2f} | "
+            f"{mib(cnt['bytes_new_stored']):.1f} | {inc['other_load_pct']:.0f}% |")
+
+
+def small_chunk_section(rows, info, main_full, t_full):
+    """The informational scattered incremental in the SMALL_CHUNK repository, against the main
+    repository's: (report lines, the [info] line for the targets); ([], None) when not run."""
+    full, inc = last_run(rows, "full-small"), last_run(rows, "small-incr-scattered")
+    if not full or not inc or not inc.get("change") or not t_full:
+        return [], None
+    cs, scs = info["chunk_size"], info["small_chunk_size"]
+    c, cnt = inc["change"], inc["manifest"]["counts"]
+    out = [f"### Scattered incremental with {size_name(scs)} chunks (for information)\n",
+           f"With {size_name(cs)} chunks a 64 KiB change rewrites the whole {size_name(cs)} chunk "
+           "that holds it (an incremental re-stores whole chunks, so that every index is a full "
+           "image), so scattered changes touch many chunks; smaller chunks rewrite less per "
+           "change but cost more chunk files (each written and fdatasynced) in the full backup.\n",
+           f"Here: a `blocks: all` full backup of the device (as it is after the incrementals "
+           f"above) into a fresh repository with {size_name(scs)} chunks "
+           f"({zstd_name(info.get('small_compression_level', info['compression_level']))}), then "
+           f"a fresh scattered change ({c['pieces']} × {c['piece'] // 1024} KiB at random "
+           f"offsets, {mib(c['bytes']):.1f} MiB) and a `mode: auto, blocks: all` backup, checked "
+           "incremental. Single runs, not medians.\n",
+           "| repository | full (s) | chunk files of the full | chunks touched | incremental (s) "
+           "| of its full's time | of the main full's time | bytes_read (MiB) | "
+           "bytes_new_stored (MiB) | other load |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    main_inc = last_run(rows, "incr-scattered")
+    if main_full and main_inc and main_inc.get("change"):
+        out.append(small_chunk_row(f"{size_name(cs)} chunks (the main one, median full)",
+                                   {**main_full, "duration_s": t_full}, main_inc, t_full))
+    out.append(small_chunk_row(f"{size_name(scs)} chunks", full, inc, t_full))
+    out.append("")
+    t = inc["duration_s"]
+    check = (f"- [info] scattered {info['change_pct']:g} % incremental with {size_name(scs)} "
+             f"chunks: {t:.2f} s = {t / full['duration_s'] * 100:.1f} % of that repository's "
+             f"full backup ({full['duration_s']:.2f} s) and {t / t_full * 100:.1f} % of the main "
+             f"full backup ({t_full:.2f} s); {c['chunks_touched']} of {c['chunks_total']} chunks "
+             f"touched, bytes_read {mib(cnt['bytes_read']):.2f} MiB, bytes_new_stored "
+             f"{mib(cnt['bytes_new_stored']):.1f} MiB")
+    if main_inc and main_inc.get("change"):
+        mc = main_inc["manifest"]["counts"]
+        check += (f" (with {size_name(cs)} chunks: {main_inc['duration_s'] / t_full * 100:.1f} %, "
+                  f"{main_inc['change']['chunks_touched']} chunks, "
+                  f"{mib(mc['bytes_new_stored']):.1f} MiB stored)")
+    return out, check
+
+
 def report(args):
     all_rows = [json.loads(line) for line in open(args.results) if line.strip()]
     # Each incremental's change is the change line just before it.
@@ -751,12 +828,13 @@ def report(args):
     for r in all_rows:
         if r["kind"] == "change":
             last_change = r
-        elif r["kind"] == "backup" and r["label"].startswith("incr-"):
+        elif r["kind"] == "backup" and "incr-" in r["label"]:
             r["change"] = last_change
     rows = [r for r in all_rows if not r.get("noisy")]
     noisy = [r for r in all_rows if r.get("noisy")]
     info = json.load(open(args.info))
     size = info["device_size"]
+    zname = zstd_name(info["compression_level"])
 
     def runs(kind, label):
         return [r for r in rows if r["kind"] == kind and r["label"] == label]
@@ -814,11 +892,11 @@ def report(args):
     if cps:
         out.append(f"| (cp alone, before its fsync) | {cp_only:.2f} | {mib(size) / cp_only:.0f} "
                    "| | | | | | |")
-    t_full = row("cowd full backup, zstd-3, `blocks: all`", fulls,
+    t_full = row(f"cowd full backup, {zname}, `blocks: all`", fulls,
                  lambda r: r["manifest"]["counts"]["bytes_read"],
                  lambda r: r["manifest"]["counts"]["bytes_new_stored"],
                  lambda r: r["daemon_cpu_s"])
-    t_used = row("cowd full backup, zstd-3, `blocks: used`", useds,
+    t_used = row(f"cowd full backup, {zname}, `blocks: used`", useds,
                  lambda r: r["manifest"]["counts"]["bytes_read"],
                  lambda r: r["manifest"]["counts"]["bytes_new_stored"],
                  lambda r: r["daemon_cpu_s"])
@@ -882,6 +960,10 @@ def report(args):
         out.append("The device is changed through NBD (random data, flushed), caches dropped, then "
                    "`mode: auto` must come out incremental (checked in the manifest). The "
                    "percentage is of the median `blocks: all` full backup above.\n")
+    lines, check = small_chunk_section(rows, info, median_run(fulls), t_full)
+    out.extend(lines)
+    if check:
+        checks.append(check)
 
     # Ratios.
     out.append("### Compression and deduplication on the real filesystem image\n")
@@ -905,7 +987,7 @@ def report(args):
     if m_full:
         c = m_full["manifest"]["counts"]
         plain, r = ratio(c)
-        out.append(f"- **compression** (zstd-3, {cs // MIB} MiB chunks), full `blocks: all` "
+        out.append(f"- **compression** ({zname}, {cs // MIB} MiB chunks), full `blocks: all` "
                    f"backup: read {mib(c['bytes_read']):.0f} MiB; {c['chunks_zero']} of "
                    f"{c['chunks_total']} chunks all zero (not stored); {c['chunks_new']} chunks "
                    f"= {mib(plain):.0f} MiB plain stored in {mib(c['bytes_new_stored']):.0f} MiB "
@@ -970,7 +1052,7 @@ def report(args):
                    f"{m_full['daemon_cpu_s']:.1f} s = {m_full['daemon_cpu_s'] / t:.2f} of "
                    f"{info['cpus']} CPUs busy on average; by thread: {parts}; kernel threads "
                    f"{m_full['kthreads_cpu_s']:.1f} s; iowait {m_full['iowait_pct']:.0f} % of one "
-                   f"CPU. (cowd-chunks: the chunk workers, one per CPU: SHA-256, zstd, write and "
+                   f"CPU. (cowd-chunks: the chunk workers, min(CPUs, 8) + 2: SHA-256, zstd, write and "
                    f"fdatasync of each chunk file; cowd-mover: reads the device; cowd-mover-w: "
                    f"hands chunks to the workers; cowd-rt: tokio, where restore workers run too)")
         if m_used:
@@ -998,16 +1080,16 @@ def report(args):
     if st:
         out.append(f"- stage rates on one thread, on {mib(st['sample_bytes']):.0f} MiB of the "
                    f"image's non-zero chunks (cached): SHA-256 (OpenSSL via hashlib) "
-                   f"{st['sha256_mib_s']:.0f} MiB/s; zstd -3 on independent "
+                   f"{st['sha256_mib_s']:.0f} MiB/s; {zstd_name(st['zstd_level'])} on independent "
                    f"{st['chunk_size'] // MIB} MiB blocks ({st['zstd_version']}) "
-                   f"{st['zstd3_mib_s'] or 0:.0f} MiB/s compress, ratio {st['zstd3_ratio'] or 0:.2f}, "
+                   f"{st['zstd_mib_s'] or 0:.0f} MiB/s compress, ratio {st['zstd_ratio'] or 0:.2f}, "
                    f"{st['zstd_dec_mib_s'] or 0:.0f} MiB/s decompress; writing "
                    f"{st['fsync_files']} chunk-sized files with an fdatasync each "
                    f"{st['fsync_each_mib_s']:.0f} MiB/s ({st['fsync_each_ms_per_file']:.1f} ms per "
                    f"file) against {st['fsync_once_mib_s']:.0f} MiB/s into one file with one "
                    f"fdatasync")
-        if st["zstd3_mib_s"]:
-            per = 1 / (1 / st["sha256_mib_s"] + 1 / st["zstd3_mib_s"])
+        if st["zstd_mib_s"]:
+            per = 1 / (1 / st["sha256_mib_s"] + 1 / st["zstd_mib_s"])
             cap = per * info["cpus"]
             line = (f"- hashing + compressing on one CPU: ≈ {per:.0f} MiB/s of non-zero data; "
                     f"{info['cpus']} CPUs doing nothing else: ≈ {cap:.0f} MiB/s")
@@ -1025,7 +1107,7 @@ def report(args):
     if t_full and cp_t:
         r = cp_t / t_full
         checks.insert(0, f"- [{'PASS' if r >= 0.8 else 'FAIL'}] full backup with compression "
-                      f"(zstd-3, `blocks: all`): {mib(size) / t_full:.0f} MiB/s of the device "
+                      f"({zname}, `blocks: all`): {mib(size) / t_full:.0f} MiB/s of the device "
                       f"vs cp's {mib(size) / cp_t:.0f} MiB/s = {r:.2f}× (target ≥ 0.80)")
     if t_used and cp_t:
         r = cp_t / t_used
@@ -1079,6 +1161,7 @@ def main():
     a.add_argument("--ctl", required=True)
     a.add_argument("--repo", required=True)
     a.add_argument("--chunk-size", type=int)
+    a.add_argument("--compression-level", type=int)
 
     a = sub.add_parser("backup")
     for k in ("ctl", "export", "repo", "mode", "blocks", "label", "results"):
@@ -1118,6 +1201,7 @@ def main():
     a.add_argument("image")
     a.add_argument("--sample-mib", type=int, default=256)
     a.add_argument("--chunk-size", type=int, required=True)
+    a.add_argument("--level", type=int, required=True)
     a.add_argument("--results", required=True)
     a.add_argument("--tmp", required=True)
 
