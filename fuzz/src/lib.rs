@@ -660,12 +660,18 @@ fn check_transcript(
             assert_eq!(n.tflags, transmission_flags(export, structured));
             assert_eq!(n.tflags & TFLAG_READ_ONLY != 0, export.read_only());
             assert!((1..=MAX_PAYLOAD).contains(&n.max_payload), "{n:?}");
-            // base:allocation is on when the last successful SET_META_CONTEXT chose it for
-            // this export.
-            let base_allocation = acked(OPT_SET_META_CONTEXT).next_back().is_some_and(|i| {
-                let e = export_name_of(&frames[i]).and_then(|name| exports.get(&name));
-                answers[i].contexts > 0 && e.is_some_and(|e| Arc::ptr_eq(&e, export))
-            });
+            // base:allocation is on when the last SET_META_CONTEXT (the spec: "the final
+            // time it was sent") succeeded, chose it, and named this export; a failed last
+            // one leaves it off even if an earlier one had chosen it.
+            let base_allocation = (0..answered)
+                .filter(|&i| frames[i].code == OPT_SET_META_CONTEXT)
+                .next_back()
+                .is_some_and(|i| {
+                    let e = export_name_of(&frames[i]).and_then(|name| exports.get(&name));
+                    answers[i].last == REP_ACK
+                        && answers[i].contexts > 0
+                        && e.is_some_and(|e| Arc::ptr_eq(&e, export))
+                });
             assert_eq!(n.base_allocation, base_allocation, "base:allocation");
             let chosen = if trailer.is_empty() {
                 assert!(
