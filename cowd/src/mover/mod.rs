@@ -1,16 +1,20 @@
 //! The background mover: drains a session's blocks to its target.
 //!
 //! ```text
-//!  scheduler thread                                   writer thread
+//!  reader threads (several)                           writer thread
 //!  ┌────────────────────────────────────────────┐     ┌────────────────────────────┐
 //!  │ 1. zero blocks (holes at T)   -> record     │     │ target.write / write_zeroes│
 //!  │ 2. container above low mark   -> read slots │ ──> │ then release slots,        │
 //!  │ 3. prioritized ranges, then the next pending │ ch  │ count blocks done          │
-//!  │    run from a cursor: read the device        │     └────────────────────────────┘
+//!  │    run from a shared cursor: read the device │     └────────────────────────────┘
 //!  │    without locks, then claim each block      │
 //!  │    under its lock if it is still pending     │
 //!  └────────────────────────────────────────────┘
 //! ```
+//!
+//! Several readers keep several runs in flight at once (a device delivers its bandwidth only
+//! with a queue), each also asking the kernel to read its following run ahead. The runs
+//! being read are marked busy under the cursor's lock, so no two readers read the same run.
 //!
 //! Claiming after reading is what lets writers never wait behind the mover: a block still
 //! pending when claimed was not written since T (every writer removes a pending block under
@@ -18,8 +22,9 @@
 //! is skipped (the container or another claim has it). Reading and writing overlap through a
 //! short channel, so the target and the device work at the same time.
 
-use std::sync::Arc;
+use std::ops::Range;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -33,8 +38,10 @@ use crate::snapshot::session::Session;
 pub struct MoverConfig {
     /// Largest run read from the device or drained from the container at once.
     pub run_bytes: usize,
-    /// Work items queued between the scheduler and the writer.
+    /// Work items queued between the readers and the writer.
     pub queue: usize,
+    /// Reader threads, so many runs are read from the device at once.
+    pub readers: usize,
     /// Bytes per second the mover may move (None: as fast as it can).
     pub max_rate: Option<u64>,
     /// Runs never cross a multiple of this many bytes (a repository's chunk size), so a run
@@ -47,6 +54,7 @@ impl Default for MoverConfig {
         MoverConfig {
             run_bytes: 4 << 20,
             queue: 3,
+            readers: 4,
             max_rate: None,
             align: 0,
         }
@@ -83,24 +91,33 @@ pub fn spawn(
         .name("cowd-mover".into())
         .spawn(move || {
             let (tx, rx) = crossbeam_channel::bounded(config.queue.max(1));
-            // Buffers go round between the scheduler and the writer instead of being
+            // Buffers go round between the readers and the writer instead of being
             // allocated (and faulted in) for every run.
-            let cap = config.run_bytes.next_power_of_two() * (config.queue + 3);
-            let bufs = Arc::new(BufPool::new(cap));
-            let writer = {
-                let (s, b) = (session.clone(), bufs.clone());
-                std::thread::Builder::new()
+            let readers = config.readers.max(1);
+            let cap = config.run_bytes.next_power_of_two() * (config.queue + readers + 2);
+            let bufs = BufPool::new(cap);
+            let cursor = Mutex::new(Cursor::default());
+            std::thread::scope(|scope| {
+                let writer = std::thread::Builder::new()
                     .name("cowd-mover-w".into())
-                    .spawn(move || write_loop(&s, rx, config.max_rate, &b))
-            };
-            match writer {
-                Ok(w) => {
-                    schedule(&session, dev.as_ref(), config, &tx, &bufs);
-                    drop(tx);
-                    let _ = w.join();
+                    .spawn_scoped(scope, || write_loop(&session, rx, config.max_rate, &bufs));
+                if let Err(e) = writer {
+                    session.fail(format!("cannot start the mover's writer thread: {e}"));
+                    return;
                 }
-                Err(e) => session.fail(format!("cannot start the mover's writer thread: {e}")),
-            }
+                for i in 1..readers {
+                    let tx = tx.clone();
+                    let (s, d, c, b) = (&session, dev.as_ref(), &cursor, &bufs);
+                    let reader = std::thread::Builder::new()
+                        .name(format!("cowd-mover-{i}"))
+                        .spawn_scoped(scope, move || schedule(s, d, config, c, &tx, b));
+                    if let Err(e) = reader {
+                        session.fail(format!("cannot start a reader thread of the mover: {e}"));
+                    }
+                }
+                schedule(&session, dev.as_ref(), config, &cursor, &tx, &bufs);
+                drop(tx);
+            });
             finish(&session);
             on_end(&session);
         })
@@ -184,18 +201,54 @@ fn write_work(s: &Session, w: &Work, buf: Option<&[u8]>) -> bool {
     true
 }
 
-/// The scheduler: decides what to move next until nothing is left or the session ends.
+/// Where the readers are: the next block to look at, and the runs being read.
+#[derive(Debug, Default)]
+struct Cursor {
+    at: u32,
+    busy: Vec<Range<u32>>,
+}
+
+impl Cursor {
+    /// The next run no other reader is reading, marked busy; `Err(())` when the next run is
+    /// being read by another reader (the caller waits a moment).
+    fn take(&mut self, s: &Session, max: u32, align: u32) -> Result<Option<(u32, u32)>, ()> {
+        let Some((first, n)) = next_run(s, &mut self.at, max, align) else {
+            return Ok(None);
+        };
+        if self.busy.iter().any(|r| r.contains(&first)) {
+            return Err(());
+        }
+        let end = first + n;
+        let n = self
+            .busy
+            .iter()
+            .filter(|r| r.start > first)
+            .map(|r| r.start.min(end) - first)
+            .fold(n, u32::min);
+        self.busy.push(first..first + n);
+        Ok(Some((first, n)))
+    }
+
+    fn done(&mut self, first: u32) {
+        self.busy.retain(|r| r.start != first);
+    }
+}
+
+/// One reader: decides what to move next until nothing is left or the session ends.
 fn schedule(
     s: &Session,
     dev: &dyn BlockDevice,
     config: MoverConfig,
+    cursor: &Mutex<Cursor>,
     tx: &Sender<Work>,
     bufs: &BufPool,
 ) {
     let bs = s.block_size as usize;
     let max_blocks = (config.run_bytes / bs).max(1) as u32;
     let align_blocks = (config.align / bs as u64) as u32;
-    let mut cursor = 0u32;
+    let pause = || std::thread::sleep(std::time::Duration::from_micros(200));
+    // The cursor's lock is held only while a run is chosen, never while it is read.
+    let take = || cursor.lock().unwrap().take(s, max_blocks, align_blocks);
     while s.running() {
         let work = if let Some(w) = zero_run(s, max_blocks) {
             w
@@ -206,13 +259,15 @@ fn schedule(
                 Some(w) => w,
                 None => return,
             }
-        } else if let Some((first, n)) = next_run(s, &mut cursor, max_blocks, align_blocks) {
+        } else if let Ok(Some((first, n))) = take() {
             // Ask the kernel to read the following run ahead while this one is copied.
             let ahead = u64::from(first + n) * bs as u64;
             if ahead < s.size {
                 let _ = dev.cache(ahead, (s.size - ahead).min(config.run_bytes as u64));
             }
-            match copy_run(s, dev, first, n, bufs) {
+            let work = copy_run(s, dev, first, n, bufs);
+            cursor.lock().unwrap().done(first);
+            match work {
                 Some(w) => w,
                 None => continue,
             }
@@ -222,6 +277,8 @@ fn schedule(
             debug!(session = %s.id, "all blocks handed to the writer");
             return;
         } else {
+            // What is left is being read by other readers (or written through): look again.
+            pause();
             continue;
         };
         if tx.send(work).is_err() {
