@@ -664,8 +664,7 @@ fn check_transcript(
             // time it was sent") succeeded, chose it, and named this export; a failed last
             // one leaves it off even if an earlier one had chosen it.
             let base_allocation = (0..answered)
-                .filter(|&i| frames[i].code == OPT_SET_META_CONTEXT)
-                .next_back()
+                .rfind(|&i| frames[i].code == OPT_SET_META_CONTEXT)
                 .is_some_and(|i| {
                     let e = export_name_of(&frames[i]).and_then(|name| exports.get(&name));
                     answers[i].last == REP_ACK
