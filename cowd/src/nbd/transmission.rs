@@ -1,8 +1,8 @@
 //! The transmission phase of one connection, on plain threads.
 //!
 //! ```text
-//!  reader thread ── recv (many headers per read) ── validate ── page-cache hit? ──> reply batch
-//!                                                        └─ no ──> worker pool (may block) ──> reply
+//!  reader thread ── recv (many headers per read) ── validate ── ≤ 256 KiB and a page-cache hit?
+//!        yes ──> reply batch            no ──> worker pool (may block, or large) ──> reply
 //! ```
 //!
 //! Replies go out in completion order, each frame written whole under the connection's writer
@@ -53,6 +53,9 @@ const BATCH_FLUSH_AT: usize = 256 << 10;
 /// Writes up to this size are tried inline; larger ones go to a worker, so that receiving the
 /// next payload overlaps copying this one into the page cache.
 const INLINE_WRITE_MAX: usize = 256 << 10;
+/// Reads up to this size are tried inline (a page-cache hit); larger ones go to a worker, so
+/// that one read's copy out of the page cache overlaps another's send.
+const INLINE_READ_MAX: usize = 256 << 10;
 /// Idle I/O buffers kept for reuse, shared by every connection of the process.
 const BUFFER_CACHE: usize = 32 << 20;
 
@@ -490,7 +493,12 @@ fn read_loop(
             Command::Read => {
                 conn.acquire(len, batch)?;
                 let mut buf = conn.bufs.get(len);
-                match conn.dev.try_read_at(&mut buf, req.offset) {
+                let inline = if len <= INLINE_READ_MAX {
+                    conn.dev.try_read_at(&mut buf, req.offset)
+                } else {
+                    Ok(false)
+                };
+                match inline {
                     Ok(false) => Job {
                         req,
                         cmd,
