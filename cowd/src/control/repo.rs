@@ -181,10 +181,7 @@ pub async fn restore(
     }
     repo.manifest(&r.backup).map_err(repo_error)?;
     let restores = s.restores.clone();
-    // Twice the chunk threads: a restore mostly waits on cold reads of chunk files, one
-    // per thread, and the disk needs several in flight (measured: 0.78x -> 0.93x of cp).
-    let threads = 2 * crate::repo::chunk_threads();
-    let job = blocking(move || restores.start(repo, &r.backup, &to, threads))
+    let job = blocking(move || restores.start(repo, &r.backup, &to, crate::repo::chunk_threads()))
         .await?
         .map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
     Ok(Json(job.status()))

@@ -31,6 +31,8 @@ import subprocess
 import sys
 import time
 
+import targets  # scripts/bench/lib/targets.py, next to this file
+
 MIB = 1 << 20
 
 
@@ -720,17 +722,7 @@ def report(args):
         out.append("Notes:\n")
         out.extend(notes)
         out.append("")
-    if checks:
-        out.append("### Targets\n")
-        out.extend(checks)
-        out.append("")
-    text = "\n".join(out)
-    print(text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(text + "\n")
-    if args.fail_file and any("[FAIL]" in c for c in checks):
-        open(args.fail_file, "w").close()
+    targets.finish(out, checks, args.out, args.fail_file)
 
 
 def keep_quieter(args):

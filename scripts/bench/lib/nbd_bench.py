@@ -17,6 +17,8 @@ import json
 import sys
 import time
 
+import targets  # scripts/bench/lib/targets.py, next to this file
+
 
 # ---------------------------------------------------------------------------------------------
 # fio JSON
@@ -292,17 +294,7 @@ def report(args):
                 f"(same 64 MiB budget, stricter reading)"
             )
 
-    if checks:
-        out.append("### Targets\n")
-        out.extend(checks)
-        out.append("")
-    text = "\n".join(out)
-    print(text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(text + "\n")
-    if args.fail_file and any("[FAIL]" in c for c in checks):
-        open(args.fail_file, "w").close()
+    targets.finish(out, checks, args.out, args.fail_file)
 
 
 def main():

@@ -65,6 +65,8 @@ import sys
 import threading
 import time
 
+import targets  # scripts/bench/lib/targets.py, next to this file
+
 MIB = 1 << 20
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CHUNK_HEADER_LEN = 52
@@ -1119,16 +1121,7 @@ def report(args):
         checks.append(f"- [{'PASS' if r >= 0.9 else 'FAIL'}] restore: {mib(size) / t_rest:.0f} "
                       f"MiB/s of the device vs cp's {mib(size) / cp_t:.0f} MiB/s = {r:.2f}× "
                       f"(target ≥ 0.90)")
-    if checks:
-        out.append("### Targets\n")
-        out.extend(checks)
-        out.append("")
-    text = "\n".join(out)
-    print(text)
-    with open(args.out, "a") as f:
-        f.write(text + "\n")
-    if args.fail_file and any("[FAIL]" in c for c in checks):
-        open(args.fail_file, "w").close()
+    targets.finish(out, checks, args.out, args.fail_file)
 
 
 # ---------------------------------------------------------------------------------------------
