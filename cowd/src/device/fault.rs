@@ -21,11 +21,15 @@ impl OpMask {
     pub const ZERO: OpMask = OpMask(4);
     pub const TRIM: OpMask = OpMask(8);
     pub const FLUSH: OpMask = OpMask(16);
-    pub const ALL: OpMask = OpMask(31);
+    /// Prefetch hints (CACHE): advisory, so their failures are ignored by their callers; kept
+    /// apart from READ so that "reads fail" means reads whose data someone needs.
+    pub const HINT: OpMask = OpMask(32);
+    pub const ALL: OpMask = OpMask(63);
 
     fn of(op: Op) -> OpMask {
         match op {
-            Op::Read | Op::Cache | Op::Extents => OpMask::READ,
+            Op::Cache => OpMask::HINT,
+            Op::Read | Op::Extents => OpMask::READ,
             Op::Write => OpMask::WRITE,
             Op::WriteZeroes => OpMask::ZERO,
             Op::Trim => OpMask::TRIM,
