@@ -5,6 +5,7 @@
 //! server outlives its test. Missing tools fail the test with a hint to run `scripts/test`,
 //! which installs them.
 
+pub mod cli;
 pub mod mounts;
 
 use std::fs::File;

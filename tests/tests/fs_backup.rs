@@ -13,12 +13,12 @@
 //! These tests need root (loop devices, mount, FIFREEZE) and FUSE. Whatever a test mounts or
 //! attaches is undone by an [`Attached`] guard, also when an assertion fails.
 
+use cowd_tests::cli::{Background, cowctl, failed, ok, partial, path_str, start, stderr, stdout};
 use cowd_tests::mounts::Attached;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use cowd::control::api::{BackupStarted, BackupState, BackupStatus};
 use cowd::snapshot::quiesce::Frozen;
-use cowd_tests::{Daemon, DaemonBuilder, bin, pattern, require, run};
+use cowd_tests::{Daemon, pattern, require, run};
 
 const MIB: u64 = 1 << 20;
 const PYTHON: &str = "/usr/bin/python3";
@@ -53,113 +53,6 @@ fn require_root_and(tools: &[&str]) {
         Path::new(PYTHON).exists(),
         "{PYTHON} is missing: run scripts/test"
     );
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 temp path")
-}
-
-/// `path.partial`: where cowd writes a new raw image until it is complete.
-fn partial(p: &Path) -> PathBuf {
-    let mut s = p.as_os_str().to_owned();
-    s.push(".partial");
-    s.into()
-}
-
-/// A background process killed on drop.
-#[derive(Debug)]
-struct Background(Child);
-
-impl Background {
-    /// Waits up to `limit` for the process to exit; panics if it does not or fails.
-    fn finish(&mut self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(st) = self.0.try_wait().unwrap() {
-                assert!(st.success(), "{st}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "still running after {limit:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the daemon and waits until its control API answers.
-fn start(b: DaemonBuilder) -> Daemon {
-    let d = b.start();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !api_answers(&d.control) {
-        assert!(Instant::now() < deadline, "the control API does not answer");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    d
-}
-
-fn api_answers(socket: &Path) -> bool {
-    let Ok(mut s) = UnixStream::connect(socket) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /v1/exports HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("HTTP/1.1 200")
-}
-
-/// `cowctl --socket SOCKET ARGS...`, run to its end.
-fn cowctl(d: &Daemon, args: &[&str]) -> Output {
-    Command::new(bin("cowctl"))
-        .env_remove("COWD_SOCKET")
-        .arg("--socket")
-        .arg(&d.control)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cowctl")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Asserts exit code 0; returns stdout.
-fn ok(o: &Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(o),
-        stderr(o)
-    );
-    stdout(o)
-}
-
-/// Asserts exit code `code` with one line on stderr; returns that line.
-fn failed(o: &Output, code: i32) -> String {
-    let err = stderr(o);
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "stdout:\n{}\nstderr:\n{err}",
-        stdout(o)
-    );
-    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
-    err.trim_end().to_owned()
 }
 
 /// The backups of an export, from `cowctl --json status EXPORT`.

@@ -21,18 +21,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use cowd::control::api::{
     BackupStarted, BackupState, BackupStatus, ExportInfo, Manifest, PruneResult, VerifyReport,
 };
 use cowd::repo::{Blocks, Digest, Mode};
-use cowd_tests::{Daemon, DaemonBuilder, bin, pattern, require, run};
+use cowd_tests::cli::{Background, failed, kill_9, ok, path_str, restart, start, text};
+use cowd_tests::{Daemon, bin, pattern, require, run};
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
@@ -51,14 +51,6 @@ fn project() -> PathBuf {
         .parent()
         .expect("project root")
         .to_owned()
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 temp path")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// Panics unless running as root with `tools` and the system python.
@@ -216,143 +208,8 @@ impl Drop for Attached {
     }
 }
 
-/// A background process (the filesystem writer, a restarted cowd) killed on drop.
-#[derive(Debug)]
-struct Background(Child);
-
-impl Background {
-    /// Waits up to `limit` for the process to exit; panics if it does not or fails.
-    fn finish(&mut self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(st) = self.0.try_wait().unwrap() {
-                assert!(st.success(), "{st}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "still running after {limit:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM, then waits (up to 30 s) for the exit.
-    fn terminate(&mut self) -> ExitStatus {
-        // SAFETY: kill(2) on our own child, not yet reaped.
-        let r = unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        assert_eq!(r, 0, "kill: {}", std::io::Error::last_os_error());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(st) = self.0.try_wait().unwrap() {
-                return st;
-            }
-            assert!(Instant::now() < deadline, "no exit within 30 s of SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The daemon and cowctl
-
-/// Starts the daemon and waits until its control API answers.
-fn start(b: DaemonBuilder) -> Daemon {
-    let d = b.start();
-    wait_api(&d.control);
-    d
-}
-
-fn wait_api(control: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !api_answers(control) {
-        assert!(Instant::now() < deadline, "the control API does not answer");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn api_answers(socket: &Path) -> bool {
-    let Ok(mut s) = UnixStream::connect(socket) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /v1/exports HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("HTTP/1.1 200")
-}
-
-/// Starts `cowd serve` again with the harness's flags, on the same image, sockets and state
-/// directory as `d` (whose process must be dead), and waits for its control API.
-fn restart(d: &Daemon, image: &Path, log_name: &str) -> Background {
-    let log = File::create(d.dir().join(log_name)).unwrap();
-    let child = Command::new(bin("cowd"))
-        .arg("serve")
-        .arg("--nbd")
-        .arg(format!("unix:{}", d.sock.display()))
-        .arg("--control")
-        .arg(&d.control)
-        .arg("--state-dir")
-        .arg(d.dir().join("state"))
-        .arg("--export")
-        .arg(format!("disk={}", image.display()))
-        .env("RUST_LOG", "debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("restart cowd");
-    let b = Background(child);
-    wait_api(&d.control);
-    b
-}
-
-/// Waits until process `pid` (our child, not yet reaped) is dead.
-fn wait_dead(pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // The state is the field after the parenthesized command name.
-        let state = stat.rsplit_once(") ").map(|(_, r)| &r[..1]);
-        if matches!(state, None | Some("Z") | Some("X")) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "cowd {pid} did not die: {stat}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Asserts exit code 0; returns stdout.
-fn ok(o: &Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        text(&o.stdout),
-        text(&o.stderr)
-    );
-    text(&o.stdout)
-}
-
-/// Asserts exit code `code` with one line on stderr; returns that line.
-fn failed(o: &Output, code: i32) -> String {
-    let err = text(&o.stderr);
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "stdout:\n{}\nstderr:\n{err}",
-        text(&o.stdout)
-    );
-    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
-    err.trim_end().to_owned()
-}
 
 /// `cowctl` against one daemon's control socket and one repository.
 #[derive(Debug, Clone)]
@@ -1134,10 +991,7 @@ fn kill_9_between_backups_makes_the_next_auto_backup_full() {
     nbd_writes(&d.uri("disk"), &[(0x11, 5 * MIB, BLOCK)]);
 
     // kill -9: the next auto backup is full, and says why.
-    // SAFETY: kill(2) on the daemon the harness started for this test.
-    let r = unsafe { libc::kill(d.pid() as i32, libc::SIGKILL) };
-    assert_eq!(r, 0);
-    wait_dead(d.pid());
+    kill_9(&d);
     let mut cowd = restart(&d, &image, "cowd2.log");
     let b2 = ctl.backup("disk", &["--no-quiesce"]).id;
     let m2 = ctl.manifest(&b2);

@@ -20,13 +20,15 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use cowd::control::api::{BackupStarted, BackupState, BackupStatus, StartBackup, TargetFaults};
-use cowd_tests::{Daemon, DaemonBuilder, bin, pattern, require};
+use cowd_tests::cli::{
+    Background, cowctl, cowctl_at, kill_9, ok, partial, path_str, restart, start, text,
+};
+use cowd_tests::{Daemon, bin, pattern, require};
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
@@ -35,86 +37,17 @@ const PYTHON: &str = "/usr/bin/python3";
 // ---------------------------------------------------------------------------------------------
 // The daemon and cowctl
 
-/// Starts the daemon and waits until its control API answers (the harness waits only for the
-/// socket file).
-fn start(b: DaemonBuilder) -> Daemon {
-    let d = b.start();
-    wait_api(&d.control);
-    d
-}
-
-fn wait_api(control: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !api_answers(control) {
-        assert!(Instant::now() < deadline, "the control API does not answer");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn api_answers(socket: &Path) -> bool {
-    let Ok(mut s) = UnixStream::connect(socket) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /v1/exports HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("HTTP/1.1 200")
-}
-
-/// `cowctl --socket CONTROL ARGS...`, run to its end.
-fn cowctl(control: &Path, args: &[&str]) -> Output {
-    Command::new(bin("cowctl"))
-        .env_remove("COWD_SOCKET")
-        .arg("--socket")
-        .arg(control)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cowctl")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Asserts exit code 0; returns stdout.
-fn ok(o: &Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        text(&o.stdout),
-        text(&o.stderr)
-    );
-    text(&o.stdout)
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 temp path")
-}
-
-/// `path.partial`: where cowd writes a new raw image until it is complete.
-fn partial(p: &Path) -> PathBuf {
-    let mut s = p.as_os_str().to_owned();
-    s.push(".partial");
-    s.into()
-}
-
 /// `cowctl --json start-backup disk --to TO --no-quiesce EXTRA...`: the snapshot point is taken.
 fn start_backup(d: &Daemon, to: &Path, extra: &[&str]) -> BackupStarted {
     let mut args = vec!["--json", "start-backup", "disk", "--to", path_str(to)];
     args.push("--no-quiesce");
     args.extend_from_slice(extra);
-    serde_json::from_str(&ok(&cowctl(&d.control, &args))).unwrap()
+    serde_json::from_str(&ok(&cowctl_at(&d.control, &args))).unwrap()
 }
 
 /// `cowctl --json wait ID`: the final status (whatever the exit code says).
 fn wait_end(control: &Path, id: &str) -> BackupStatus {
-    let o = cowctl(control, &["--json", "wait", id, "--timeout", "60"]);
+    let o = cowctl_at(control, &["--json", "wait", id, "--timeout", "60"]);
     let s: BackupStatus = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
         panic!(
             "cowctl wait: {e}\nstdout:\n{}\nstderr:\n{}",
@@ -131,7 +64,7 @@ fn wait_end(control: &Path, id: &str) -> BackupStatus {
 /// The status of backup `id` as `cowctl status disk --json` lists it.
 fn status_of(control: &Path, id: &str) -> BackupStatus {
     let list: Vec<BackupStatus> =
-        serde_json::from_str(&ok(&cowctl(control, &["status", "disk", "--json"]))).unwrap();
+        serde_json::from_str(&ok(&cowctl_at(control, &["status", "disk", "--json"]))).unwrap();
     list.into_iter()
         .find(|s| s.id == id)
         .unwrap_or_else(|| panic!("no backup {id} in the status list"))
@@ -597,7 +530,7 @@ fn a_failing_target() {
     // A new backup (no faults, nobody writing) succeeds and is the device.
     let to2 = dir.join("b2.img");
     let o = cowctl(
-        &d.control,
+        &d,
         &[
             "start-backup",
             "disk",
@@ -695,65 +628,6 @@ fn every_sector_of_the_backup_is_the_one_it_had_at_t() {
 // ---------------------------------------------------------------------------------------------
 // 6. kill -9 in the middle of a backup, then a restart on the same state directory
 
-/// A process started by a test (a restarted `cowd serve`, fio); killed on drop.
-#[derive(Debug)]
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits until process `pid` (our child, not yet reaped) is dead.
-fn wait_dead(pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // The state is the field after the parenthesized command name.
-        let state = stat.rsplit_once(") ").map(|(_, r)| &r[..1]);
-        if matches!(state, None | Some("Z") | Some("X")) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "cowd {pid} did not die: {stat}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Starts `cowd serve` again with the harness's flags, on the same image, sockets and state
-/// directory as `d` (whose process is dead), and waits for its control API.
-fn restart(d: &Daemon, image: &Path) -> KillOnDrop {
-    let log = File::create(d.dir().join("cowd2.log")).unwrap();
-    let child = Command::new(bin("cowd"))
-        .arg("serve")
-        .arg("--nbd")
-        .arg(format!("unix:{}", d.sock.display()))
-        .arg("--control")
-        .arg(&d.control)
-        .arg("--state-dir")
-        .arg(d.dir().join("state"))
-        .arg("--export")
-        .arg(format!("disk={}", image.display()))
-        .env("RUST_LOG", "debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("restart cowd");
-    let r = KillOnDrop(child);
-    wait_api(&d.control);
-    r
-}
-
-/// Sends SIGKILL to the harness's daemon and waits until it is dead.
-fn kill_9(d: &Daemon) {
-    // SAFETY: kill(2) on the daemon the harness started for this test.
-    let r = unsafe { libc::kill(d.pid() as i32, libc::SIGKILL) };
-    assert_eq!(r, 0);
-    wait_dead(d.pid());
-}
-
 #[test]
 fn kill_9_mid_backup_then_restart() {
     let d = start(Daemon::builder().export("disk", 128 * MIB));
@@ -785,7 +659,7 @@ fn kill_9_mid_backup_then_restart() {
     kill_9(&d);
     assert_same_file(&image, &model, "the device after kill -9");
 
-    let _cowd = restart(&d, &image);
+    let _cowd = restart(&d, &image, "cowd2.log");
     let s = status_of(&d.control, &started.id);
     print_figures("after restart", &s);
     assert_eq!(s.state, BackupState::Failed, "{s:?}");
@@ -798,14 +672,14 @@ fn kill_9_mid_backup_then_restart() {
     assert!(!container.exists(), "the container is left behind");
     assert!(!partial(&to).exists(), "the .partial target is left behind");
     assert!(!to.exists());
-    let o = cowctl(&d.control, &["wait", &started.id]);
+    let o = cowctl_at(&d.control, &["wait", &started.id]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
     assert_same_file(&image, &model, "the device after the restart");
 
     // The restarted daemon backs up again.
     let to2 = dir.join("b2.img");
     ok(&cowctl(
-        &d.control,
+        &d,
         &[
             "start-backup",
             "disk",
@@ -859,7 +733,7 @@ fn kill_9_while_waiting_for_a_quiet_period_leaves_nothing_behind() {
     let _ = start.wait();
     assert_same_file(&image, &model, "the device after kill -9");
 
-    let _cowd = restart(&d, &image);
+    let _cowd = restart(&d, &image, "cowd2.log");
     assert!(
         !partial(&to).exists(),
         "the .partial target of a start that cowd did not finish is left behind after a restart"
@@ -872,7 +746,7 @@ fn kill_9_while_waiting_for_a_quiet_period_leaves_nothing_behind() {
         "containers of a start that cowd did not finish are left behind after a restart: {left:?}"
     );
     let list: Vec<BackupStatus> =
-        serde_json::from_str(&ok(&cowctl(&d.control, &["status", "disk", "--json"]))).unwrap();
+        serde_json::from_str(&ok(&cowctl_at(&d.control, &["status", "disk", "--json"]))).unwrap();
     assert!(
         list.iter().all(|s| s.state != BackupState::Running),
         "{list:?}"
@@ -886,7 +760,7 @@ fn kill_9_while_waiting_for_a_quiet_period_leaves_nothing_behind() {
 /// and what it created gone.
 fn unclean_after_cancel(d: &Daemon, id: &str, container: &Path, to: &Path) -> Vec<String> {
     let list: Vec<BackupStatus> =
-        serde_json::from_str(&ok(&cowctl(&d.control, &["status", "disk", "--json"]))).unwrap();
+        serde_json::from_str(&ok(&cowctl_at(&d.control, &["status", "disk", "--json"]))).unwrap();
     let mut wrong = Vec::new();
     match list.iter().find(|s| s.id == id) {
         Some(s) if s.state == BackupState::Cancelled => {}
@@ -925,7 +799,7 @@ fn cancel_leaves_a_clean_state() {
     assert_eq!(s.state, BackupState::Running, "{s:?}");
     let container = PathBuf::from(s.container_path.clone().expect("a container path"));
     assert!(container.exists() && partial(&to).exists());
-    let out = ok(&cowctl(&d.control, &["cancel", "disk"]));
+    let out = ok(&cowctl_at(&d.control, &["cancel", "disk"]));
     assert!(
         out.starts_with(&format!("backup {} of disk cancelled after ", started.id)),
         "{out}"
@@ -984,7 +858,7 @@ fn cancel_releases_writers_waiting_for_a_full_container() {
         "the container never filled up: {s:?}"
     );
     let container = PathBuf::from(s.container_path.clone().expect("a container path"));
-    ok(&cowctl(&d.control, &["cancel", "disk"]));
+    ok(&cowctl_at(&d.control, &["cancel", "disk"]));
     let unclean = unclean_after_cancel(&d, &started.id, &container, &to);
     let t0 = Instant::now();
     let stats = writers.finish();
@@ -1012,7 +886,10 @@ fn prioritized_ranges_are_copied_first() {
     fill_random(&image, 8);
     let to = dir.join("b.img");
     let started = start_backup(&d, &to, &["--max-rate", "10"]);
-    ok(&cowctl(&d.control, &["prioritize", "disk", "120M", "4M"]));
+    ok(&cowctl_at(
+        &d.control,
+        &["prioritize", "disk", "120M", "4M"],
+    ));
     let prioritized = read_at(&image, 120 * MIB, (4 * MIB) as usize);
     let deadline = Instant::now() + Duration::from_secs(6);
     let target = partial(&to);
@@ -1046,7 +923,7 @@ fn prioritized_ranges_are_copied_first() {
             .all(|&b| b == 0),
         "112M+4M is in the target already"
     );
-    ok(&cowctl(&d.control, &["cancel", "disk"]));
+    ok(&cowctl_at(&d.control, &["cancel", "disk"]));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1209,7 +1086,7 @@ fn a_container_beside_the_export_is_fine_but_not_the_export_itself() {
     let beside = dir.join("beside.cow");
     let to = dir.join("b.img");
     let o = cowctl(
-        &d.control,
+        &d,
         &[
             "--json",
             "start-backup",
@@ -1237,7 +1114,7 @@ fn a_container_beside_the_export_is_fine_but_not_the_export_itself() {
     // The exported file itself: refused, with a clear message, and nothing changed.
     let to2 = dir.join("b2.img");
     let o = cowctl(
-        &d.control,
+        &d,
         &[
             "start-backup",
             "disk",
@@ -1257,7 +1134,7 @@ fn a_container_beside_the_export_is_fine_but_not_the_export_itself() {
     assert!(!to2.exists() && !partial(&to2).exists());
     assert_same_file(&to, &image, "the export after the refusal");
     let list: Vec<BackupStatus> =
-        serde_json::from_str(&ok(&cowctl(&d.control, &["status", "disk", "--json"]))).unwrap();
+        serde_json::from_str(&ok(&cowctl_at(&d.control, &["status", "disk", "--json"]))).unwrap();
     assert_eq!(list.len(), 1, "{list:?}");
 }
 
@@ -1271,7 +1148,7 @@ fn snapshot_setup_under_heavy_load_is_fast() {
     let dir = d.dir().to_owned();
     fill_random(d.image("disk"), 11);
     let fio_out = dir.join("fio.json");
-    let mut fio = KillOnDrop(
+    let mut fio = Background(
         Command::new("fio")
             .args([
                 "--name=load",

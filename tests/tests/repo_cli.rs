@@ -6,94 +6,19 @@
 //! complete, so a copy of the image file taken right after a backup is what that backup holds.
 
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Read;
 use std::os::unix::fs::FileExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use cowd::control::api::{
     ExportInfo, Manifest, PruneResult, RepoInfo, RestoreState, RestoreStatus, VerifyReport,
 };
 use cowd::repo::{Blocks, Mode};
-use cowd_tests::{Daemon, DaemonBuilder, bin, pattern, require, run};
+use cowd_tests::cli::{cowctl, failed, ok, path_str, start, stderr, stdout};
+use cowd_tests::{Daemon, bin, pattern, require, run};
 
 const MIB: u64 = 1 << 20;
-
-/// Starts the daemon and waits until its control API answers.
-fn start(b: DaemonBuilder) -> Daemon {
-    let d = b.start();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !api_answers(&d.control) {
-        assert!(Instant::now() < deadline, "the control API does not answer");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    d
-}
-
-fn api_answers(socket: &Path) -> bool {
-    let Ok(mut s) = UnixStream::connect(socket) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /v1/exports HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("HTTP/1.1 200")
-}
-
-/// `cowctl --socket SOCKET ARGS...`, run to its end.
-fn cowctl(d: &Daemon, args: &[&str]) -> Output {
-    Command::new(bin("cowctl"))
-        .env_remove("COWD_SOCKET")
-        .arg("--socket")
-        .arg(&d.control)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cowctl")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Asserts exit code 0; returns stdout.
-fn ok(o: &Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(o),
-        stderr(o)
-    );
-    stdout(o)
-}
-
-/// Asserts exit code `code` with one line on stderr; returns that line.
-fn failed(o: &Output, code: i32) -> String {
-    let err = stderr(o);
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "stdout:\n{}\nstderr:\n{err}",
-        stdout(o)
-    );
-    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
-    err.trim_end().to_owned()
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 temp path")
-}
 
 /// Random-looking data in a few regions of a sparse image: 3 MiB at 0, 5 MiB and 33 MiB,
 /// 1 MiB at 60 MiB: 10 MiB in chunks 0, 1, 8 and 15 of 4 MiB; the other 12 chunks are zero.
