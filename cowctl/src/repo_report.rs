@@ -11,7 +11,7 @@ use cowd::control::api::{
 use cowd::repo::{Blocks, CorruptChunk, Mode, rfc3339};
 
 use crate::output::{Align, Table, human_size, printable};
-use crate::report::{duration, percent};
+use crate::report::{duration, no_backups, percent};
 
 /// `n thing` or `n things` (`indexes` for `index`).
 pub fn count(n: u64, thing: &str) -> String {
@@ -67,10 +67,7 @@ pub fn mode(m: &Manifest) -> String {
 /// of the same export), and a full backup made in auto mode says why it is not incremental.
 pub fn backups_table(list: &[Manifest], export: Option<&str>) -> String {
     if list.is_empty() {
-        return match export {
-            Some(e) => format!("no backups of {}\n", printable(e)),
-            None => "no backups\n".to_owned(),
-        };
+        return no_backups(export);
     }
     let mut t = Table::new(&[
         ("ID", Align::Left),

@@ -119,13 +119,18 @@ pub fn status_line(r: &BackupStatus) -> String {
     s
 }
 
+/// `no backups` (of `export`): what a list of backups says when it is empty.
+pub fn no_backups(export: Option<&str>) -> String {
+    match export {
+        Some(e) => format!("no backups of {}\n", printable(e)),
+        None => "no backups\n".to_owned(),
+    }
+}
+
 /// The `cowctl status` table; failed and cancelled sessions have their reason on the next line.
 pub fn status_table(reports: &[BackupStatus], export: Option<&str>) -> String {
     if reports.is_empty() {
-        return match export {
-            Some(e) => format!("no backups of {}\n", printable(e)),
-            None => "no backups\n".to_owned(),
-        };
+        return no_backups(export);
     }
     let mut t = Table::new(&[
         ("ID", Align::Left),

@@ -143,6 +143,23 @@ thread_local! {
     static ZSTD_CTX: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
         const { RefCell::new(None) };
     static OUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Per-thread zstd decompression context (restores, verify and served generations read
+    /// chunk after chunk: one context each, not one per chunk).
+    static ZSTD_DCTX: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+/// Decompresses `frame` into `out` (whose capacity is the plain length).
+fn decompress(frame: &[u8], out: &mut Vec<u8>) -> io::Result<usize> {
+    ZSTD_DCTX.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        d.as_mut()
+            .expect("set above")
+            .decompress_to_buffer(frame, out)
+    })
 }
 
 /// Compresses `plain` into `out` and returns the frame's length when it is smaller than
@@ -240,8 +257,7 @@ pub(crate) fn read_chunk_file(
             return Err(ChunkFault::Corrupt("truncated while reading".into()));
         }
         out.reserve_exact(plain_len);
-        zstd::bulk::Decompressor::new()
-            .and_then(|mut z| z.decompress_to_buffer(scratch.as_slice(), out))
+        decompress(scratch.as_slice(), out)
             .map_err(|e| ChunkFault::Corrupt(format!("zstd: {e}")))?;
     }
     if out.len() != plain_len {

@@ -82,16 +82,12 @@ impl RestoreJob {
 
     /// Waits until the restore ends or `timeout` passes.
     pub fn wait(&self, timeout: Duration) -> RestoreStatus {
-        let deadline = Instant::now() + timeout;
-        let mut end = self.end.lock().unwrap();
-        while end.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            end = self.ended.wait_timeout(end, left).unwrap().0;
-        }
-        drop(end);
+        let end = self.end.lock().unwrap();
+        drop(
+            self.ended
+                .wait_timeout_while(end, timeout, |e| e.is_none())
+                .unwrap(),
+        );
         self.status()
     }
 
