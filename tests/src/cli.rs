@@ -193,7 +193,19 @@ pub fn restart(d: &Daemon, image: &Path, log_name: &str) -> Background {
         .stderr(log)
         .spawn()
         .expect("restart cowd");
-    let b = Background(child);
-    wait_api(&d.control);
+    let mut b = Background(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !api_answers(&d.control) {
+        if let Ok(Some(st)) = b.0.try_wait() {
+            let log = std::fs::read_to_string(d.dir().join(log_name)).unwrap_or_default();
+            panic!("the restarted cowd exited ({st}):\n{log}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted cowd's control API does not answer; its log:\n{}",
+            std::fs::read_to_string(d.dir().join(log_name)).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     b
 }

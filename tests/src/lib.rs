@@ -6,6 +6,7 @@
 //! which installs them.
 
 pub mod cli;
+pub mod files;
 pub mod mounts;
 
 use std::fs::File;

@@ -6,7 +6,7 @@
 //! never gets a backup), so a backup equal to its image byte for byte is the check.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use cowd::control::api::{BackupStarted, BackupState, BackupStatus};
 use cowd_tests::cli::{cowctl, failed, ok, partial, path_str, start, stderr, stdout};
+use cowd_tests::files::{PYTHON, assert_same_file};
 use cowd_tests::{Daemon, bin, pattern, require};
 
 const MIB: u64 = 1 << 20;
-const PYTHON: &str = "/usr/bin/python3";
 
 /// Writes pattern data at a few places of a sparse image (the rest stays holes).
 fn scatter_data(image: &Path) {
@@ -38,33 +38,6 @@ fn fill_data(image: &Path, len: u64) {
     for (i, off) in (0..len).step_by(chunk as usize).enumerate() {
         f.write_all_at(&pattern(100 + i as u64, chunk.min(len - off) as usize), off)
             .unwrap();
-    }
-}
-
-fn assert_same_file(a: &Path, b: &Path) {
-    let (mut fa, mut fb) = (File::open(a).unwrap(), File::open(b).unwrap());
-    let (la, lb) = (fa.metadata().unwrap().len(), fb.metadata().unwrap().len());
-    assert_eq!(la, lb, "{} and {} differ in size", a.display(), b.display());
-    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    let mut at = 0u64;
-    while at < la {
-        let n = (la - at).min(ba.len() as u64) as usize;
-        fa.read_exact(&mut ba[..n]).unwrap();
-        fb.read_exact(&mut bb[..n]).unwrap();
-        if ba[..n] != bb[..n] {
-            let i = ba[..n]
-                .iter()
-                .zip(&bb[..n])
-                .position(|(x, y)| x != y)
-                .unwrap();
-            panic!(
-                "{} and {} differ at byte {}",
-                a.display(),
-                b.display(),
-                at + i as u64
-            );
-        }
-        at += n as u64;
     }
 }
 

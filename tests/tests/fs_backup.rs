@@ -14,6 +14,7 @@
 //! attaches is undone by an [`Attached`] guard, also when an assertion fails.
 
 use cowd_tests::cli::{Background, cowctl, failed, ok, partial, path_str, start, stderr, stdout};
+use cowd_tests::files::{PYTHON, project_root, require_root_and};
 use cowd_tests::mounts::Attached;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -26,34 +27,9 @@ use std::time::{Duration, Instant};
 
 use cowd::control::api::{BackupStarted, BackupState, BackupStatus};
 use cowd::snapshot::quiesce::Frozen;
-use cowd_tests::{Daemon, pattern, require, run};
+use cowd_tests::{Daemon, pattern, run};
 
 const MIB: u64 = 1 << 20;
-const PYTHON: &str = "/usr/bin/python3";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repository root")
-        .to_owned()
-}
-
-/// Panics unless running as root with the tools of these tests.
-fn require_root_and(tools: &[&str]) {
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "these tests need root (loop devices, mount, FIFREEZE)"
-    );
-    for t in tools {
-        require(t);
-    }
-    assert!(
-        Path::new(PYTHON).exists(),
-        "{PYTHON} is missing: run scripts/test"
-    );
-}
 
 /// The backups of an export, from `cowctl --json status EXPORT`.
 fn statuses(d: &Daemon, export: &str) -> Vec<BackupStatus> {
@@ -153,7 +129,7 @@ fn ext4_with_files_changing_and_freeze() {
             .arg(mnt.join("live"))
             .arg(&log)
             .arg(&stop)
-            .current_dir(repo())
+            .current_dir(project_root())
             .stdin(Stdio::null())
             .stdout(writer_out.try_clone().unwrap())
             .stderr(writer_out)
@@ -224,7 +200,7 @@ fn ext4_with_files_changing_and_freeze() {
         .arg(&log)
         .arg(&frozen_at)
         .arg(&thawed_at)
-        .current_dir(repo())
+        .current_dir(project_root())
         .output()
         .unwrap();
     let summary = stdout(&check);

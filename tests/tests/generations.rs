@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -32,6 +32,7 @@ use cowd::control::api::{
 };
 use cowd::repo::{Blocks, Digest, Mode};
 use cowd_tests::cli::{Background, failed, kill_9, ok, path_str, restart, start, text};
+use cowd_tests::files::{PYTHON, assert_same_file, project_root, read_at, require_root_and};
 use cowd_tests::{Daemon, bin, pattern, require, run};
 
 const KIB: u64 = 1 << 10;
@@ -40,35 +41,9 @@ const MIB: u64 = 1 << 20;
 const BLOCK: u64 = 64 * KIB;
 /// The default chunk size of a repository.
 const CHUNK: u64 = 4 * MIB;
-const PYTHON: &str = "/usr/bin/python3";
 
 // ---------------------------------------------------------------------------------------------
 // Paths, tools, processes
-
-/// The root of the project (scripts live there).
-fn project() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("project root")
-        .to_owned()
-}
-
-/// Panics unless running as root with `tools` and the system python.
-fn require_root_and(tools: &[&str]) {
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "this test needs root (loop devices, mount, FIFREEZE)"
-    );
-    for t in tools {
-        require(t);
-    }
-    assert!(
-        Path::new(PYTHON).exists(),
-        "{PYTHON} is missing: run scripts/test"
-    );
-}
 
 /// True if `path` is a mountpoint (from /proc/self/mountinfo: never blocks on a hung FUSE).
 fn mounted(path: &Path) -> bool {
@@ -372,43 +347,6 @@ fn nbd_writes(uri: &str, writes: &[(u8, u64, u64)]) {
     run(&mut cmd);
 }
 
-fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
-    let mut b = vec![0u8; len];
-    File::open(path)
-        .unwrap()
-        .read_exact_at(&mut b, offset)
-        .unwrap();
-    b
-}
-
-/// Panics at the first byte where the two files differ (or if their sizes differ).
-fn assert_same_file(a: &Path, b: &Path) {
-    let (mut fa, mut fb) = (File::open(a).unwrap(), File::open(b).unwrap());
-    let (la, lb) = (fa.metadata().unwrap().len(), fb.metadata().unwrap().len());
-    assert_eq!(la, lb, "{} and {} differ in size", a.display(), b.display());
-    let (mut ba, mut bb) = (vec![0u8; 4 << 20], vec![0u8; 4 << 20]);
-    let mut at = 0u64;
-    while at < la {
-        let n = (la - at).min(ba.len() as u64) as usize;
-        fa.read_exact(&mut ba[..n]).unwrap();
-        fb.read_exact(&mut bb[..n]).unwrap();
-        if ba[..n] != bb[..n] {
-            let i = ba[..n]
-                .iter()
-                .zip(&bb[..n])
-                .position(|(x, y)| x != y)
-                .unwrap();
-            panic!(
-                "{} and {} differ at byte {}",
-                a.display(),
-                b.display(),
-                at + i as u64
-            );
-        }
-        at += n as u64;
-    }
-}
-
 const ZERO_DIGEST: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// The chunk digests (hex; all zeroes for a zero chunk) of backup `id`, read from
@@ -633,7 +571,7 @@ fn start_writer(dir: &Path, log: &Path, stop: &Path, out: &Path) -> Background {
     let out = File::create(out).unwrap();
     Background(
         Command::new(PYTHON)
-            .arg(project().join("tests/scripts/paced_fswriter.py"))
+            .arg(project_root().join("tests/scripts/paced_fswriter.py"))
             .arg("0.02")
             .arg(dir)
             .arg(log)
@@ -653,7 +591,7 @@ fn log_lines(log: &Path) -> usize {
 /// `fscheck.py DIR LOG FROZEN_AT THAWED_AT`: panics unless it passes; returns its summary.
 fn fscheck(dir: &Path, log: &Path, frozen_at: &str, thawed_at: &str) -> String {
     let check = Command::new(PYTHON)
-        .arg(project().join("scripts/lib/fscheck.py"))
+        .arg(project_root().join("scripts/lib/fscheck.py"))
         .arg(dir)
         .arg(log)
         .arg(frozen_at)

@@ -28,11 +28,11 @@ use cowd::control::api::{BackupStarted, BackupState, BackupStatus, StartBackup, 
 use cowd_tests::cli::{
     Background, cowctl, cowctl_at, kill_9, ok, partial, path_str, restart, start, text,
 };
+use cowd_tests::files::{PYTHON, read_at};
 use cowd_tests::{Daemon, bin, pattern, require};
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
-const PYTHON: &str = "/usr/bin/python3";
 
 // ---------------------------------------------------------------------------------------------
 // The daemon and cowctl
@@ -129,15 +129,6 @@ fn fill_random(image: &Path, seed: u64) {
 
 fn copy(from: &Path, to: &Path) {
     std::fs::copy(from, to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
-}
-
-fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
-    let mut b = vec![0u8; len];
-    File::open(path)
-        .unwrap()
-        .read_exact_at(&mut b, offset)
-        .unwrap();
-    b
 }
 
 /// Asserts two files are equal byte for byte; names the first differing 64 KiB block and how

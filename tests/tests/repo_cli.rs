@@ -6,7 +6,6 @@
 //! complete, so a copy of the image file taken right after a backup is what that backup holds.
 
 use std::fs::{self, File};
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,6 +15,7 @@ use cowd::control::api::{
 };
 use cowd::repo::{Blocks, Mode};
 use cowd_tests::cli::{cowctl, failed, ok, path_str, start, stderr, stdout};
+use cowd_tests::files::assert_same_file;
 use cowd_tests::{Daemon, bin, pattern, require, run};
 
 const MIB: u64 = 1 << 20;
@@ -35,33 +35,6 @@ fn scatter_data(image: &Path) {
     {
         f.write_all_at(&pattern(i as u64 + 7, len as usize), off)
             .unwrap();
-    }
-}
-
-fn assert_same_file(a: &Path, b: &Path) {
-    let (mut fa, mut fb) = (File::open(a).unwrap(), File::open(b).unwrap());
-    let (la, lb) = (fa.metadata().unwrap().len(), fb.metadata().unwrap().len());
-    assert_eq!(la, lb, "{} and {} differ in size", a.display(), b.display());
-    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    let mut at = 0u64;
-    while at < la {
-        let n = (la - at).min(ba.len() as u64) as usize;
-        fa.read_exact(&mut ba[..n]).unwrap();
-        fb.read_exact(&mut bb[..n]).unwrap();
-        if ba[..n] != bb[..n] {
-            let i = ba[..n]
-                .iter()
-                .zip(&bb[..n])
-                .position(|(x, y)| x != y)
-                .unwrap();
-            panic!(
-                "{} and {} differ at byte {}",
-                a.display(),
-                b.display(),
-                at + i as u64
-            );
-        }
-        at += n as u64;
     }
 }
 
