@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 
 use super::*;
 use crate::device::{FileDevice, FileOptions, MemoryDevice, ZeroFlags};
-use crate::fs::{open_image, probe as probe_any, try_open_image, used_blocks};
+use crate::fs::{Counting, open_image, probe as probe_any, try_open_image, used_blocks};
 
 const MIB: u64 = 1 << 20;
 
@@ -566,39 +566,6 @@ fn direct_io_reads_the_same_map() {
     assert_eq!(map, map_of(&open(&img)));
 }
 
-/// A device that counts the bytes read from it.
-#[derive(Debug)]
-struct Counting {
-    inner: FileDevice,
-    read: std::sync::atomic::AtomicU64,
-}
-
-impl BlockDevice for Counting {
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-    fn capabilities(&self) -> crate::device::Capabilities {
-        self.inner.capabilities()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> crate::device::Result<()> {
-        self.read
-            .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> crate::device::Result<()> {
-        self.inner.write_at(buf, offset, fua)
-    }
-    fn write_zeroes(&self, offset: u64, len: u64, f: ZeroFlags) -> crate::device::Result<()> {
-        self.inner.write_zeroes(offset, len, f)
-    }
-    fn trim(&self, offset: u64, len: u64, fua: bool) -> crate::device::Result<()> {
-        self.inner.trim(offset, len, fua)
-    }
-    fn flush(&self) -> crate::device::Result<()> {
-        self.inner.flush()
-    }
-}
-
 #[test]
 fn one_tib_reads_only_descriptors_and_bitmaps() {
     e2fsprogs();
@@ -617,14 +584,11 @@ fn one_tib_reads_only_descriptors_and_bitmaps() {
         let mut a = args.to_vec();
         a.extend(["-E", "lazy_itable_init=1,lazy_journal_init=1"]);
         let img = mkfs(dir.path(), 1 << 40, None, &a);
-        let dev = Counting {
-            inner: open(&img),
-            read: Default::default(),
-        };
+        let dev = Counting::new(open(&img));
         let start = std::time::Instant::now();
         let map = map_of(&dev);
         let took = start.elapsed();
-        let read = dev.read.load(std::sync::atomic::Ordering::Relaxed);
+        let read = dev.bytes_read();
         let d = dumpe2fs(&img, false);
         assert_eq!(
             map.used_bytes,

@@ -336,6 +336,61 @@ fn try_open_image(
     }
 }
 
+/// A read-only device over an image that counts the bytes read from it (how much of a
+/// filesystem a used map reads).
+#[cfg(test)]
+#[derive(Debug)]
+struct Counting {
+    inner: crate::device::FileDevice,
+    read: std::sync::atomic::AtomicU64,
+}
+
+#[cfg(test)]
+impl Counting {
+    fn new(inner: crate::device::FileDevice) -> Counting {
+        Counting {
+            inner,
+            read: Default::default(),
+        }
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+impl crate::device::BlockDevice for Counting {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn capabilities(&self) -> crate::device::Capabilities {
+        self.inner.capabilities()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> crate::device::Result<()> {
+        self.read
+            .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, _: &[u8], _: u64, _: bool) -> crate::device::Result<()> {
+        unreachable!("read only")
+    }
+    fn write_zeroes(
+        &self,
+        _: u64,
+        _: u64,
+        _: crate::device::ZeroFlags,
+    ) -> crate::device::Result<()> {
+        unreachable!("read only")
+    }
+    fn trim(&self, _: u64, _: u64, _: bool) -> crate::device::Result<()> {
+        unreachable!("read only")
+    }
+    fn flush(&self) -> crate::device::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

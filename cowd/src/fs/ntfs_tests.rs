@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 
 use super::*;
 use crate::device::{FileDevice, MemoryDevice, ZeroFlags};
-use crate::fs::{open_image, probe as probe_any};
+use crate::fs::{Counting, open_image, probe as probe_any};
 
 const MIB: u64 = 1 << 20;
 
@@ -287,52 +287,16 @@ fn ntfs_smaller_than_device() {
     assert!(m.used.last().unwrap().0 <= 40 * MIB);
 }
 
-/// A device that counts the bytes read from it.
-#[derive(Debug)]
-struct Counting {
-    inner: FileDevice,
-    read: std::sync::atomic::AtomicU64,
-}
-
-impl BlockDevice for Counting {
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-    fn capabilities(&self) -> crate::device::Capabilities {
-        self.inner.capabilities()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> crate::device::Result<()> {
-        self.read
-            .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, _: &[u8], _: u64, _: bool) -> crate::device::Result<()> {
-        unreachable!("read only")
-    }
-    fn write_zeroes(&self, _: u64, _: u64, _: ZeroFlags) -> crate::device::Result<()> {
-        unreachable!("read only")
-    }
-    fn trim(&self, _: u64, _: u64, _: bool) -> crate::device::Result<()> {
-        unreachable!("read only")
-    }
-    fn flush(&self) -> crate::device::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn ntfs_one_tib_reads_only_metadata() {
     tools();
     let dir = tempfile::tempdir().unwrap();
     let img = mkntfs(dir.path(), 1 << 40, None, &[]);
-    let dev = Counting {
-        inner: open(&img),
-        read: Default::default(),
-    };
+    let dev = Counting::new(open(&img));
     let start = std::time::Instant::now();
     let map = map_of(&dev);
     let took = start.elapsed();
-    let read = dev.read.load(std::sync::atomic::Ordering::Relaxed);
+    let read = dev.bytes_read();
     let (cluster, clusters, free) = ntfsinfo(&img);
     let beyond = map.total_bytes - map.fs_bytes;
     assert_eq!(map.used_bytes - beyond, (clusters - free) * cluster);
