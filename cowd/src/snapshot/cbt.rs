@@ -206,19 +206,24 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// `export` as a file name: letters, digits and '-' kept, anything else '_'.
+pub(crate) fn file_safe(export: &str) -> String {
+    export
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 impl CbtFile {
     pub fn new(state_dir: &Path, export: &str) -> CbtFile {
         let dir = state_dir.join("cbt");
-        let name: String = export
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let name = file_safe(export);
         CbtFile {
             saved: dir.join(format!("{name}.json")),
             running: dir.join(format!("{name}.running")),

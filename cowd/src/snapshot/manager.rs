@@ -120,17 +120,7 @@ fn secs(name: &str, v: Option<f64>, default: Duration) -> Result<Duration, Start
 fn session_id(export: &str) -> String {
     let t = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let stamp: String = t.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    let name: String = export
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(40)
-        .collect();
+    let name: String = super::cbt::file_safe(export).chars().take(40).collect();
     format!("{name}-{stamp}-{:04x}", fastrand::u16(..))
 }
 
