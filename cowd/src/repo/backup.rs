@@ -15,12 +15,13 @@ use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::PathBuf;
-use std::sync::PoisonError;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Index, Manifest, Repo, RepoError, Status, check_id, fsync_dir, rfc3339, write_synced};
+use super::{
+    Index, Manifest, Repo, RepoError, Status, check_id, fsync_dir, held, rfc3339, write_synced,
+};
 
 fn not_found_ok(e: io::Error) -> io::Result<()> {
     if e.kind() == io::ErrorKind::NotFound {
@@ -63,11 +64,7 @@ impl Repo {
     /// Starts backup `id` (incremental from complete backup `parent` when given).
     pub fn begin(&self, id: &str, parent: Option<&str>) -> Result<InProgress, RepoError> {
         check_id(id)?;
-        let _m = self
-            .inner
-            .meta_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _m = held(self.inner.meta_lock.lock());
         if self.backup_dir(id).exists() {
             return Err(RepoError::BackupExists(id.to_owned()));
         }
@@ -142,11 +139,7 @@ impl Repo {
     /// still running.
     pub fn discard_in_progress(&self, id: &str) -> Result<(), RepoError> {
         check_id(id)?;
-        let _m = self
-            .inner
-            .meta_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _m = held(self.inner.meta_lock.lock());
         self.remove_in_progress(id)
     }
 
@@ -169,11 +162,7 @@ impl Repo {
     /// running backup uses it as its parent.
     pub fn remove_backup(&self, id: &str) -> Result<(), RepoError> {
         check_id(id)?;
-        let _m = self
-            .inner
-            .meta_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _m = held(self.inner.meta_lock.lock());
         let dir = self.backup_dir(id);
         if !dir.is_dir() {
             return Err(RepoError::NoSuchBackup(id.to_owned()));

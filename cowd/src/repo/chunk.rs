@@ -27,10 +27,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::PoisonError;
 use std::time::SystemTime;
 
-use super::{Digest, Repo, RepoError, digest::to_hex, fsync_dir};
+use super::{Digest, Repo, RepoError, digest::to_hex, fsync_dir, held};
 
 /// Size of a chunk file's header.
 pub const CHUNK_HEADER_LEN: usize = 52;
@@ -284,11 +283,7 @@ impl Repo {
 
     fn mark_dirty(&self, d: &Digest) {
         let b = d.0[0];
-        let mut dirty = self
-            .inner
-            .dirty_dirs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut dirty = held(self.inner.dirty_dirs.lock());
         dirty[usize::from(b >> 6)] |= 1 << (b & 63);
     }
 
@@ -312,11 +307,7 @@ impl Repo {
         let digest = Digest::of(plain);
         let path = self.chunk_path(&digest);
         let present = {
-            let _g = self
-                .inner
-                .gc_lock
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
+            let _g = held(self.inner.gc_lock.read());
             touch(&path).map_err(RepoError::io(&path, "open chunk"))?
         };
         if present {
@@ -353,11 +344,7 @@ impl Repo {
             }
         };
         let linked = {
-            let _g = self
-                .inner
-                .gc_lock
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
+            let _g = held(self.inner.gc_lock.read());
             let r = match fs::hard_link(&tmp, &path) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     // A chunk directory removed by hand: recreate it.
@@ -405,18 +392,8 @@ impl Repo {
     /// chunks whose `store_chunk` returned before the call are durable, whichever thread or
     /// backup stored them.
     pub fn sync_dirs(&self) -> Result<(), RepoError> {
-        let _s = self
-            .inner
-            .sync_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let dirty = std::mem::take(
-            &mut *self
-                .inner
-                .dirty_dirs
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let _s = held(self.inner.sync_lock.lock());
+        let dirty = std::mem::take(&mut *held(self.inner.dirty_dirs.lock()));
         for b in 0..=255u8 {
             if dirty[usize::from(b >> 6)] & (1 << (b & 63)) == 0 {
                 continue;
@@ -424,11 +401,7 @@ impl Repo {
             let dir = self.root().join("chunks").join(to_hex(&[b]));
             if let Err(e) = fsync_dir(&dir) {
                 // Keep them all dirty for the next attempt.
-                let mut d = self
-                    .inner
-                    .dirty_dirs
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
+                let mut d = held(self.inner.dirty_dirs.lock());
                 for (w, x) in d.iter_mut().zip(dirty) {
                     *w |= x;
                 }

@@ -16,12 +16,11 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io;
-use std::sync::PoisonError;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Digest, Repo, RepoError, digest::to_hex, fsync_dir};
+use super::{Digest, Repo, RepoError, digest::to_hex, fsync_dir, held};
 
 /// How much older than the oldest pin a chunk must be for gc to remove it.
 pub const PIN_MARGIN: Duration = Duration::from_secs(60);
@@ -117,11 +116,7 @@ impl Repo {
             }
             let mut removed = false;
             {
-                let _g = self
-                    .inner
-                    .gc_lock
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner);
+                let _g = held(self.inner.gc_lock.write());
                 for (path, mtime, len) in candidates {
                     let now = match fs::symlink_metadata(&path).and_then(|m| m.modified()) {
                         Ok(t) => t,

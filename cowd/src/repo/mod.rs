@@ -204,6 +204,12 @@ fn check_id(id: &str) -> Result<(), RepoError> {
     }
 }
 
+/// The guard of a lock whose holder may have panicked: the repository's locks guard no data
+/// that a panic could leave half-changed (directory entries, a bitmap of dirty directories).
+pub(crate) fn held<G>(r: std::sync::LockResult<G>) -> G {
+    r.unwrap_or_else(PoisonError::into_inner)
+}
+
 /// fsync of a directory, so the entries created or removed in it are durable.
 pub(crate) fn fsync_dir(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_all()
@@ -333,7 +339,7 @@ impl Repo {
     fn from_config(root: &Path, config: Config) -> Result<Repo, RepoError> {
         static OPEN: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
         let root = fs::canonicalize(root).map_err(RepoError::io(root, "resolve path"))?;
-        let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut open = held(OPEN.lock());
         open.retain(|w| w.strong_count() > 0);
         let live = open
             .iter()
