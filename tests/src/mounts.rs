@@ -20,12 +20,12 @@ pub fn mounted(path: &Path) -> bool {
         .any(|m| Path::new(m) == path)
 }
 
-/// Mounts, loop devices and a FUSE mount of one test, undone in reverse order on drop (also
+/// Mounts, loop devices and FUSE mounts of one test, undone in reverse order on drop (also
 /// when the test panics): lazy umount, `losetup -d` (only of a loop device still backed by the
 /// file we attached), `fusermount3 -u`.
 #[derive(Debug, Default)]
 pub struct Attached {
-    fuse: Option<(PathBuf, Child)>,
+    fuses: Vec<(PathBuf, Child)>,
     loops: Vec<(String, PathBuf)>,
     mounts: Vec<PathBuf>,
 }
@@ -69,13 +69,12 @@ impl Attached {
             .stderr(log)
             .spawn()
             .expect("run nbdfuse");
-        self.fuse = Some((dir.to_owned(), child));
+        self.fuses.push((dir.to_owned(), child));
         let file = dir.join("nbd");
         let deadline = Instant::now() + Duration::from_secs(20);
         while !file.exists() {
-            if let Some((_, c)) = self.fuse.as_mut()
-                && let Ok(Some(st)) = c.try_wait()
-            {
+            let (_, c) = self.fuses.last_mut().expect("just pushed");
+            if let Ok(Some(st)) = c.try_wait() {
                 let log = std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default();
                 panic!("nbdfuse exited ({st}):\n{log}");
             }
@@ -85,13 +84,48 @@ impl Attached {
         file
     }
 
+    /// `fusermount3 -u DIR` now, and waits for that nbdfuse to exit.
+    pub fn unfuse(&mut self, dir: &Path) {
+        let at = self
+            .fuses
+            .iter()
+            .position(|(d, _)| d == dir)
+            .expect("a FUSE mount of ours");
+        let (dir, mut child) = self.fuses.remove(at);
+        run(Command::new("fusermount3").arg("-u").arg(&dir));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(child.try_wait(), Ok(None)) {
+            assert!(Instant::now() < deadline, "nbdfuse did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `losetup -f --show FILE`; returns the loop device.
     pub fn losetup(&mut self, file: &Path) -> String {
-        let out = run(Command::new("losetup").arg("-f").arg("--show").arg(file));
+        self.attach_loop(file, false)
+    }
+
+    /// `losetup -f --show -r FILE`: a read-only loop device.
+    pub fn losetup_read_only(&mut self, file: &Path) -> String {
+        self.attach_loop(file, true)
+    }
+
+    fn attach_loop(&mut self, file: &Path, read_only: bool) -> String {
+        let mut cmd = Command::new("losetup");
+        if read_only {
+            cmd.arg("-r");
+        }
+        let out = run(cmd.arg("-f").arg("--show").arg(file));
         let dev = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         assert!(dev.starts_with("/dev/loop"), "losetup printed {dev:?}");
         self.loops.push((dev.clone(), file.to_owned()));
         dev
+    }
+
+    /// `losetup -d DEV` now.
+    pub fn detach(&mut self, dev: &str) {
+        run(Command::new("losetup").arg("-d").arg(dev));
+        self.loops.retain(|(d, _)| d != dev);
     }
 }
 
@@ -121,7 +155,7 @@ impl Drop for Attached {
                 quiet(Command::new("losetup").arg("-d").arg(&dev));
             }
         }
-        if let Some((dir, mut child)) = self.fuse.take() {
+        for (dir, mut child) in self.fuses.drain(..).rev() {
             if !quiet(Command::new("fusermount3").arg("-u").arg(&dir)) {
                 quiet(Command::new("fusermount3").arg("-uz").arg(&dir));
             }

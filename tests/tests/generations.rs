@@ -24,7 +24,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use cowd::control::api::{
@@ -33,6 +33,7 @@ use cowd::control::api::{
 use cowd::repo::{Blocks, Digest, Mode};
 use cowd_tests::cli::{Background, failed, kill_9, ok, path_str, restart, start, text};
 use cowd_tests::files::{PYTHON, assert_same_file, project_root, read_at, require_root_and};
+use cowd_tests::mounts::Attached;
 use cowd_tests::{Daemon, bin, pattern, require, run};
 
 const KIB: u64 = 1 << 10;
@@ -41,147 +42,6 @@ const MIB: u64 = 1 << 20;
 const BLOCK: u64 = 64 * KIB;
 /// The default chunk size of a repository.
 const CHUNK: u64 = 4 * MIB;
-
-// ---------------------------------------------------------------------------------------------
-// Paths, tools, processes
-
-/// True if `path` is a mountpoint (from /proc/self/mountinfo: never blocks on a hung FUSE).
-fn mounted(path: &Path) -> bool {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| Path::new(m) == path)
-}
-
-/// Runs a command quietly; true if it succeeded.
-fn quiet(c: &mut Command) -> bool {
-    c.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Mounts, loop devices and FUSE mounts of one test, undone in reverse order on drop (also
-/// when the test panics): lazy umount, `losetup -d` (only of a loop device still backed by the
-/// file we attached), `fusermount3 -u`.
-#[derive(Debug, Default)]
-struct Attached {
-    fuses: Vec<(PathBuf, Child)>,
-    loops: Vec<(String, PathBuf)>,
-    mounts: Vec<PathBuf>,
-}
-
-impl Attached {
-    /// `mount ARGS... DIR`; `dir` is unmounted on drop.
-    fn mount(&mut self, args: &[&str], dir: &Path) {
-        fs::create_dir_all(dir).unwrap();
-        run(Command::new("mount").args(args).arg(dir));
-        self.mounts.push(dir.to_owned());
-    }
-
-    /// `umount DIR` now (not lazily): panics if it fails, e.g. because the mount is busy.
-    fn umount(&mut self, dir: &Path) {
-        run(Command::new("umount").arg(dir));
-        self.mounts.retain(|m| m != dir);
-    }
-
-    /// `nbdfuse DIR URI` in the background, its output in `DIR.log`; returns `DIR/nbd`.
-    fn nbdfuse(&mut self, dir: &Path, uri: &str) -> PathBuf {
-        fs::create_dir_all(dir).unwrap();
-        let log = File::create(dir.with_extension("log")).unwrap();
-        // Never a pipe on its stdout or stderr: it stays in the background.
-        let child = Command::new("nbdfuse")
-            .arg(dir)
-            .arg(uri)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("run nbdfuse");
-        self.fuses.push((dir.to_owned(), child));
-        let file = dir.join("nbd");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !file.exists() {
-            let (_, c) = self.fuses.last_mut().unwrap();
-            if let Ok(Some(st)) = c.try_wait() {
-                let log = fs::read_to_string(dir.with_extension("log")).unwrap_or_default();
-                panic!("nbdfuse exited ({st}):\n{log}");
-            }
-            assert!(Instant::now() < deadline, "nbdfuse did not show {file:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        file
-    }
-
-    /// `fusermount3 -u DIR` now, and waits for that nbdfuse to exit.
-    fn unfuse(&mut self, dir: &Path) {
-        let at = self
-            .fuses
-            .iter()
-            .position(|(d, _)| d == dir)
-            .expect("a FUSE mount of ours");
-        let (dir, mut child) = self.fuses.remove(at);
-        run(Command::new("fusermount3").arg("-u").arg(&dir));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(child.try_wait(), Ok(None)) {
-            assert!(Instant::now() < deadline, "nbdfuse did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// `losetup -f --show [-r] FILE`; returns the loop device.
-    fn losetup(&mut self, file: &Path, read_only: bool) -> String {
-        let mut cmd = Command::new("losetup");
-        if read_only {
-            cmd.arg("-r");
-        }
-        let out = run(cmd.arg("-f").arg("--show").arg(file));
-        let dev = text(&out.stdout).trim().to_owned();
-        assert!(dev.starts_with("/dev/loop"), "losetup printed {dev:?}");
-        self.loops.push((dev.clone(), file.to_owned()));
-        dev
-    }
-
-    /// `losetup -d DEV` now.
-    fn detach(&mut self, dev: &str) {
-        run(Command::new("losetup").arg("-d").arg(dev));
-        self.loops.retain(|(d, _)| d != dev);
-    }
-}
-
-impl Drop for Attached {
-    fn drop(&mut self) {
-        for m in self.mounts.drain(..).rev() {
-            if mounted(&m) {
-                quiet(Command::new("umount").arg("-l").arg(&m));
-            }
-        }
-        for (dev, file) in self.loops.drain(..).rev() {
-            // The device may have been detached and taken by someone else meanwhile.
-            let back = Command::new("losetup")
-                .args(["-n", "-O", "BACK-FILE", "--list", &dev])
-                .stderr(Stdio::null())
-                .output()
-                .map(|o| text(&o.stdout).trim().to_owned())
-                .unwrap_or_default();
-            if Path::new(&back) == file {
-                quiet(Command::new("losetup").arg("-d").arg(&dev));
-            }
-        }
-        for (dir, mut child) in self.fuses.drain(..).rev() {
-            if !quiet(Command::new("fusermount3").arg("-u").arg(&dir)) {
-                quiet(Command::new("fusermount3").arg("-uz").arg(&dir));
-            }
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The daemon and cowctl
@@ -674,7 +534,7 @@ fn five_generations_of_a_live_ext4_restore_exactly() {
     let mut att = Attached::default();
     let mnt = dir.join("mnt");
     let nbd = att.nbdfuse(&dir.join("fuse"), &d.uri("disk"));
-    let dev = att.losetup(&nbd, false);
+    let dev = att.losetup(&nbd);
     run(Command::new("mkfs.ext4").args(["-q", "-F", &dev]));
     att.mount(&[&dev], &mnt);
 
@@ -1607,7 +1467,7 @@ fn serve_a_generation_and_mount_it() {
     let mut att = Attached::default();
     let mnt = dir.join("mnt");
     let nbd = att.nbdfuse(&dir.join("fuse"), &d.uri("disk"));
-    let dev = att.losetup(&nbd, false);
+    let dev = att.losetup(&nbd);
     run(Command::new("mkfs.ext4").args(["-q", "-F", &dev]));
     att.mount(&[&dev], &mnt);
     let mut files = StaticFiles::new(&mnt.join("files"));
@@ -1628,7 +1488,7 @@ fn serve_a_generation_and_mount_it() {
     assert!(e.read_only && e.size == 256 * MIB, "{e:?}");
     let fuse1 = dir.join("fuse-gen1");
     let nbd1 = att.nbdfuse(&fuse1, &d.uri("gen1"));
-    let dev1 = att.losetup(&nbd1, true);
+    let dev1 = att.losetup_read_only(&nbd1);
     let at = dir.join("gen1");
     att.mount(&["-o", "ro,noload", &dev1], &at);
     assert_same_files(
