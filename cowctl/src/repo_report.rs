@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::SystemTime;
 
 use cowd::control::api::{
-    ExportInfo, Manifest, PruneResult, RepoInfo, RestoreState, RestoreStatus, VerifyReport,
+    ExportInfo, Listed, Manifest, PruneResult, RepoInfo, RestoreState, RestoreStatus, VerifyReport,
 };
 use cowd::repo::{Blocks, CorruptChunk, Mode, rfc3339};
 
@@ -66,6 +66,11 @@ pub fn mode(m: &Manifest) -> String {
 /// has its parent on the next line (marked `(removed)` when it is not in the list: a parent is
 /// of the same export), and a full backup made in auto mode says why it is not incremental.
 pub fn backups_table(list: &[Manifest], export: Option<&str>) -> String {
+    table(list, &[], export)
+}
+
+/// The table, with a parent among `damaged` marked so instead of `(removed)`.
+fn table(list: &[Manifest], damaged: &[&str], export: Option<&str>) -> String {
     if list.is_empty() {
         return no_backups(export);
     }
@@ -102,6 +107,8 @@ pub fn backups_table(list: &[Manifest], export: Option<&str>) -> String {
         if let Some(parent) = &m.parent {
             let gone = if list.iter().any(|p| &p.id == parent) {
                 ""
+            } else if damaged.contains(&parent.as_str()) {
+                " (damaged)"
             } else {
                 " (removed)"
             };
@@ -110,6 +117,26 @@ pub fn backups_table(list: &[Manifest], export: Option<&str>) -> String {
         if let Some(why) = &m.full_reason {
             out.push_str(&format!("  full because {}\n", printable(why)));
         }
+    }
+    out
+}
+
+/// The `cowctl backups` listing: the table of complete backups, then each damaged backup (its
+/// manifest cannot be read) with the problem, as `verify` names them.
+pub fn listing(entries: &[Listed], export: Option<&str>) -> String {
+    let mut complete = Vec::new();
+    let mut damaged = Vec::new();
+    for e in entries {
+        match e {
+            Listed::Complete(m) => complete.push(m.as_ref().clone()),
+            Listed::Damaged(d) => damaged.push(d),
+        }
+    }
+    let ids: Vec<&str> = damaged.iter().map(|d| d.id.as_str()).collect();
+    let mut out = table(&complete, &ids, export);
+    for d in damaged {
+        out.push_str(&format!("DAMAGED {}\n", printable(&d.id)));
+        out.push_str(&format!("  problem: {}\n", printable(&d.problem)));
     }
     out
 }
@@ -455,6 +482,22 @@ mod tests {
         let t = backups_table(&[manifest("disk-2", "incremental", Some("disk-1"))], None);
         assert!(t.ends_with("\n  parent: disk-1 (removed)\n"), "{t}");
         assert_eq!(backups_table(&[], Some("disk")), "no backups of disk\n");
+    }
+
+    #[test]
+    fn a_damaged_backup_is_listed_with_its_problem() {
+        let entries: Vec<Listed> = serde_json::from_value(json!([
+            manifest("disk-1", "full", None),
+            {"id": "disk-2", "status": "damaged", "problem": "manifest: EOF while parsing"},
+        ]))
+        .unwrap();
+        assert!(matches!(entries[1], Listed::Damaged(_)));
+        let t = listing(&entries, None);
+        assert!(t.starts_with("ID "), "{t}");
+        assert!(
+            t.ends_with("DAMAGED disk-2\n  problem: manifest: EOF while parsing\n"),
+            "{t}"
+        );
     }
 
     fn bad(digest: char, backups: &[&str], problem: &str) -> CorruptChunk {

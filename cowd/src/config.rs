@@ -1,7 +1,8 @@
 //! Daemon settings: one TOML file (`--config`) and the command-line flags, merged.
 //!
 //! Every setting can come from either; a flag wins over the file, the file over the default.
-//! Sizes accept plain bytes or a suffix (`64K`, `1G`, `1GiB`). Example:
+//! Sizes accept plain bytes or a suffix (`64K`, `1G`, `1GiB`); durations plain seconds or units
+//! (`3`, `3s`, `500ms`, `1m 30s`). Example:
 //!
 //! ```toml
 //! nbd = ["unix:/run/cowd/nbd.sock"]
@@ -80,6 +81,46 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// A duration written as a number of seconds or with units (`3`, `1.5`, `500ms`, `3s`,
+/// `1m 30s`, `2h`), as in flags and the settings file.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(try_from = "SecsRepr")]
+pub struct Secs(pub f64);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SecsRepr {
+    Number(f64),
+    Text(String),
+}
+
+impl TryFrom<SecsRepr> for Secs {
+    type Error = String;
+    fn try_from(r: SecsRepr) -> Result<Secs, String> {
+        match r {
+            SecsRepr::Number(n) => parse_duration(&n.to_string()).map(Secs),
+            SecsRepr::Text(t) => parse_duration(&t).map(Secs),
+        }
+    }
+}
+
+/// Parses a duration into seconds: a bare number is seconds (`2.5`); otherwise units as
+/// humantime reads them (`500ms`, `3s`, `1m 30s`, `2h`).
+pub fn parse_duration(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let secs = match t.parse::<f64>() {
+        Ok(n) => n,
+        Err(_) => humantime::parse_duration(t)
+            .map_err(|_| format!("{s}: not a duration (e.g. 30, 30s, 500ms, 1m 30s)"))?
+            .as_secs_f64(),
+    };
+    if secs.is_finite() && secs >= 0.0 && Duration::try_from_secs_f64(secs).is_ok() {
+        Ok(secs)
+    } else {
+        Err(format!("{s}: not a duration (e.g. 30, 30s, 500ms, 1m 30s)"))
+    }
+}
+
 /// One `[[export]]` table.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -99,11 +140,14 @@ pub struct BackupSettings {
     pub container_dir: Option<PathBuf>,
     pub container_size: Option<Size>,
     pub block_size: Option<Size>,
-    pub quiet_period_s: Option<f64>,
-    pub quiet_timeout_s: Option<f64>,
+    #[serde(alias = "quiet_period")]
+    pub quiet_period_s: Option<Secs>,
+    #[serde(alias = "quiet_timeout")]
+    pub quiet_timeout_s: Option<Secs>,
     pub high_watermark: Option<f64>,
     pub low_watermark: Option<f64>,
-    pub cbw_timeout_s: Option<f64>,
+    #[serde(alias = "cbw_timeout")]
+    pub cbw_timeout_s: Option<Secs>,
     pub on_overflow: Option<OnOverflow>,
     pub neighbours: Option<u32>,
 }
@@ -119,8 +163,10 @@ pub struct Settings {
     pub control: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub direct: Option<bool>,
-    pub handshake_timeout_s: Option<f64>,
-    pub stop_timeout_s: Option<f64>,
+    #[serde(alias = "handshake_timeout")]
+    pub handshake_timeout_s: Option<Secs>,
+    #[serde(alias = "stop_timeout")]
+    pub stop_timeout_s: Option<Secs>,
     pub max_connections: Option<usize>,
     pub io_threads: Option<usize>,
     /// Accept fault-injection requests (testing only).
@@ -129,9 +175,9 @@ pub struct Settings {
     pub backup: BackupSettings,
 }
 
-fn secs(name: &str, v: Option<f64>, default: f64) -> Result<Duration, String> {
-    let s = v.unwrap_or(default);
-    Duration::try_from_secs_f64(s).map_err(|_| format!("{name} = {s}: not a number of seconds"))
+fn secs(name: &str, v: Option<Secs>, default: f64) -> Result<Duration, String> {
+    let s = v.map_or(default, |s| s.0);
+    Duration::try_from_secs_f64(s).map_err(|_| format!("{name} = {s}: not a duration"))
 }
 
 macro_rules! pick {
@@ -216,6 +262,7 @@ impl Settings {
         backup.policy.low_watermark = b.low_watermark.unwrap_or(backup.policy.low_watermark);
         backup.policy.on_overflow = b.on_overflow.unwrap_or_default();
         backup.policy.neighbours = b.neighbours.unwrap_or(0);
+        backup.policy.check()?;
         backup.allow_fault_injection = self.allow_fault_injection.unwrap_or(false);
         let limits = Limits {
             io_threads: self.io_threads.unwrap_or(32).max(1),
@@ -266,6 +313,39 @@ mod tests {
         assert_eq!(parse_size("2t"), Ok(2 << 40));
         assert!(parse_size("12Q").is_err());
         assert!(parse_size("x").is_err());
+    }
+
+    #[test]
+    fn durations_take_units_in_the_file() {
+        assert_eq!(parse_duration("2.5"), Ok(2.5));
+        assert_eq!(parse_duration("500ms"), Ok(0.5));
+        assert_eq!(parse_duration("1m 30s"), Ok(90.0));
+        assert!(parse_duration("-1").is_err() && parse_duration("soon").is_err());
+        let s: Settings = toml::from_str(
+            r#"
+            stop_timeout = "1m"
+            handshake_timeout_s = 5
+            [backup]
+            quiet_period = "500ms"
+            cbw_timeout_s = "2s"
+            quiet_timeout_s = 60.5
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.stop_timeout_s, Some(Secs(60.0)));
+        assert_eq!(s.handshake_timeout_s, Some(Secs(5.0)));
+        assert_eq!(s.backup.quiet_period_s, Some(Secs(0.5)));
+        assert_eq!(s.backup.cbw_timeout_s, Some(Secs(2.0)));
+        assert_eq!(s.backup.quiet_timeout_s, Some(Secs(60.5)));
+        let bad = toml::from_str::<Settings>("[backup]\nquiet_period = \"soon\"").unwrap_err();
+        assert!(bad.to_string().contains("not a duration"), "{bad}");
+    }
+
+    #[test]
+    fn the_example_settings_file_is_valid() {
+        let text = include_str!("../../scripts/systemd/cowd.toml");
+        let s: Settings = toml::from_str(text).unwrap();
+        s.into_config().unwrap();
     }
 
     #[test]

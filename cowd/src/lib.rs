@@ -14,6 +14,7 @@ pub mod control;
 pub mod daemon;
 pub mod device;
 pub mod export;
+pub mod files;
 pub mod fs;
 pub mod mover;
 pub mod nbd;

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use cowd::config::{BackupSettings, ExportSetting, Settings, Size, parse_size};
+use cowd::config::{
+    BackupSettings, ExportSetting, Secs, Settings, Size, parse_duration, parse_size,
+};
 use cowd::control::api::OnOverflow;
 use cowd::daemon::{self, ExportSpec};
 use cowd::nbd::Endpoint;
@@ -31,13 +33,18 @@ fn size(s: &str) -> Result<Size, String> {
     parse_size(s).map(Size)
 }
 
+fn duration(s: &str) -> Result<Secs, String> {
+    parse_duration(s).map(Secs)
+}
+
 fn overflow(s: &str) -> Result<OnOverflow, String> {
     OnOverflow::parse(s).ok_or_else(|| format!("{s}: expected fail-backup or block-writes"))
 }
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// TOML settings file (see docs/cowd.toml.example); flags given here win over it.
+    /// TOML settings file (an example with every setting: scripts/systemd/cowd.toml in the
+    /// source); flags given here win over it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// An export: NAME=PATH (a block device or regular file). Repeat for more; the first is the
@@ -59,18 +66,20 @@ struct ServeArgs {
     /// Bypass the page cache (O_DIRECT); clients must then respect the advertised block size.
     #[arg(long)]
     direct: bool,
-    /// Seconds a client has to finish the handshake [default: 10].
-    #[arg(long, value_name = "SECS")]
-    handshake_timeout: Option<f64>,
+    /// Time a client has to finish the handshake: seconds or units, e.g. 10, 10s, 1m
+    /// [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    handshake_timeout: Option<Secs>,
     /// Open connections beyond which new clients are refused [default: 1024].
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
     /// Worker threads per connection for requests that may block [default: 32].
     #[arg(long, value_name = "N")]
     io_threads: Option<usize>,
-    /// Seconds connections may take to finish when the daemon stops [default: 30].
-    #[arg(long, value_name = "SECS")]
-    stop_timeout: Option<f64>,
+    /// Time connections may take to finish when the daemon stops: seconds or units
+    /// [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    stop_timeout: Option<Secs>,
     /// Default repository for backups that name no target (created with `cowctl repo init`).
     #[arg(long, value_name = "DIR")]
     repo: Option<PathBuf>,

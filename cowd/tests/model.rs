@@ -599,7 +599,7 @@ fn run_concurrent(c: &Case) {
     let ended = Arc::new(AtomicBool::new(false));
     let on_end = {
         let ended = ended.clone();
-        Box::new(move |_: &Session| ended.store(true, Ordering::SeqCst))
+        Box::new(move |_: Arc<Session>| ended.store(true, Ordering::SeqCst))
     };
     let mover = mover::spawn(session.clone(), engine.device().clone(), config, on_end).unwrap();
     let mover_ok = mover.join().is_ok();

@@ -60,6 +60,25 @@ pub fn cowctl(d: &Daemon, args: &[&str]) -> Output {
     cowctl_at(&d.control, args)
 }
 
+/// `POST PATH` with a JSON body to the control API at `control` (with curl): (HTTP status,
+/// body).
+pub fn post_json(control: &Path, path: &str, body: &serde_json::Value) -> (u16, String) {
+    crate::require("curl");
+    let out = Command::new("curl")
+        .args(["-sS", "--unix-socket"])
+        .arg(control)
+        .args(["-X", "POST", "-H", "Content-Type: application/json", "-d"])
+        .arg(body.to_string())
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "curl: {}", text(&out.stderr));
+    let all = text(&out.stdout);
+    let (body, code) = all.rsplit_once('\n').expect("status line");
+    (code.trim().parse().unwrap(), body.to_owned())
+}
+
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -149,27 +168,13 @@ impl Drop for Background {
     }
 }
 
-/// Waits until process `pid` (our child, not yet reaped) is dead.
-pub fn wait_dead(pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // The state is the field after the parenthesized command name.
-        let state = stat.rsplit_once(") ").map(|(_, r)| &r[..1]);
-        if matches!(state, None | Some("Z") | Some("X")) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "cowd {pid} did not die: {stat}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Sends SIGKILL to the harness's daemon and waits until it is dead.
-pub fn kill_9(d: &Daemon) {
-    // SAFETY: kill(2) on the daemon the harness started for this test.
-    let r = unsafe { libc::kill(d.pid() as i32, libc::SIGKILL) };
-    assert_eq!(r, 0);
-    wait_dead(d.pid());
+/// Sends SIGKILL to the harness's daemon and reaps it.
+///
+/// Only `waitpid` says the process is gone: when a multi-threaded process is killed, /proc
+/// shows its main thread as a zombie while other threads are still exiting and still hold the
+/// file table, so the image's lock may still be held for a moment after /proc says "Z".
+pub fn kill_9(d: &mut Daemon) {
+    d.kill_9();
 }
 
 /// Starts `cowd serve` again with the harness's flags, on the same image, sockets and state

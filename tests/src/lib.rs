@@ -237,6 +237,20 @@ impl Daemon {
         self.child.as_ref().expect("running").id()
     }
 
+    /// Sends SIGKILL and waits for the exit (`waitpid`: every thread gone, every file closed).
+    /// The pid stays known; the daemon no longer runs.
+    pub fn kill_9(&mut self) {
+        let child = self.child.as_mut().expect("running");
+        child.kill().expect("kill -9 cowd");
+        let st = child.wait().expect("wait for cowd");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&st),
+            Some(libc::SIGKILL),
+            "cowd exited before kill -9: {st}\n{}",
+            self.log()
+        );
+    }
+
     /// The daemon's log so far.
     pub fn log(&self) -> String {
         let mut s = String::new();

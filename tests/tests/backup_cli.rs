@@ -474,7 +474,11 @@ fn refusals_exit_1_with_the_daemons_message() {
         ),
         1,
     );
-    assert!(line.contains("high watermark 1.5"), "{line}");
+    // In the unit typed (this test once asserted "high watermark 1.5": defect 6 of issue 7).
+    assert!(
+        line.contains("high watermark 150%: must be above 0% and at most 100%"),
+        "{line}"
+    );
     // Neither --to nor --repo, and the daemon has no default repository.
     let line = failed(&cowctl(&d, &["start-backup", "disk", "--no-quiesce"]), 1);
     assert_eq!(

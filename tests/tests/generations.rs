@@ -779,7 +779,7 @@ fn incremental_after_1_percent_change() {
 fn kill_9_between_backups_makes_the_next_auto_backup_full() {
     let began = Instant::now();
     let size = 64 * MIB;
-    let d = start(Daemon::builder().export("disk", size));
+    let mut d = start(Daemon::builder().export("disk", size));
     let dir = d.dir().to_owned();
     let image = d.image("disk").to_owned();
     fill(&image, 0, size, 3);
@@ -789,7 +789,7 @@ fn kill_9_between_backups_makes_the_next_auto_backup_full() {
     nbd_writes(&d.uri("disk"), &[(0x11, 5 * MIB, BLOCK)]);
 
     // kill -9: the next auto backup is full, and says why.
-    kill_9(&d);
+    kill_9(&mut d);
     let mut cowd = restart(&d, &image, "cowd2.log");
     let b2 = ctl.backup("disk", &["--no-quiesce"]).id;
     let m2 = ctl.manifest(&b2);

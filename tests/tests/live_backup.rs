@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use cowd::control::api::{BackupStarted, BackupState, BackupStatus, StartBackup, TargetFaults};
 use cowd_tests::cli::{
-    Background, cowctl, cowctl_at, kill_9, ok, partial, path_str, restart, start, text,
+    Background, cowctl, cowctl_at, kill_9, ok, partial, path_str, post_json, restart, start, text,
 };
 use cowd_tests::files::{PYTHON, read_at};
 use cowd_tests::{Daemon, bin, pattern, require};
@@ -73,21 +73,8 @@ fn status_of(control: &Path, id: &str) -> BackupStatus {
 /// `POST /v1/exports/disk/backups` with curl (for fields cowctl has no flag for):
 /// `(HTTP status, body)`.
 fn post_backup(d: &Daemon, req: &StartBackup) -> (u16, String) {
-    require("curl");
-    let body = serde_json::to_string(req).unwrap();
-    let out = Command::new("curl")
-        .args(["-sS", "--unix-socket"])
-        .arg(&d.control)
-        .args(["-X", "POST", "-H", "Content-Type: application/json", "-d"])
-        .arg(&body)
-        .args(["-w", "\n%{http_code}"])
-        .arg("http://localhost/v1/exports/disk/backups")
-        .output()
-        .expect("run curl");
-    assert!(out.status.success(), "curl: {}", text(&out.stderr));
-    let all = text(&out.stdout);
-    let (body, code) = all.rsplit_once('\n').expect("status line");
-    (code.trim().parse().unwrap(), body.to_owned())
+    let body = serde_json::to_value(req).unwrap();
+    post_json(&d.control, "/v1/exports/disk/backups", &body)
 }
 
 fn print_figures(what: &str, s: &BackupStatus) {
@@ -621,7 +608,7 @@ fn every_sector_of_the_backup_is_the_one_it_had_at_t() {
 
 #[test]
 fn kill_9_mid_backup_then_restart() {
-    let d = start(Daemon::builder().export("disk", 128 * MIB));
+    let mut d = start(Daemon::builder().export("disk", 128 * MIB));
     let dir = d.dir().to_owned();
     let image = d.image("disk").to_owned();
     fill_random(&image, 6);
@@ -647,7 +634,7 @@ fn kill_9_mid_backup_then_restart() {
     assert!(container.exists() && partial(&to).exists());
     assert!(ops(&stats, "write") > 0);
 
-    kill_9(&d);
+    kill_9(&mut d);
     assert_same_file(&image, &model, "the device after kill -9");
 
     let _cowd = restart(&d, &image, "cowd2.log");
@@ -685,7 +672,7 @@ fn kill_9_mid_backup_then_restart() {
 
 #[test]
 fn kill_9_while_waiting_for_a_quiet_period_leaves_nothing_behind() {
-    let d = start(Daemon::builder().export("disk", 64 * MIB));
+    let mut d = start(Daemon::builder().export("disk", 64 * MIB));
     let dir = d.dir().to_owned();
     let image = d.image("disk").to_owned();
     fill_random(&image, 12);
@@ -720,7 +707,7 @@ fn kill_9_while_waiting_for_a_quiet_period_leaves_nothing_behind() {
     std::thread::sleep(Duration::from_millis(300));
     let stats = writers.finish();
     assert!(ops(&stats, "write") > 0);
-    kill_9(&d);
+    kill_9(&mut d);
     let _ = start.wait();
     assert_same_file(&image, &model, "the device after kill -9");
 

@@ -83,15 +83,13 @@ pub fn percent(s: &str) -> Result<f64, String> {
     if !n.is_finite() {
         return Err(format!("{s}: not a percentage (e.g. 75 or 75%)"));
     }
+    // The range is the daemon's to check (it names the value as a percentage, as typed).
     Ok(n / 100.0)
 }
 
-/// A number of seconds, fractions allowed.
+/// A duration in seconds: a bare number (fractions allowed) or units (`500ms`, `3s`, `1m 30s`).
 pub fn secs(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(n) if n.is_finite() && n >= 0.0 => Ok(n),
-        _ => Err(format!("{s}: not a number of seconds")),
-    }
+    cowd::config::parse_duration(s)
 }
 
 /// `fail-backup` or `block-writes`.
@@ -134,6 +132,7 @@ mod tests {
         assert!(percent("0.75x").is_err());
         assert!(percent("%").is_err());
         assert!(percent("inf").is_err());
+        assert_eq!(percent("200"), Ok(2.0));
     }
 
     #[test]
@@ -144,6 +143,10 @@ mod tests {
         assert!(size32("4G").is_err());
         assert!(size("1X").is_err());
         assert_eq!(secs("2.5"), Ok(2.5));
+        assert_eq!(secs("3s"), Ok(3.0));
+        assert_eq!(secs("500ms"), Ok(0.5));
+        assert_eq!(secs("1m 30s"), Ok(90.0));
+        assert!(secs("3 parsecs").is_err());
         assert!(secs("-1").is_err());
         assert!(secs("NaN").is_err());
         assert_eq!(duration(1.5), Duration::from_millis(1500));

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cowd::control::api::{
-    ExportInfo, KeepPolicy, Manifest, PruneRequest, PruneResult, RepoInfo, RepoInit, ServeRequest,
+    ExportInfo, KeepPolicy, Listed, PruneRequest, PruneResult, RepoInfo, RepoInit, ServeRequest,
     VerifyReport, VerifyRequest,
 };
 
@@ -180,9 +180,9 @@ pub async fn backups(
 ) -> anyhow::Result<Outcome> {
     let repo = repo_arg(a.repo.as_deref())?;
     let path = backups_path(repo.as_deref(), a.export.as_deref());
-    let reply: Reply<Vec<Manifest>> = client.clone().with_timeout(READ_TIMEOUT).get(&path).await?;
+    let reply: Reply<Vec<Listed>> = client.clone().with_timeout(READ_TIMEOUT).get(&path).await?;
     print(out, json, &reply, |v| {
-        repo_report::backups_table(v, a.export.as_deref())
+        repo_report::listing(v, a.export.as_deref())
     })
 }
 

@@ -54,11 +54,12 @@ pub struct StartArgs {
     /// Container capacity, e.g. 4G [daemon default: 1G].
     #[arg(long, value_name = "SIZE", value_parser = super::size)]
     pub container_size: Option<u64>,
-    /// Seconds without writes to wait for before the snapshot point [daemon default: 3].
-    #[arg(long, value_name = "SECS", value_parser = super::secs)]
+    /// Time without writes to wait for before the snapshot point: seconds or units (3, 3s,
+    /// 500ms) [daemon default: 3s].
+    #[arg(long, value_name = "DURATION", value_parser = super::secs)]
     pub quiet_period: Option<f64>,
-    /// Seconds to wait for the quiet period before giving up [daemon default: 80].
-    #[arg(long, value_name = "SECS", value_parser = super::secs)]
+    /// Time to wait for the quiet period before giving up [daemon default: 80s].
+    #[arg(long, value_name = "DURATION", value_parser = super::secs)]
     pub quiet_timeout: Option<f64>,
     /// Freeze this mounted filesystem (FIFREEZE) around the snapshot point instead of waiting
     /// for a quiet period.
@@ -75,9 +76,9 @@ pub struct StartArgs {
     /// [daemon default: 10].
     #[arg(long, value_name = "PCT", value_parser = super::percent)]
     pub low_watermark: Option<f64>,
-    /// Seconds a write may wait for container space before --on-overflow decides
-    /// [daemon default: 30].
-    #[arg(long, value_name = "SECS", value_parser = super::secs)]
+    /// Time a write may wait for container space before --on-overflow decides
+    /// [daemon default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = super::secs)]
     pub cbw_timeout: Option<f64>,
     /// When the container stays full: fail-backup (writes go on) or block-writes (the backup
     /// goes on) [daemon default: fail-backup].

@@ -16,8 +16,8 @@ use crate::report;
 pub struct WaitArgs {
     /// The backup's id (see `cowctl status`).
     pub id: String,
-    /// Give up after this many seconds (exit 1; the backup goes on).
-    #[arg(long, value_name = "SECS", value_parser = super::secs)]
+    /// Give up after this long, e.g. 90 or 5m (exit 1; the backup goes on).
+    #[arg(long, value_name = "DURATION", value_parser = super::secs)]
     pub timeout: Option<f64>,
 }
 

@@ -141,7 +141,7 @@ pub struct Resolved {
     pub export: String,
 }
 
-pub use crate::repo::{GcReport, KeepPolicy, Manifest, VerifyReport};
+pub use crate::repo::{Damaged, GcReport, KeepPolicy, Listed, Manifest, Status, VerifyReport};
 pub use crate::restore::{RestoreState, RestoreStatus};
 
 /// `POST /v1/repo/init`: create a repository.

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::api::{
-    ExportInfo, Kept, Manifest, PruneRequest, PruneResult, RepoInfo, RepoInit, RestoreRequest,
+    ExportInfo, Kept, Listed, PruneRequest, PruneResult, RepoInfo, RepoInit, RestoreRequest,
     RestoreStatus, ServeRequest, VerifyReport, VerifyRequest,
 };
 use super::handlers::{Body, Params, export_info};
@@ -41,9 +41,10 @@ type Reply<T> = Result<Json<T>, Failure>;
 fn repo_error(e: RepoError) -> Failure {
     let status = match e {
         RepoError::Missing(_) | RepoError::NoSuchBackup(_) => StatusCode::NOT_FOUND,
-        RepoError::InUse { .. } | RepoError::AlreadyInProgress(_) | RepoError::AlreadyRepo(_) => {
-            StatusCode::CONFLICT
-        }
+        RepoError::InUse { .. }
+        | RepoError::Leased { .. }
+        | RepoError::AlreadyInProgress(_)
+        | RepoError::AlreadyRepo(_) => StatusCode::CONFLICT,
         RepoError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     };
@@ -99,13 +100,15 @@ pub struct ListQuery {
 pub async fn list(
     State(s): State<ControlState>,
     Params(q): Params<ListQuery>,
-) -> Reply<Vec<Manifest>> {
+) -> Reply<Vec<Listed>> {
     let repo = open(&s, q.repo.as_deref())?;
-    let mut all = blocking(move || repo.backups())
+    let mut all = blocking(move || repo.listing())
         .await?
         .map_err(repo_error)?;
-    all.retain(|m| q.export.as_deref().is_none_or(|e| m.export == e));
-    Ok(Json(all))
+    // A damaged backup's export is unknown: it is listed whatever the filter.
+    all.backups
+        .retain(|m| q.export.as_deref().is_none_or(|e| m.export == e));
+    Ok(Json(all.entries()))
 }
 
 pub async fn verify(
@@ -133,8 +136,9 @@ pub async fn prune(
             for id in &plan.remove {
                 match repo.remove_backup(id) {
                     Ok(()) => removed.push(id.clone()),
-                    // A parent of a running backup stays until the next prune.
-                    Err(RepoError::InUse { .. }) => {}
+                    // A parent of a running backup, or a backup being restored or served,
+                    // stays until the next prune (the plan names them; this is the race).
+                    Err(RepoError::InUse { .. } | RepoError::Leased { .. }) => {}
                     Err(e) => return Err(e),
                 }
             }
@@ -216,11 +220,18 @@ pub async fn serve(
 ) -> Reply<ExportInfo> {
     let root = repo_path(&s, r.repo.as_deref())?;
     let repo = Repo::open(&root).map_err(repo_error)?;
-    let (repo2, id) = (repo.clone(), r.backup.clone());
-    let index = blocking(move || repo2.index(&id))
-        .await?
-        .map_err(repo_error)?;
-    let image = Arc::new(RepoImage::new(repo, index));
+    let (repo2, id, user) = (
+        repo.clone(),
+        r.backup.clone(),
+        format!("export {}", r.export),
+    );
+    let (index, lease) = blocking(move || -> Result<_, RepoError> {
+        let lease = repo2.lease(&id, &user)?;
+        Ok((repo2.index(&id)?, lease))
+    })
+    .await?
+    .map_err(repo_error)?;
+    let image = Arc::new(RepoImage::new(repo, index, Some(lease)));
     let export = Export::of_backup(&r.export, &root, &r.backup, image);
     let e = s.exports.add(export).map_err(|e| {
         let status = match e {

@@ -80,12 +80,14 @@ struct Work {
 }
 
 /// Starts the mover of `session`, reading the device from `dev`. `on_end` runs last, after
-/// the target is finished or aborted and the container disposed.
+/// the target is finished or aborted and the container disposed; it receives the mover's
+/// reference to the session (the mover's threads hold none by then), so that dropping it
+/// can release the container and the target.
 pub fn spawn(
     session: Arc<Session>,
     dev: Arc<dyn BlockDevice>,
     config: MoverConfig,
-    on_end: Box<dyn FnOnce(&Session) + Send>,
+    on_end: Box<dyn FnOnce(Arc<Session>) + Send>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("cowd-mover".into())
@@ -119,7 +121,7 @@ pub fn spawn(
                 drop(tx);
             });
             finish(&session);
-            on_end(&session);
+            on_end(session);
         })
 }
 

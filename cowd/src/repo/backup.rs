@@ -19,6 +19,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use super::owner::Owner;
 use super::{
     Index, Manifest, Repo, RepoError, Status, check_id, fsync_dir, held, rfc3339, write_synced,
 };
@@ -38,6 +39,18 @@ pub struct Pin {
     pub parent: Option<String>,
     #[serde(with = "rfc3339")]
     pub started: SystemTime,
+    /// The process running the backup (absent in pins of earlier versions: taken as gone).
+    #[serde(default)]
+    pub owner: Option<Owner>,
+}
+
+impl Pin {
+    /// False once the process that wrote the pin is known to be gone. A pin of an earlier
+    /// version names no owner: it counts as live until the repository is next opened (see
+    /// `clean_at_open`), since nothing tells whether its process still runs.
+    pub fn live(&self) -> bool {
+        self.owner.as_ref().is_none_or(Owner::alive)
+    }
 }
 
 /// A backup between [`Repo::begin`] and [`InProgress::commit`] / [`InProgress::abort`].
@@ -75,6 +88,7 @@ impl Repo {
             id: id.to_owned(),
             parent: parent.map(str::to_owned),
             started: SystemTime::now(),
+            owner: Owner::current(),
         };
         // The pin is created exclusively (link fails if it exists), then the directory.
         let pin_path = self.pin_path(id);
@@ -108,8 +122,51 @@ impl Repo {
         Ok(started)
     }
 
-    /// The backups in progress (their pins), oldest first.
+    /// The backups in progress (their pins), oldest first. Pins whose process is gone are
+    /// removed on the way, with the backup directories they kept.
     pub fn in_progress(&self) -> Result<Vec<Pin>, RepoError> {
+        let pins = self.pins()?;
+        let (live, stale): (Vec<Pin>, Vec<Pin>) = pins.into_iter().partition(Pin::live);
+        for p in stale {
+            self.remove_stale(&p);
+        }
+        Ok(live)
+    }
+
+    /// At open: removes the pins that name no owner (written by an earlier version of cowd,
+    /// whose process is gone when a new one opens the repository), with their directories.
+    pub(crate) fn remove_ownerless_pins(&self) -> Result<(), RepoError> {
+        for p in self.pins()?.iter().filter(|p| p.owner.is_none()) {
+            self.remove_stale(p);
+        }
+        Ok(())
+    }
+
+    /// Removes the pin and `.tmp-<id>/` of a backup whose process is gone. Needs no lock:
+    /// nobody else writes them (callers may hold `meta_lock`).
+    fn remove_stale(&self, p: &Pin) {
+        let dir = self.tmp_backup_dir(&p.id);
+        let owner = p
+            .owner
+            .as_ref()
+            .map_or("an earlier version".to_owned(), |o| {
+                format!("process {}", o.pid)
+            });
+        tracing::info!(backup = %p.id, %owner, "repository: removing a backup left by a process that is gone");
+        for r in [
+            fs::remove_dir_all(&dir),
+            fs::remove_file(self.pin_path(&p.id)),
+        ] {
+            if let Err(e) = r.or_else(not_found_ok) {
+                tracing::warn!(backup = %p.id, "repository: cannot remove a stale backup: {e}");
+            }
+        }
+        let pins = self.pins_dir();
+        let _ = fsync_dir(&pins);
+    }
+
+    /// Every pin, live or not, oldest first.
+    fn pins(&self) -> Result<Vec<Pin>, RepoError> {
         let dir = self.pins_dir();
         let mut pins = Vec::new();
         for e in fs::read_dir(&dir).map_err(RepoError::io(&dir, "read directory"))? {
@@ -175,6 +232,12 @@ impl Repo {
             return Err(RepoError::InUse {
                 id: id.to_owned(),
                 by: pin.id,
+            });
+        }
+        if let Some(by) = self.leased_by(id) {
+            return Err(RepoError::Leased {
+                id: id.to_owned(),
+                by,
             });
         }
         // Renamed away first, so a crash half-way never leaves something that looks complete.
@@ -429,5 +492,51 @@ mod tests {
         r.discard_in_progress("lost").unwrap();
         assert!(r.in_progress().unwrap().is_empty());
         assert!(!r.backups_dir().join(".tmp-lost").exists());
+    }
+
+    #[test]
+    fn a_pin_whose_process_is_gone_is_removed_with_its_directory() {
+        let (_d, r) = repo();
+        backup(&r, "p", None, 1, &data(1, 4));
+        let mine = r.begin("mine", None).unwrap();
+        // Two backups of processes that are gone: one killed (its pid since reaped), one
+        // from a version that wrote no owner. Both pinned the parent "p".
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = child.id();
+        child.wait().unwrap();
+        let me = Owner::current().unwrap();
+        for (id, owner) in [
+            (
+                "killed",
+                Some(Owner {
+                    pid: gone_pid,
+                    ..me.clone()
+                }),
+            ),
+            ("old", None),
+        ] {
+            let pin = Pin {
+                id: id.into(),
+                parent: Some("p".into()),
+                started: SystemTime::now(),
+                owner,
+            };
+            fs::write(r.pin_path(id), serde_json::to_vec(&pin).unwrap()).unwrap();
+            fs::create_dir(r.tmp_backup_dir(id)).unwrap();
+        }
+        let ids = |r: &Repo| -> Vec<String> {
+            let mut v: Vec<String> = r.in_progress().unwrap().into_iter().map(|p| p.id).collect();
+            v.sort();
+            v
+        };
+        // The killed one goes at once; the one with no owner stays until the next open.
+        assert_eq!(ids(&r), ["mine", "old"]);
+        assert!(!r.pin_path("killed").exists() && !r.tmp_backup_dir("killed").exists());
+        let r = Repo::open(r.root()).unwrap();
+        assert_eq!(ids(&r), ["mine"]);
+        assert!(!r.pin_path("old").exists() && !r.tmp_backup_dir("old").exists());
+        // The parent is free again once the live backup ends.
+        mine.abort();
+        r.remove_backup("p").unwrap();
     }
 }

@@ -28,12 +28,13 @@ pub enum Blocks {
     Used,
 }
 
-/// State of a backup whose manifest exists: always complete (a manifest is written only at
-/// commit).
+/// State of a listed backup: complete (its manifest reads; a manifest is written only at
+/// commit), or damaged (its directory is there but its manifest cannot be read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Complete,
+    Damaged,
 }
 
 /// What a backup did, in chunks and bytes.
@@ -53,6 +54,44 @@ pub struct Counts {
     pub bytes_read: u64,
     /// Bytes this backup added to the repository, after compression and with headers.
     pub bytes_new_stored: u64,
+}
+
+/// The backups of a repository as listed: the complete ones, and those whose manifest cannot
+/// be read (listed with the reason, never silently left out).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Listing {
+    /// Oldest first (by snapshot time, then id).
+    pub backups: Vec<Manifest>,
+    /// By id.
+    pub damaged: Vec<Damaged>,
+}
+
+/// A backup directory whose manifest cannot be read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Damaged {
+    pub id: String,
+    /// Always [`Status::Damaged`].
+    pub status: Status,
+    pub problem: String,
+}
+
+/// One entry of a listing as the control API sends it: a complete backup's manifest, or a
+/// damaged backup (told apart by `status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Listed {
+    Complete(Box<Manifest>),
+    Damaged(Damaged),
+}
+
+impl Listing {
+    /// Complete backups oldest first, then the damaged ones.
+    pub fn entries(self) -> Vec<Listed> {
+        let complete = self.backups.into_iter().map(|m| Listed::Complete(m.into()));
+        complete
+            .chain(self.damaged.into_iter().map(Listed::Damaged))
+            .collect()
+    }
 }
 
 /// One complete backup.

@@ -29,7 +29,9 @@ mod chunk;
 mod digest;
 mod gc;
 mod index;
+mod lease;
 mod manifest;
+mod owner;
 mod prune;
 mod verify;
 
@@ -38,7 +40,9 @@ pub use chunk::{CHUNK_HEADER_LEN, Stored};
 pub use digest::{Digest, ParseDigestError};
 pub use gc::{GcReport, PIN_MARGIN};
 pub use index::{Index, IndexFormatError, chunk_count};
-pub use manifest::{Blocks, Counts, Manifest, Mode, Status, rfc3339};
+pub use lease::Lease;
+pub use manifest::{Blocks, Counts, Damaged, Listed, Listing, Manifest, Mode, Status, rfc3339};
+pub use owner::Owner;
 pub use prune::{KEEP_REASONS, KeepPolicy, PrunePlan};
 pub use verify::{CorruptChunk, VerifyReport};
 
@@ -103,6 +107,8 @@ pub enum RepoError {
     AlreadyInProgress(String),
     #[error("backup {id:?} is in use as the parent of running backup {by:?}")]
     InUse { id: String, by: String },
+    #[error("backup {id:?} is in use by {by}; it is kept until they end")]
+    Leased { id: String, by: String },
     #[error(
         "invalid backup id {0:?}: use 1 to 128 letters, digits, '-', '_', '.', ':', not starting with '.'"
     )]
@@ -140,8 +146,10 @@ struct Inner {
     sync_lock: Mutex<()>,
     /// Shared by chunk stores around "exists?/link", exclusive for gc around "old?/unlink".
     gc_lock: RwLock<()>,
-    /// Serialises pin checks and changes (begin, remove_backup).
+    /// Serialises pin checks and changes (begin, remove_backup) and lease checks.
     meta_lock: Mutex<()>,
+    /// Backups in use by readers of this process; its own lock, taken after `meta_lock`.
+    leases: lease::Leases,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -357,6 +365,7 @@ impl Repo {
                     sync_lock: Mutex::new(()),
                     gc_lock: RwLock::new(()),
                     meta_lock: Mutex::new(()),
+                    leases: lease::Leases::default(),
                 });
                 open.push(Arc::downgrade(&inner));
                 inner
@@ -433,7 +442,7 @@ impl Repo {
 
     /// Removes what crashed processes left: `tmp/` files of dead processes (or not ours),
     /// half-removed backups (`backups/.del-*`), in-progress directories without a pin, pins of
-    /// backups that are complete. Best effort: what cannot be removed is logged and left.
+    /// backups that are complete, pins of processes that are gone (with their directories). Best effort: what cannot be removed is logged and left.
     fn clean_at_open(&self) {
         let entries = |dir: &Path| {
             fs::read_dir(dir)
@@ -472,6 +481,13 @@ impl Repo {
                 remove(&e.path(), false);
             }
         }
+        // Pins of processes that are gone go, with their `.tmp-<id>/` directories.
+        if let Err(e) = self
+            .remove_ownerless_pins()
+            .and_then(|()| self.in_progress())
+        {
+            tracing::warn!("repository: cannot check the backups in progress: {e}");
+        }
         for (name, e) in entries(&self.backups_dir()) {
             let stale = if name.starts_with(".del-") {
                 true
@@ -503,19 +519,28 @@ impl Repo {
     }
 
     /// Every complete backup, oldest first (by snapshot time, then id). A backup whose
-    /// manifest cannot be read is left out with a warning; `verify` reports it.
+    /// manifest cannot be read is left out; [`listing`](Repo::listing) names it.
     pub fn backups(&self) -> Result<Vec<Manifest>, RepoError> {
-        let mut out = Vec::new();
+        Ok(self.listing()?.backups)
+    }
+
+    /// Every backup: the complete ones oldest first, and the damaged ones with the reason.
+    pub fn listing(&self) -> Result<Listing, RepoError> {
+        let mut out = Listing::default();
         for id in self.backup_ids()? {
             match self.manifest(&id) {
-                Ok(m) => out.push(m),
-                Err(e) => tracing::warn!(
-                    "repository {}: skipping backup {id}: {e}",
-                    self.root().display()
-                ),
+                Ok(m) => out.backups.push(m),
+                // Removed since the listing.
+                Err(RepoError::NoSuchBackup(_)) if !self.backup_dir(&id).exists() => {}
+                Err(e) => out.damaged.push(Damaged {
+                    id,
+                    status: Status::Damaged,
+                    problem: e.to_string(),
+                }),
             }
         }
-        out.sort_by(|a, b| (a.snapshot_time, &a.id).cmp(&(b.snapshot_time, &b.id)));
+        out.backups
+            .sort_by(|a, b| (a.snapshot_time, &a.id).cmp(&(b.snapshot_time, &b.id)));
         Ok(out)
     }
 

@@ -205,9 +205,16 @@ impl Repo {
             .collect();
         let (pinned, remove): (Vec<String>, Vec<String>) =
             p.remove.into_iter().partition(|id| parents.contains(id));
+        let (leased, remove): (Vec<String>, Vec<String>) = remove
+            .into_iter()
+            .partition(|id| self.leased_by(id).is_some());
         p.remove = remove;
         for id in pinned {
             p.keep.push((id, vec!["parent of a running backup"]));
+        }
+        for id in leased {
+            p.keep
+                .push((id, vec!["in use by a restore or a served export"]));
         }
         let time: std::collections::HashMap<&str, SystemTime> =
             backups.iter().map(|(id, t)| (id.as_str(), *t)).collect();

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use crate::device::{
     BlockDevice, Capabilities, DeviceError, ErrorKind, Extent, Op, Result, ZeroFlags, push_extent,
 };
-use crate::repo::{Index, Repo};
+use crate::repo::{Index, Lease, Repo};
 
 const CACHE_CHUNKS: usize = 16;
 
@@ -18,14 +18,19 @@ pub struct RepoImage {
     repo: Repo,
     index: Index,
     cache: Mutex<Vec<(usize, Arc<Vec<u8>>)>>,
+    /// Keeps the backup from being removed while the image can be read.
+    _lease: Option<Lease>,
 }
 
 impl RepoImage {
-    pub fn new(repo: Repo, index: Index) -> RepoImage {
+    /// An image of the backup `index` describes; `lease` (when given) protects it from
+    /// removal for as long as the image lives.
+    pub fn new(repo: Repo, index: Index, lease: Option<Lease>) -> RepoImage {
         RepoImage {
             repo,
             index,
             cache: Mutex::new(Vec::new()),
+            _lease: lease,
         }
     }
 

@@ -41,6 +41,11 @@ pub struct RestoreStatus {
     pub started_time: String,
 }
 
+/// `x` rounded to thousandths (a measurement, not floating-point noise).
+fn thousandths(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
+}
+
 /// One restore in progress or ended.
 #[derive(Debug)]
 pub struct RestoreJob {
@@ -74,8 +79,8 @@ impl RestoreJob {
             chunks_total: self.total,
             chunks_done: self.done.load(Ordering::Relaxed),
             bytes_written: bytes,
-            elapsed_s: elapsed.as_secs_f64(),
-            mib_s: bytes as f64 / elapsed.as_secs_f64().max(1e-3) / f64::from(1 << 20),
+            elapsed_s: thousandths(elapsed.as_secs_f64()),
+            mib_s: thousandths(bytes as f64 / elapsed.as_secs_f64().max(1e-3) / f64::from(1 << 20)),
             started_time: humantime::format_rfc3339_seconds(self.started_time).to_string(),
         }
     }
@@ -137,6 +142,16 @@ impl Restores {
         to: &Path,
         workers: usize,
     ) -> Result<Arc<RestoreJob>, String> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let id = format!(
+            "restore-{}-{}",
+            backup,
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        // Held until the restore ends: prune keeps the backup meanwhile.
+        let lease = repo
+            .lease(backup, &format!("restore {id}"))
+            .map_err(|e| e.to_string())?;
         let manifest = repo.manifest(backup).map_err(|e| e.to_string())?;
         let index = Arc::new(repo.index(backup).map_err(|e| e.to_string())?);
         if let Some(busy) = self
@@ -154,12 +169,6 @@ impl Restores {
         }
         let target =
             Arc::new(RawImage::create(to, manifest.device_size).map_err(|e| e.to_string())?);
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        let id = format!(
-            "restore-{}-{}",
-            backup,
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
         let job = Arc::new(RestoreJob {
             id,
             backup: backup.to_owned(),
@@ -233,6 +242,7 @@ impl Restores {
                     Ok(()) => info!(restore = %j.id, "restore complete"),
                     Err(e) => warn!(restore = %j.id, error = %e, "restore failed"),
                 }
+                drop(lease);
                 j.finish(r);
             })
             .map_err(|e| e.to_string())?;

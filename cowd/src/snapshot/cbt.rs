@@ -240,7 +240,8 @@ impl CbtFile {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         let _ = std::fs::remove_file(&self.saved);
-        std::fs::write(&self.running, b"cowd is serving this export\n")?;
+        // Durable before the first write is served: a crash from here on must find the marker.
+        crate::files::write_atomic(&self.running, b"cowd is serving this export\n")?;
         let Some(saved) = saved else {
             if unclean {
                 cbt.invalidate(
@@ -280,13 +281,8 @@ impl CbtFile {
             device: DeviceIdentity::of(device)?,
             changed: hex(&bytes),
         };
-        let tmp = self.saved.with_extension("tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec(&saved).map_err(std::io::Error::other)?,
-        )?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &self.saved)?;
+        let bytes = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
+        crate::files::write_atomic(&self.saved, &bytes)?;
         std::fs::remove_file(&self.running)?;
         std::fs::File::open(self.saved.parent().unwrap())?.sync_all()
     }

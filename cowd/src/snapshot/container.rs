@@ -243,7 +243,10 @@ impl Container {
                     .mode(0o600)
                     .open(path)
                     .map_err(io)?;
-                f.set_len(size).map_err(io)?;
+                if let Err(e) = f.set_len(size) {
+                    let _ = std::fs::remove_file(path);
+                    return Err(io(e));
+                }
                 (true, false)
             }
             Some(m) if m.file_type().is_block_device() => (false, true),
@@ -268,11 +271,14 @@ impl Container {
             }
             Some(_) => return Err(refuse(path, "not a regular file or block device")),
         };
-        let dev = FileDevice::open(path, FileOptions::default()).inspect_err(|_| {
-            if created && meta.is_none() {
+        // A file this call made goes again if the container cannot be set up on it (one that
+        // was there before, perhaps in use by another session, stays).
+        let remove_made = || {
+            if meta.is_none() {
                 let _ = std::fs::remove_file(path);
             }
-        })?;
+        };
+        let dev = FileDevice::open(path, FileOptions::default()).inspect_err(|_| remove_made())?;
         let size = if is_block {
             dev.size().min(if size == 0 { u64::MAX } else { size })
         } else {
@@ -285,7 +291,8 @@ impl Container {
             session,
             Some(path.to_owned()),
             created,
-        )?;
+        )
+        .inspect_err(|_| remove_made())?;
         Ok(c)
     }
 
@@ -559,6 +566,18 @@ mod tests {
             false,
         );
         assert!(e.unwrap_err().to_string().contains("too small"));
+    }
+
+    #[test]
+    fn a_container_refused_as_too_small_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let export_img = dir.path().join("export.img");
+        std::fs::write(&export_img, [0u8; 4096]).unwrap();
+        let export = Protected::of(&export_img).unwrap();
+        let p = dir.path().join("containers/s.cow");
+        let e = Container::create(&p, 8192, 65536, "s", &export).unwrap_err();
+        assert!(e.to_string().contains("too small"), "{e}");
+        assert!(!p.exists(), "the refused container's file is left behind");
     }
 
     #[test]

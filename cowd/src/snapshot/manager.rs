@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tracing::{info, warn};
@@ -98,15 +98,64 @@ pub enum SessionError {
     Invalid(String),
 }
 
+/// Longest a start waits for an ended backup of the same export to release its container.
+const RELEASE_LIMIT: Duration = Duration::from_secs(30);
+
 /// All backup sessions of the daemon.
 #[derive(Debug)]
 pub struct Backups {
     defaults: Defaults,
     records: Records,
-    live: Mutex<HashMap<String, Arc<Session>>>,
+    book: Arc<Book>,
+}
+
+/// Which sessions run and which have ended. One lock: a session moves from `live` to `ended`
+/// in one step, so a reader never sees it in both or in neither.
+#[derive(Debug, Default)]
+struct Book {
+    /// Covers [`Sessions`]; never held while a session's own locks are taken.
+    state: Mutex<Sessions>,
+    /// Signalled when a session moves from `live` to `ended`.
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Sessions {
+    /// Running sessions by export. A session leaves as soon as its mover has finished or
+    /// aborted the target and disposed of the container, so nothing of it stays open.
+    live: HashMap<String, Arc<Session>>,
     /// Exports whose backup is being started (quiescing, taking T).
-    starting: Mutex<HashSet<String>>,
-    ended: Arc<Mutex<Vec<Report>>>,
+    starting: HashSet<String>,
+    /// Reports of ended sessions (this run and earlier ones), newest first.
+    ended: Vec<Report>,
+}
+
+impl Book {
+    /// Records the end of session `s`: its report joins the ended ones and the session
+    /// leaves `live`. Both references are dropped before waiters are woken, so that the
+    /// container and the target are closed when `wait` returns (unless a status request
+    /// holds the session for a moment).
+    fn end(&self, s: Arc<Session>, r: Report) {
+        let mut st = self.state.lock().unwrap();
+        let live = match st.live.get(&s.export) {
+            Some(l) if l.id == s.id => st.live.remove(&s.export),
+            _ => None,
+        };
+        st.ended.insert(0, r);
+        drop(st);
+        drop((live, s));
+        self.changed.notify_all();
+    }
+
+    /// Waits until session `id` is no longer live, or `timeout` passes.
+    fn wait_ended(&self, id: &str, timeout: Duration) {
+        let st = self.state.lock().unwrap();
+        drop(
+            self.changed
+                .wait_timeout_while(st, timeout, |st| st.live.values().any(|s| s.id == id))
+                .unwrap(),
+        );
+    }
 }
 
 fn secs(name: &str, v: Option<f64>, default: Duration) -> Result<Duration, StartError> {
@@ -133,9 +182,13 @@ impl Backups {
         Ok(Backups {
             defaults,
             records,
-            live: Mutex::new(HashMap::new()),
-            starting: Mutex::new(HashSet::new()),
-            ended: Arc::new(Mutex::new(ended)),
+            book: Arc::new(Book {
+                state: Mutex::new(Sessions {
+                    ended,
+                    ..Sessions::default()
+                }),
+                changed: Condvar::new(),
+            }),
         })
     }
 
@@ -153,19 +206,38 @@ impl Backups {
             neighbours: r.neighbours.unwrap_or(d.neighbours),
             max_delay: d.max_delay,
         };
-        if !(p.high_watermark > 0.0 && p.high_watermark <= 1.0) {
-            return Err(StartError::Invalid(format!(
-                "high watermark {}: must be in (0, 1]",
-                p.high_watermark
-            )));
-        }
-        if !(p.low_watermark >= 0.0 && p.low_watermark < 1.0) {
-            return Err(StartError::Invalid(format!(
-                "low watermark {}: must be in [0, 1)",
-                p.low_watermark
-            )));
-        }
+        p.check().map_err(StartError::Invalid)?;
         Ok(p)
+    }
+
+    /// Claims `export` for a start: one start at a time per export, and none while a backup
+    /// runs. A backup that has ended but is still releasing its container is waited for.
+    fn claim(&self, export: &str) -> Result<(), StartError> {
+        let mut st = self.book.state.lock().unwrap();
+        loop {
+            let busy = |id: &str| StartError::Busy {
+                export: export.to_owned(),
+                id: id.to_owned(),
+            };
+            match st.live.get(export).map(|s| (s.running(), s.id.clone())) {
+                Some((true, id)) => return Err(busy(&id)),
+                Some((false, id)) => {
+                    let (next, waited) = self
+                        .book
+                        .changed
+                        .wait_timeout_while(st, RELEASE_LIMIT, |st| {
+                            st.live.get(export).is_some_and(|s| s.id == id)
+                        })
+                        .unwrap();
+                    if waited.timed_out() {
+                        return Err(busy(&id));
+                    }
+                    st = next;
+                }
+                None if st.starting.insert(export.to_owned()) => return Ok(()),
+                None => return Err(busy("one being started")),
+            }
+        }
     }
 
     /// Starts a backup of `export`; returns once the snapshot point is taken.
@@ -175,25 +247,14 @@ impl Backups {
         r: &StartBackup,
     ) -> Result<BackupStarted, StartError> {
         let name = export.name().to_owned();
-        {
-            // One start at a time per export: the check and the claim are one step.
-            let mut starting = self.starting.lock().unwrap();
-            if let Some(s) = self.live.lock().unwrap().get(&name).filter(|s| s.running()) {
-                let id = s.id.clone();
-                return Err(StartError::Busy { export: name, id });
-            }
-            if !starting.insert(name.clone()) {
-                let id = "one being started".to_owned();
-                return Err(StartError::Busy { export: name, id });
-            }
-        }
-        struct Claim<'a>(&'a Mutex<HashSet<String>>, String);
+        self.claim(&name)?;
+        struct Claim<'a>(&'a Book, String);
         impl Drop for Claim<'_> {
             fn drop(&mut self) {
-                self.0.lock().unwrap().remove(&self.1);
+                self.0.state.lock().unwrap().starting.remove(&self.1);
             }
         }
-        let _claim = Claim(&self.starting, name.clone());
+        let _claim = Claim(&self.book, name.clone());
         let block_size = r.block_size.unwrap_or(self.defaults.block_size);
         if !block_size.is_power_of_two() || !(4096..=4 << 20).contains(&block_size) {
             return Err(StartError::Invalid(format!(
@@ -372,16 +433,18 @@ impl Backups {
         if let Err(e) = self.records.save(&report) {
             warn!(error = %e, "cannot write the backup record");
         }
-        self.live
+        self.book
+            .state
             .lock()
             .unwrap()
+            .live
             .insert(name.clone(), session.clone());
-        let (records, ended, engine) = (
+        let (records, book, engine) = (
             self.records.clone(),
-            self.ended.clone(),
+            self.book.clone(),
             export.engine().clone(),
         );
-        let on_end = Box::new(move |s: &Session| {
+        let on_end = Box::new(move |s: Arc<Session>| {
             engine.remove(&s.id);
             match s.state() {
                 State::Done => engine.cbt().complete(&s.id),
@@ -391,7 +454,7 @@ impl Backups {
             if let Err(e) = records.save(&r) {
                 warn!(error = %e, "cannot write the backup record");
             }
-            ended.lock().unwrap().insert(0, r);
+            book.end(s, r);
         });
         let dev = export.engine().device().clone();
         if let Err(e) = mover::spawn(session.clone(), dev, mover, on_end) {
@@ -400,7 +463,9 @@ impl Backups {
             export.engine().cbt().abort(&id);
             session.container.dispose();
             target.abort();
-            let _ = self.records.save(&session.report());
+            let r = session.report();
+            let _ = self.records.save(&r);
+            self.book.end(session, r);
             return Err(StartError::Mover(e));
         }
         info!(session = %id, export = %name, target = %r.to, blocks = report.blocks_total, setup_ms = report.setup_ms, "backup started");
@@ -417,71 +482,39 @@ impl Backups {
     }
 
     fn live(&self, export: &str) -> Option<Arc<Session>> {
-        self.live.lock().unwrap().get(export).cloned()
+        self.book.state.lock().unwrap().live.get(export).cloned()
+    }
+
+    fn live_by_id(&self, id: &str) -> Option<Arc<Session>> {
+        let st = self.book.state.lock().unwrap();
+        st.live.values().find(|s| s.id == id).cloned()
     }
 
     /// Reports of live and ended sessions, optionally of one export; live first, newest first.
     pub fn reports(&self, export: Option<&str>) -> Vec<Report> {
-        let ended = self.ended.lock().unwrap().clone();
-        // Live sessions first: running ones, and ended ones whose clean-up is not done yet.
-        let mut out: Vec<Report> = self
-            .live
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|s| s.running() || !ended.iter().any(|r| r.id == s.id))
-            .map(|s| s.report())
-            .collect();
-        out.extend(ended);
-        out.retain(|r| export.is_none_or(|e| r.export == e));
-        out.dedup_by(|a, b| a.id == b.id);
-        out
+        let st = self.book.state.lock().unwrap();
+        let live: Vec<Arc<Session>> = st.live.values().cloned().collect();
+        let mut out = st.ended.clone();
+        drop(st);
+        let mut live: Vec<Report> = live.iter().map(|s| s.report()).collect();
+        live.append(&mut out);
+        live.retain(|r| export.is_none_or(|e| r.export == e));
+        live
     }
 
     /// The report of session `id`.
     pub fn report(&self, id: &str) -> Option<Report> {
-        let live = self
-            .live
-            .lock()
-            .unwrap()
-            .values()
-            .find(|s| s.id == id)
-            .cloned();
-        match live {
-            Some(s) if s.running() => Some(s.report()),
-            _ => self
-                .ended
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|r| r.id == id)
-                .cloned()
-                .or_else(|| live.map(|s| s.report())),
+        if let Some(s) = self.live_by_id(id) {
+            return Some(s.report());
         }
+        let st = self.book.state.lock().unwrap();
+        st.ended.iter().find(|r| r.id == id).cloned()
     }
 
-    /// Waits up to `timeout` for session `id` to end; returns its report.
+    /// Waits up to `timeout` for session `id` to end and release what it held; returns its
+    /// report.
     pub fn wait(&self, id: &str, timeout: Duration) -> Option<Report> {
-        let live = self
-            .live
-            .lock()
-            .unwrap()
-            .values()
-            .find(|s| s.id == id)
-            .cloned();
-        if let Some(s) = live {
-            s.wait(timeout);
-            // The end callback records the final report once the mover has cleaned up.
-            for _ in 0..1000 {
-                if !s.running() && self.ended.lock().unwrap().iter().any(|r| r.id == id) {
-                    break;
-                }
-                if s.running() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
+        self.book.wait_ended(id, timeout);
         self.report(id)
     }
 
@@ -524,32 +557,26 @@ impl Backups {
 
     /// Waits (up to `limit`) until every live session has ended and cleaned up.
     pub fn wait_all(&self, limit: Duration) {
-        let deadline = std::time::Instant::now() + limit;
-        let ids: Vec<String> = self
-            .live
-            .lock()
-            .unwrap()
-            .values()
-            .map(|s| s.id.clone())
-            .collect();
-        for id in ids {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            self.wait(&id, left);
-            while !self.ended.lock().unwrap().iter().any(|r| r.id == id)
-                && std::time::Instant::now() < deadline
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
+        let st = self.book.state.lock().unwrap();
+        drop(
+            self.book
+                .changed
+                .wait_timeout_while(st, limit, |st| !st.live.is_empty())
+                .unwrap(),
+        );
     }
 
     /// Fails every live session (the daemon is stopping).
     pub fn stop_all(&self, reason: &str) {
-        for s in self.live.lock().unwrap().values() {
-            if s.running() {
-                s.fail(reason);
-            }
+        let live: Vec<Arc<Session>> = self.live_sessions();
+        for s in live {
+            s.fail(reason);
         }
+    }
+
+    fn live_sessions(&self) -> Vec<Arc<Session>> {
+        let st = self.book.state.lock().unwrap();
+        st.live.values().cloned().collect()
     }
 }
 

@@ -5,7 +5,6 @@
 //! "running" means the daemon died during that backup: it becomes "failed" with the reason, and
 //! the container and partial target it left are removed.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -27,14 +26,10 @@ impl Records {
         Ok(Records { dir })
     }
 
-    /// Writes a record atomically.
+    /// Writes a record atomically and durably, readable by cowd's user only.
     pub fn save(&self, r: &Report) -> std::io::Result<()> {
-        let tmp = self.dir.join(format!(".{}.tmp", r.id));
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, self.dir.join(format!("{}.json", r.id)))?;
-        std::fs::File::open(&self.dir)?.sync_all()
+        let bytes = serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?;
+        crate::files::write_atomic(&self.dir.join(format!("{}.json", r.id)), &bytes)
     }
 
     /// Removes a record (a start that failed before its snapshot point leaves none).

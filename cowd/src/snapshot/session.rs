@@ -66,6 +66,40 @@ impl Default for Policy {
     }
 }
 
+impl Policy {
+    /// Checks the watermarks (ratios; shown as percentages, the unit operators type).
+    pub fn check(&self) -> Result<(), String> {
+        let (high, low) = (self.high_watermark, self.low_watermark);
+        let pct = |r: f64| format!("{}%", (r * 1e4).round() / 100.0);
+        if !(high > 0.0 && high <= 1.0) {
+            return Err(format!(
+                "high watermark {}: must be above 0% and at most 100%",
+                pct(high)
+            ));
+        }
+        if !(0.0..1.0).contains(&low) {
+            return Err(format!(
+                "low watermark {}: must be at least 0% and below 100%",
+                pct(low)
+            ));
+        }
+        if low >= high {
+            return Err(format!(
+                "low watermark {} must be below the high watermark {}",
+                pct(low),
+                pct(high)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `x` rounded to thousandths: reports carry measurements, not floating-point noise
+/// (`0.263`, not `0.26276499999999997`).
+pub fn thousandths(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
+}
+
 /// Where a session is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -585,7 +619,7 @@ impl Session {
             snapshot_time: rfc3339(self.snapshot_time),
             ended_time: end.as_ref().map(|e| rfc3339(e.1)),
             quiesce: self.quiesce.clone(),
-            setup_ms: self.setup().as_secs_f64() * 1e3,
+            setup_ms: thousandths(self.setup().as_secs_f64() * 1e3),
             block_size: self.block_size,
             blocks_total: total,
             blocks_done: done,
@@ -595,15 +629,44 @@ impl Session {
             container_peak: f.peak,
             copies_before_write: s.cbw_copies.load(Ordering::Relaxed),
             throttled_writes: s.throttled_writes.load(Ordering::Relaxed),
-            throttle_delay_ms: s.throttle_ns.load(Ordering::Relaxed) as f64 / 1e6,
+            throttle_delay_ms: thousandths(s.throttle_ns.load(Ordering::Relaxed) as f64 / 1e6),
             waited_writes: s.waited_writes.load(Ordering::Relaxed),
-            wait_ms: s.wait_ns.load(Ordering::Relaxed) as f64 / 1e6,
+            wait_ms: thousandths(s.wait_ns.load(Ordering::Relaxed) as f64 / 1e6),
             moved_bytes: moved,
-            elapsed_s: elapsed.as_secs_f64(),
-            mover_mib_s: rate / f64::from(1 << 20),
-            eta_s: (running && rate > 0.0).then(|| left / rate),
+            elapsed_s: thousandths(elapsed.as_secs_f64()),
+            mover_mib_s: thousandths(rate / f64::from(1 << 20)),
+            eta_s: (running && rate > 0.0).then(|| thousandths(left / rate)),
             frozen_at: freeze.map(|f| rfc3339(f.0)),
             thawed_at: freeze.map(|f| rfc3339(f.1)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Policy;
+
+    fn check(high: f64, low: f64) -> Result<(), String> {
+        Policy {
+            high_watermark: high,
+            low_watermark: low,
+            ..Policy::default()
+        }
+        .check()
+    }
+
+    #[test]
+    fn watermarks_are_checked_in_the_unit_operators_type() {
+        assert_eq!(check(0.75, 0.10), Ok(()));
+        assert_eq!(
+            check(2.0, 0.1).unwrap_err(),
+            "high watermark 200%: must be above 0% and at most 100%"
+        );
+        assert_eq!(
+            check(0.1, 0.9).unwrap_err(),
+            "low watermark 90% must be below the high watermark 10%"
+        );
+        assert!(check(0.5, -0.1).is_err());
+        assert!(check(f64::NAN, 0.1).is_err());
     }
 }

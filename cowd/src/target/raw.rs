@@ -8,9 +8,8 @@
 //! Every large write starts the writeback of its range at once (`sync_file_range`), so that
 //! the disk works while the next data is read and `finish`'s flush has little left to do.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -59,8 +58,9 @@ impl RawImage {
             path: path.display().to_string(),
             source,
         };
-        match std::fs::metadata(path) {
-            Ok(m) if m.file_type().is_block_device() || m.file_type().is_file() => {
+        match std::fs::symlink_metadata(path) {
+            Ok(_) => {
+                crate::files::check_in_place(path).map_err(|e| refused(path, e.to_string()))?;
                 let dev = FileDevice::open(path, FileOptions::default())
                     .map_err(|e| refused(path, e.to_string()))?;
                 if dev.size() < size {
@@ -74,7 +74,6 @@ impl RawImage {
                     hint: File::open(path).ok(),
                 })
             }
-            Ok(_) => Err(refused(path, "not a regular file or block device")),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut name = path
                     .file_name()
@@ -82,13 +81,7 @@ impl RawImage {
                     .to_owned();
                 name.push(".partial");
                 let partial = path.with_file_name(name);
-                let f = OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&partial)
-                    .map_err(io)?;
+                let f = crate::files::create_private(&partial).map_err(io)?;
                 f.set_len(size).map_err(io)?;
                 drop(f);
                 let dev = FileDevice::open(&partial, FileOptions::default())

@@ -209,7 +209,7 @@ impl RepoTarget {
             .begin(&g.id, g.parent.as_ref().map(|p| p.0.as_str()))
             .map_err(|e| failed(e.to_string()))?;
         let staging_path = repo.tmp_path();
-        let f = std::fs::File::create(&staging_path)
+        let f = crate::files::create_private(&staging_path)
             .map_err(|e| failed(format!("staging file: {e}")))?;
         f.set_len(g.device_size)
             .map_err(|e| failed(format!("staging file: {e}")))?;
