@@ -138,6 +138,7 @@ enum Command {
     /// Re-read and check every chunk of backups of a repository (all without ID).
     ///
     /// Prints each corrupt or missing chunk with the backups it breaks, and each bad index.
+    /// With --image PATH: checks a raw image backup against the checksum beside it.
     #[command(after_help = VERIFY_STATUS)]
     Verify(VerifyArgs),
     /// Remove the backups of an export outside a retention policy, then the chunks no backup

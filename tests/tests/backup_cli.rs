@@ -594,3 +594,44 @@ fn no_quiet_period_while_a_client_keeps_writing() {
     assert!(!to.exists() && !partial(&to).exists());
     assert_eq!(ok(&cowctl(&d, &["status"])), "no backups\n");
 }
+
+#[test]
+fn a_raw_image_gets_a_checksum_that_verify_and_sha256sum_check() {
+    let d = start(Daemon::builder().export("disk", 16 << 20));
+    fill_data(d.image("disk"), 16 << 20);
+    let to = d.dir().join("b.img");
+    ok(&cowctl(
+        &d,
+        &[
+            "start-backup",
+            "disk",
+            "--to",
+            path_str(&to),
+            "--no-quiesce",
+            "--wait",
+        ],
+    ));
+    assert_same_file(&to, d.image("disk"));
+    let sums = d.dir().join("b.img.sha256");
+    let line = std::fs::read_to_string(&sums).unwrap();
+    assert!(line.ends_with("  b.img\n"), "{line:?}");
+    let check = Command::new("sha256sum")
+        .args(["-c", "b.img.sha256"])
+        .current_dir(d.dir())
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", stdout(&check));
+    let out = ok(&cowctl(&d, &["verify", "--image", path_str(&to)]));
+    assert!(
+        out.starts_with(&format!("{}: OK (sha256 ", to.display())),
+        "{out}"
+    );
+
+    // One flipped byte is found.
+    let f = std::fs::OpenOptions::new().write(true).open(&to).unwrap();
+    f.write_all_at(b"\xff", 5 << 20).unwrap();
+    let o = cowctl(&d, &["verify", "--image", path_str(&to)]);
+    let err = failed(&o, 1);
+    assert!(err.contains("the image differs from its checksum"), "{err}");
+    assert!(stdout(&o).contains("FAILED"), "{}", stdout(&o));
+}

@@ -65,6 +65,10 @@ pub struct VerifyArgs {
     /// The repository [default: the daemon's].
     #[arg(long, value_name = "DIR")]
     pub repo: Option<PathBuf>,
+    /// Verify a raw image backup (`start-backup --to PATH`) against the checksum cowd wrote
+    /// beside it (PATH.sha256), here, without the daemon.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["ids", "all", "repo"])]
+    pub image: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -192,6 +196,11 @@ pub async fn verify(
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<Outcome> {
+    if let Some(image) = &a.image {
+        let (text, outcome) = super::image::verify(image);
+        out.write_all(text.as_bytes())?;
+        return Ok(outcome);
+    }
     let body = VerifyRequest {
         repo: repo_arg(a.repo.as_deref())?,
         ids: (!a.ids.is_empty()).then(|| a.ids.clone()),

@@ -335,9 +335,9 @@ impl Backups {
                 mover.align = u64::from(p.target.chunk_size());
                 p.target.clone()
             }
-            (None, None) => Arc::new(RawImage::create(&to, export.size())?),
+            (None, None) => Arc::new(RawImage::create(&to, export.size())?.with_checksum()),
             (None, Some(f)) => {
-                let raw = RawImage::create(&to, export.size())?;
+                let raw = RawImage::create(&to, export.size())?.with_checksum();
                 let (raw, control) = raw.with_faults();
                 if let Some(ms) = f.delay_ms {
                     control.delay(OpMask::ALL, Duration::from_millis(ms));

@@ -5,6 +5,7 @@
 //! Today: [`RawImage`] (a sparse file, or an existing file or block device). The repository of
 //! the next layer implements the same trait.
 
+pub mod checksum;
 mod raw;
 mod repo;
 

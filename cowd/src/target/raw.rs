@@ -13,7 +13,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{BackupTarget, TargetError};
+use super::{BackupTarget, TargetError, checksum};
 use crate::device::{BlockDevice, FileDevice, FileOptions, ZeroFlags};
 
 /// A raw image target.
@@ -25,6 +25,8 @@ pub struct RawImage {
     partial: Option<PathBuf>,
     /// The same file, for writeback hints (`None` on devices that are not files).
     hint: Option<File>,
+    /// Write `PATH.sha256` at `finish` (file images of backups; see [`checksum`]).
+    checksum: bool,
 }
 
 /// Writes at least this long start their writeback at once.
@@ -72,6 +74,7 @@ impl RawImage {
                     path: path.to_owned(),
                     partial: None,
                     hint: File::open(path).ok(),
+                    checksum: false,
                 })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -91,9 +94,19 @@ impl RawImage {
                     path: path.to_owned(),
                     hint: File::open(&partial).ok(),
                     partial: Some(partial),
+                    checksum: false,
                 })
             }
             Err(e) => Err(io(e)),
+        }
+    }
+
+    /// Also writes the image's checksum beside it when it is complete (a backup's image; a
+    /// restore's needs none).
+    pub fn with_checksum(self) -> RawImage {
+        RawImage {
+            checksum: true,
+            ..self
         }
     }
 
@@ -117,6 +130,7 @@ impl RawImage {
             path: path.to_owned(),
             partial: None,
             hint: None,
+            checksum: false,
         }
     }
 }
@@ -150,17 +164,28 @@ impl BackupTarget for RawImage {
 
     fn finish(&self) -> Result<(), TargetError> {
         self.dev.flush()?;
+        let io = |source| TargetError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        // A file image gets its checksum beside it (a block device has no "beside").
+        let file = self.partial.is_some()
+            || self
+                .hint
+                .as_ref()
+                .is_some_and(|f| f.metadata().is_ok_and(|m| m.file_type().is_file()));
+        let sum = if file && self.checksum {
+            Some(checksum::sha256_of(self.dev.as_ref()).map_err(io)?)
+        } else {
+            None
+        };
         if let Some(partial) = &self.partial {
-            let io = |source| TargetError::Io {
-                path: self.path.display().to_string(),
-                source,
-            };
             std::fs::rename(partial, &self.path).map_err(io)?;
-            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io)?;
-            }
+        }
+        if let Some(hex) = &sum {
+            checksum::write(&self.path, hex).map_err(io)?;
+        } else if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            crate::files::sync_dir(dir).map_err(io)?;
         }
         Ok(())
     }
