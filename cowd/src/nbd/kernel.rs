@@ -1,9 +1,10 @@
 //! The Linux kernel NBD client side: which export a `/dev/nbdN` device is attached to.
 //!
-//! The kernel records, in `/sys/block/nbdN/pid`, the process that runs the device's NBD
+//! The kernel records, in `/sys/block/nbdN/pid`, the task that runs the device's NBD
 //! connection (the `nbd-client` that called `NBD_DO_IT`). cowd knows the process id of the
 //! peer of every Unix-socket connection, so the device maps to the export one of whose
-//! connections belongs to that process (or to its parent: `nbd-client` may fork after
+//! connections belongs to that task's process (the task may be a thread: `qemu-nbd -c` calls
+//! `NBD_DO_IT` in a thread of its own) or to its parent (`nbd-client` may fork after
 //! connecting).
 
 use std::path::{Path, PathBuf};
@@ -26,11 +27,13 @@ pub enum ResolveError {
     Elsewhere { device: String, pid: i32 },
 }
 
-fn parent_pid(proc_root: &Path, pid: i32) -> Option<i32> {
+/// A process-id field (`"Tgid:"`, `"PPid:"`) of `/proc/PID/status` (which exists for a thread
+/// id too).
+fn status_pid(proc_root: &Path, pid: i32, field: &str) -> Option<i32> {
     let status = std::fs::read_to_string(proc_root.join(pid.to_string()).join("status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("PPid:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().parse().ok())
 }
 
@@ -60,10 +63,17 @@ pub fn resolve(
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .ok_or_else(|| ResolveError::NotAttached(shown.clone()))?;
+    // The kernel's pid is the task's (thread) id; peers are known by their process id.
     let mut candidates = vec![pid];
-    let mut p = pid;
+    let mut p = match status_pid(proc_root, pid, "Tgid:") {
+        Some(tgid) if tgid != pid && tgid > 1 => {
+            candidates.push(tgid);
+            tgid
+        }
+        _ => pid,
+    };
     for _ in 0..3 {
-        match parent_pid(proc_root, p) {
+        match status_pid(proc_root, p, "PPid:") {
             Some(pp) if pp > 1 => {
                 candidates.push(pp);
                 p = pp;
@@ -86,13 +96,14 @@ mod tests {
     use crate::export::Export;
 
     #[test]
-    fn maps_a_device_through_the_client_process_or_its_parent() {
+    fn maps_a_device_through_the_client_task_its_process_or_its_parent() {
         let root = tempfile::tempdir().unwrap();
         let (sys, proc_) = (root.path().join("sys"), root.path().join("proc"));
         for (dev, pid) in [
             ("nbd0", Some("4242\n")),
             ("nbd1", None),
             ("nbd2", Some("777")),
+            ("nbd3", Some("5002")),
         ] {
             std::fs::create_dir_all(sys.join("block").join(dev)).unwrap();
             if let Some(p) = pid {
@@ -105,18 +116,32 @@ mod tests {
             "Name:\tnbd-client\nPPid:\t4000\n",
         )
         .unwrap();
+        // qemu-nbd -c: NBD_DO_IT runs in thread 5002 of process 5000, which is connected.
+        std::fs::create_dir_all(proc_.join("5002")).unwrap();
+        std::fs::write(
+            proc_.join("5002/status"),
+            "Name:\tqemu-nbd\nTgid:\t5000\nPid:\t5002\nPPid:\t1\n",
+        )
+        .unwrap();
         let exports = Exports::default();
         let mk =
             |n: &str| Export::new(n, Path::new("/x"), Arc::new(MemoryDevice::new(4096)), false);
         let a = exports.add(mk("a")).unwrap();
         let b = exports.add(mk("b")).unwrap();
         let _ga = a.attach(1, Some(1234));
+        let c = exports.add(mk("c")).unwrap();
         let _gb = b.attach(2, Some(4000));
+        let _gc = c.attach(3, Some(5000));
         let r = |d: &str| resolve(Path::new(d), &exports, &sys, &proc_);
         assert_eq!(
             r("/dev/nbd0"),
             Ok("b".into()),
             "the parent of the DO_IT process connected"
+        );
+        assert_eq!(
+            r("/dev/nbd3"),
+            Ok("c".into()),
+            "the process of the DO_IT thread connected"
         );
         assert_eq!(
             r("/dev/nbd1"),
