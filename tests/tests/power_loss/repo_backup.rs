@@ -24,12 +24,13 @@ fn setup(incremental: bool) -> (PowerRig, Known, Vec<u8>) {
     (rig, known, v2)
 }
 
-fn sweep(mode: &str) {
+/// Cuts a `mode` backup after each count of operations `points(total)` chooses.
+fn sweep(mode: &str, points: impl Fn(u64) -> Vec<u64>) {
     let incremental = mode == "incremental";
     let total = setup(incremental).0.count(|r| {
         backup(r, mode);
     });
-    let points = cut_points(total, POINTS);
+    let points = points(total);
     println!("{mode} backup: {total} operations, cuts after {points:?}");
     for n in points {
         let (mut rig, mut known, at_t) = setup(incremental);
@@ -60,10 +61,19 @@ fn sweep(mode: &str) {
 
 #[test]
 fn full_backup_into_a_repository() {
-    sweep("full");
+    sweep("full", |total| cut_points(total, POINTS));
 }
 
 #[test]
 fn incremental_backup_into_a_repository() {
-    sweep("incremental");
+    sweep("incremental", |total| cut_points(total, POINTS));
+}
+
+/// The commit of a generation: the last operations of an incremental backup one by one (the
+/// staging and index writes, the manifest, the renames and directory syncs, the record).
+#[test]
+fn commit_of_a_generation() {
+    sweep("incremental", |total| {
+        (total.saturating_sub(12)..total).collect()
+    });
 }
