@@ -241,6 +241,9 @@ impl CbtFile {
             .and_then(|b| serde_json::from_slice(&b).ok());
         let _ = std::fs::remove_file(&self.saved);
         std::fs::write(&self.running, b"cowd is serving this export\n")?;
+        // The marker and the removal must be durable before any write is served: else a power
+        // cut could bring back the old map without the marker, and it would be trusted.
+        std::fs::File::open(self.saved.parent().unwrap())?.sync_all()?;
         let Some(saved) = saved else {
             if unclean {
                 cbt.invalidate(
