@@ -55,12 +55,20 @@ fn prune_and_gc() {
             "{context}: the kept backup is gone"
         );
         if cut.acknowledged() {
-            assert_eq!(listed, [newest.clone()], "{context}: pruned backups listed");
+            assert_eq!(
+                listed,
+                std::slice::from_ref(&newest),
+                "{context}: pruned backups listed"
+            );
         }
         check_repo(&rig, &|id| known.get(id).cloned(), &context);
         ok(&rig.cowctl(&strs(&prune_args(&rig))));
         let listed: Vec<String> = manifests(&rig).into_iter().map(|m| m.id).collect();
-        assert_eq!(listed, [newest.clone()], "{context}: prune run again");
+        assert_eq!(
+            listed,
+            std::slice::from_ref(&newest),
+            "{context}: prune run again"
+        );
         check_repo(&rig, &|id| known.get(id).cloned(), &context);
     }
 }
