@@ -7,7 +7,9 @@
 
 pub mod cli;
 pub mod files;
+pub mod lazyfs;
 pub mod mounts;
+pub mod power;
 
 use std::fs::File;
 use std::io::Read;

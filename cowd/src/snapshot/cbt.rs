@@ -240,7 +240,9 @@ impl CbtFile {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         let _ = std::fs::remove_file(&self.saved);
-        // Durable before the first write is served: a crash from here on must find the marker.
+        // The marker and the removal are durable (write_atomic syncs the directory) before
+        // any write is served: else a power cut could bring back the old map without the
+        // marker, and it would be trusted.
         crate::files::write_atomic(&self.running, b"cowd is serving this export\n")?;
         let Some(saved) = saved else {
             if unclean {

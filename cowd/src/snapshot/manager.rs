@@ -450,9 +450,15 @@ impl Backups {
                 State::Done => engine.cbt().complete(&s.id),
                 _ => engine.cbt().abort(&s.id),
             }
-            let r = s.report();
+            let mut r = s.report();
             if let Err(e) = records.save(&r) {
                 warn!(error = %e, "cannot write the backup record");
+                // Never report done what a restart would report failed: the record on disk
+                // still says running, which recovery turns into failed.
+                if r.state == State::Done {
+                    r.state = State::Failed;
+                    r.reason = Some(format!("the end of the backup could not be recorded: {e}"));
+                }
             }
             book.end(s, r);
         });
