@@ -369,8 +369,8 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let listener = PeerCheckedListener::bind(&dir.path().join("control.sock")).unwrap();
             let (stop, rx) = tokio::sync::watch::channel(false);
-            let defaults = cowd::snapshot::manager::Defaults::new(&dir.path().join("state"));
-            let backups = Arc::new(cowd::snapshot::manager::Backups::open(defaults).unwrap());
+            let defaults = cowd::backup::manager::Defaults::new(&dir.path().join("state"));
+            let backups = Arc::new(cowd::backup::manager::Backups::open(defaults).unwrap());
             let state = ControlState {
                 exports: Arc::new(exports),
                 backups,

@@ -24,11 +24,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::backup::manager::Defaults;
 use crate::control::api::{DEFAULT_SOCKET, OnOverflow};
 use crate::daemon::{Config, ExportSpec};
 use crate::nbd::server::ServerConfig;
 use crate::nbd::transmission::Limits;
-use crate::snapshot::manager::Defaults;
 
 /// A byte size written as a number or with a unit suffix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

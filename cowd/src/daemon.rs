@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::backup::manager::{Backups, Defaults};
 use crate::control::server::{ControlState, PeerCheckedListener};
 use crate::device::{BlockDevice, FileDevice, FileOptions, OpenError};
 use crate::export::{Export, ExportError, Exports};
@@ -21,7 +22,6 @@ use crate::nbd::kernel::Attachments;
 use crate::nbd::server::Listener;
 use crate::nbd::{Endpoint, Server, ServerConfig};
 use crate::snapshot::cbt::CbtFile;
-use crate::snapshot::manager::{Backups, Defaults};
 
 /// `NAME=PATH` of one export.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +131,10 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
 }
 
 async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
+    // Before anything can be reached: a SIGTERM that arrives as soon as the sockets answer
+    // (systemd right after READY, a test right after the API answers) must find the handler,
+    // not the default action that kills the process and leaves the sockets behind.
+    let signals = Signals::install()?;
     let mut listeners = Vec::new();
     for ep in &cfg.nbd {
         let l = Listener::bind(ep)
@@ -184,7 +188,7 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
     if let Err(e) = crate::notify::notify("READY=1") {
         warn!(error = %e, "cannot notify systemd");
     }
-    wait_for_signal().await?;
+    signals.wait().await;
     info!("stopping: no new clients; finishing requests in flight");
     let _ = crate::notify::notify("STOPPING=1");
     let _ = stop_tx.send(true);
@@ -234,15 +238,27 @@ fn load_change_maps(
     Ok(files)
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM"),
-        _ = int.recv() => info!("SIGINT"),
+/// SIGTERM and SIGINT, caught from the moment `install` returns.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => info!("SIGTERM"),
+            _ = self.int.recv() => info!("SIGINT"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! cowd: a copy-on-write online snapshot block driver.
 //!
-//! cowd serves block devices and image files over NBD and (in later layers) takes live,
-//! point-in-time backups of them while applications keep writing. This crate holds the
+//! cowd serves block devices and image files over NBD and takes live, point-in-time backups
+//! of them while applications keep writing. This crate holds the
 //! daemon's library; `main.rs` only turns flags and config into a running [`daemon`].
 //!
 //! ```text
@@ -9,6 +9,7 @@
 //!   cowctl ──────> control (HTTP/JSON over a Unix socket) ─┘
 //! ```
 
+pub mod backup;
 pub mod config;
 pub mod control;
 pub mod daemon;
@@ -22,4 +23,4 @@ pub mod notify;
 pub mod repo;
 pub mod restore;
 pub mod snapshot;
-pub mod target;
+pub mod targets;

@@ -12,7 +12,7 @@ use cowd::snapshot::container::Container;
 use cowd::snapshot::engine::Engine;
 use cowd::snapshot::point::{self, Plan};
 use cowd::snapshot::session::{OnOverflow, Policy, State};
-use cowd::target::RawImage;
+use cowd::targets::RawImage;
 
 const SIZE: u64 = 8 << 20;
 const BS: u32 = 65536;

@@ -50,7 +50,7 @@ use cowd::snapshot::container::Container;
 use cowd::snapshot::engine::Engine;
 use cowd::snapshot::point::{self, Plan};
 use cowd::snapshot::session::{OnOverflow, Policy, Session, State};
-use cowd::target::{BackupTarget, RawImage, TargetError};
+use cowd::targets::{BackupTarget, RawImage, TargetError};
 use proptest::collection::vec;
 use proptest::prelude::*;
 

@@ -371,3 +371,49 @@ fn watermarks_are_checked_in_the_unit_typed_and_a_refused_container_leaves_nothi
     );
     assert!(!to.exists() && !partial(&to).exists());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Timing: a stop as soon as the daemon answers
+
+#[test]
+fn sigterm_as_soon_as_the_sockets_exist_is_a_clean_stop() {
+    // The handler was once installed after the control API answered: a SIGTERM in between
+    // (systemd's stop right after the start) killed the daemon with the default action and
+    // left its sockets behind. Poll without sleeping, to land in that window if it exists.
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("disk.img");
+    fs::File::create(&image).unwrap().set_len(1 << 20).unwrap();
+    for round in 0..20 {
+        let control = dir.path().join(format!("control-{round}.sock"));
+        let mut child = std::process::Command::new(cowd_tests::bin("cowd"))
+            .arg("serve")
+            .arg("--export")
+            .arg(format!("disk={}", image.display()))
+            .arg("--nbd")
+            .arg(format!(
+                "unix:{}",
+                dir.path().join(format!("nbd-{round}.sock")).display()
+            ))
+            .arg("--control")
+            .arg(&control)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !control.exists() {
+            assert!(std::time::Instant::now() < deadline, "no control socket");
+            std::thread::yield_now();
+        }
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let st = child.wait().unwrap();
+        assert!(st.success(), "round {round}: cowd after SIGTERM: {st}");
+        assert!(
+            !control.exists(),
+            "round {round}: control socket left behind"
+        );
+    }
+}

@@ -23,9 +23,9 @@ use super::api::{
     BackupStarted, BackupStatus, Device, ErrorBody, ExportInfo, Prioritize, Resolved, StartBackup,
 };
 use super::server::{ControlState, error};
+use crate::backup::manager::{SessionError, StartError};
 use crate::export::Export;
 use crate::nbd::kernel::{self, AttachError, ResolveError};
-use crate::snapshot::manager::{SessionError, StartError};
 
 type Failure = (StatusCode, Json<ErrorBody>);
 type Reply<T> = Result<Json<T>, Failure>;
@@ -99,9 +99,10 @@ pub async fn start_backup(
         Err(err) => {
             let status = match &err {
                 StartError::Busy { .. } | StartError::Quiesce(_) => StatusCode::CONFLICT,
-                StartError::Invalid(_) | StartError::Target(_) | StartError::Container(_) => {
-                    StatusCode::BAD_REQUEST
-                }
+                StartError::Invalid(_)
+                | StartError::Plan(_)
+                | StartError::Target(_)
+                | StartError::Container(_) => StatusCode::BAD_REQUEST,
                 StartError::Point(_) | StartError::Mover(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             Err(error(status, err.to_string()))

@@ -17,10 +17,10 @@ use tracing::{info, warn};
 
 use super::api::ErrorBody;
 use super::{handlers, repo};
+use crate::backup::manager::Backups;
 use crate::export::Exports;
 use crate::nbd::kernel::Attachments;
 use crate::nbd::transmission::Limits;
-use crate::snapshot::manager::Backups;
 
 /// What request handlers can see.
 #[derive(Debug, Clone)]

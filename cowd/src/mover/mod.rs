@@ -348,11 +348,7 @@ fn copy_run(
     }
     let mut pieces: Vec<Piece> = Vec::new();
     let mut claimed = 0u64;
-    for b in first..first + n {
-        let _held = s.locks.lock(b);
-        if !s.pending.remove(b) {
-            continue;
-        }
+    for b in s.claim_read(first..first + n) {
         claimed += 1;
         let (boff, blen) = s.block_extent(b);
         let buf_off = (boff - off) as usize;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::repo::{Index, Repo};
-use crate::target::{BackupTarget, RawImage};
+use crate::targets::{BackupTarget, RawImage};
 
 /// Where a restore is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

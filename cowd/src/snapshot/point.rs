@@ -17,7 +17,7 @@ use super::container::Container;
 use super::engine::Engine;
 use super::session::{Policy, Session, Setup};
 use crate::device::{BlockDevice, DeviceError};
-use crate::target::BackupTarget;
+use crate::targets::BackupTarget;
 
 /// Everything a session needs besides the snapshot point itself.
 #[derive(Debug)]

@@ -25,7 +25,7 @@ use super::container::Container;
 use super::locks::BlockLocks;
 use super::pending::PendingSet;
 use crate::device::{BlockDevice, IoBuf};
-use crate::target::BackupTarget;
+use crate::targets::BackupTarget;
 
 /// What to do when a write needing a copy cannot get container space within `cbw_timeout`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -525,6 +525,19 @@ impl Session {
     pub fn needs_copy(&self, offset: u64, len: u64) -> bool {
         let (first, last) = self.block_range(offset, len);
         self.running() && self.pending.any_in(first, last)
+    }
+
+    /// Claims, of the blocks in `blocks` that the caller has just read off the device without
+    /// any lock, those still pending: each leaves the pending set under its block lock. The
+    /// data read for a claimed block is its content at T, because a writer removes a pending
+    /// block from the set under the same lock before it writes (see `copy_before_write`); a
+    /// block no longer pending was saved in the container or written since, and is not
+    /// claimed. Hence the mover never holds a block lock during I/O.
+    pub fn claim_read(&self, blocks: Range<u32>) -> impl Iterator<Item = u32> + '_ {
+        blocks.filter(|&b| {
+            let _held = self.locks.lock(b);
+            self.pending.remove(b)
+        })
     }
 
     /// Saves the T content of every pending block in the range into the container, so the

@@ -14,14 +14,13 @@ use std::sync::Arc;
 use roaring::RoaringBitmap;
 use tracing::info;
 
-use super::cbt::Checkpoint;
-use super::engine::{CBT_BLOCK, Engine};
-use super::manager::StartError;
-use super::session::Session;
-use super::view::SnapshotView;
 use crate::control::api::{BackupMode, BlockChoice};
 use crate::repo::{Blocks, Index, Mode, Repo, chunk_count};
-use crate::target::{Generation, RepoTarget};
+use crate::snapshot::cbt::Checkpoint;
+use crate::snapshot::engine::{CBT_BLOCK, Engine};
+use crate::snapshot::session::Session;
+use crate::snapshot::view::SnapshotView;
+use crate::targets::{Generation, RepoTarget};
 
 /// What was decided before T.
 #[derive(Debug)]
@@ -33,8 +32,13 @@ pub struct Planned {
     pub blocks: BlockChoice,
 }
 
-fn invalid(e: impl std::fmt::Display) -> StartError {
-    StartError::Invalid(e.to_string())
+/// Why a generation cannot be planned (the repository, the parent, the change map).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PlanError(pub String);
+
+fn invalid(e: impl std::fmt::Display) -> PlanError {
+    PlanError(e.to_string())
 }
 
 /// Opens the repository and decides the mode, before the snapshot point.
@@ -48,7 +52,7 @@ pub fn prepare(
     block_size: u32,
     mode: BackupMode,
     blocks: BlockChoice,
-) -> Result<Planned, StartError> {
+) -> Result<Planned, PlanError> {
     let repo = Repo::open(repo_path).map_err(invalid)?;
     let parent = repo.backups().map_err(invalid)?.into_iter().rfind(|m| {
         m.export == export && m.device_size == device_size && m.chunk_size == repo.chunk_size()
@@ -92,7 +96,8 @@ pub fn prepare(
         snapshot_time: now,
         started: now,
     };
-    let target = Arc::new(RepoTarget::create(repo, g, crate::repo::chunk_threads())?);
+    let target =
+        Arc::new(RepoTarget::create(repo, g, crate::repo::chunk_threads()).map_err(invalid)?);
     Ok(Planned {
         target,
         parent,
@@ -129,11 +134,7 @@ fn blocks_of(chunks: &RoaringBitmap, cs: u64, bs: u64, size: u64) -> RoaringBitm
 /// A full backup writes every block. An incremental one reads only the blocks written since
 /// its parent; the chunks holding them are *fresh* and the rest of a fresh chunk comes from
 /// the parent's copy of it, so the device is read for changed data only.
-pub fn narrow(
-    session: &Arc<Session>,
-    engine: &Engine,
-    planned: &Planned,
-) -> Result<(), StartError> {
+pub fn narrow(session: &Arc<Session>, engine: &Engine, planned: &Planned) -> Result<(), PlanError> {
     let target = &planned.target;
     let (size, bs, cs) = (
         session.size,

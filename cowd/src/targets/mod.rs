@@ -2,8 +2,9 @@
 //!
 //! The mover writes each block of the device's image at T exactly once, in any order, then calls
 //! `finish` (make it durable and visible) or `abort` (the backup failed: remove what is partial).
-//! Today: [`RawImage`] (a sparse file, or an existing file or block device). The repository of
-//! the next layer implements the same trait.
+//! [`RawImage`] (a sparse file, or an existing file or block device) and [`RepoTarget`] (a
+//! generation of a repository)
+//! implement it.
 
 pub mod checksum;
 mod raw;

@@ -10,8 +10,8 @@ use std::time::SystemTime;
 
 use tracing::{info, warn};
 
-use super::container::dispose_stale;
-use super::session::{Report, State};
+use crate::snapshot::container::dispose_stale;
+use crate::snapshot::session::{Report, State};
 
 /// The `backups/` directory of the state directory.
 #[derive(Debug, Clone)]
