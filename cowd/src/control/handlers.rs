@@ -238,9 +238,10 @@ pub async fn attach(
 }
 
 pub async fn detach(State(s): State<ControlState>, Body(d): Body<Device>) -> Reply<Resolved> {
-    let export = s
-        .attachments
-        .detach(Path::new(&d.device))
+    // Waits for the kernel to let the device go: off the runtime's threads.
+    let (attachments, device) = (s.attachments.clone(), d.device.clone());
+    let export = blocking(move || attachments.detach(Path::new(&device)))
+        .await?
         .map_err(attach_error)?;
     Ok(Json(Resolved {
         device: d.device,

@@ -195,8 +195,21 @@ mod tests {
 /// ```
 #[derive(Debug, Default)]
 pub struct Attachments {
-    devices: std::sync::Mutex<std::collections::HashMap<PathBuf, (String, Arc<std::fs::File>)>>,
+    /// Attached devices by path; an entry leaves when its `NBD_DO_IT` thread has cleaned up.
+    devices: std::sync::Mutex<std::collections::HashMap<PathBuf, Attached>>,
+    /// Signalled when an entry leaves `devices`.
+    gone: std::sync::Condvar,
 }
+
+/// One attached device: the export it serves and the device file its threads use.
+#[derive(Debug, Clone)]
+struct Attached {
+    export: String,
+    dev: Arc<std::fs::File>,
+}
+
+/// Longest `detach` waits for the kernel to let the device go.
+const DETACH_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why a device could not be attached or detached.
 #[derive(Debug, thiserror::Error)]
@@ -248,7 +261,7 @@ impl Attachments {
             .lock()
             .unwrap()
             .get(device)
-            .map(|d| d.0.clone())
+            .map(|d| d.export.clone())
     }
 
     /// Attaches `export` to the kernel device `device` (`/dev/nbdN`).
@@ -299,10 +312,13 @@ impl Attachments {
             };
             return Err(failed(why));
         }
-        self.devices
-            .lock()
-            .unwrap()
-            .insert(device.to_owned(), (export.name().to_owned(), dev.clone()));
+        self.devices.lock().unwrap().insert(
+            device.to_owned(),
+            Attached {
+                export: export.name().to_owned(),
+                dev: dev.clone(),
+            },
+        );
         let neg = super::request::Negotiated {
             tflags: flags,
             structured: false,
@@ -328,7 +344,16 @@ impl Attachments {
                 }
                 let _ = nbd_ioctl(&dev, NBD_CLEAR_QUE, 0);
                 let _ = nbd_ioctl(&dev, NBD_CLEAR_SOCK, 0);
-                me.devices.lock().unwrap().remove(&path);
+                let mut devices = me.devices.lock().unwrap();
+                // Only our own entry: a later attachment of the same device is not ours.
+                if devices
+                    .get(&path)
+                    .is_some_and(|a| Arc::ptr_eq(&a.dev, &dev))
+                {
+                    devices.remove(&path);
+                }
+                drop(devices);
+                me.gone.notify_all();
                 tracing::info!(device = %path.display(), "kernel NBD device detached");
             })
             .map_err(|e| failed(e.to_string()))?;
@@ -336,18 +361,33 @@ impl Attachments {
         Ok(())
     }
 
-    /// Disconnects a device this daemon attached; returns its export.
+    /// Disconnects a device this daemon attached and waits (bounded) until the kernel has let
+    /// it go, so it can be attached again at once; returns its export.
     pub fn detach(&self, device: &Path) -> Result<String, AttachError> {
         nbd_device(device)?;
         let shown = device.display().to_string();
-        let Some((export, dev)) = self.devices.lock().unwrap().get(device).cloned() else {
+        let Some(a) = self.devices.lock().unwrap().get(device).cloned() else {
             return Err(AttachError::NotAttached(shown));
         };
-        nbd_ioctl(&dev, NBD_DISCONNECT, 0).map_err(|e| AttachError::Failed {
-            device: shown,
+        nbd_ioctl(&a.dev, NBD_DISCONNECT, 0).map_err(|e| AttachError::Failed {
+            device: shown.clone(),
             why: e.to_string(),
         })?;
-        Ok(export)
+        let devices = self.devices.lock().unwrap();
+        let (devices, waited) = self
+            .gone
+            .wait_timeout_while(devices, DETACH_LIMIT, |d| {
+                d.get(device).is_some_and(|b| Arc::ptr_eq(&b.dev, &a.dev))
+            })
+            .unwrap();
+        drop(devices);
+        if waited.timed_out() {
+            return Err(AttachError::Failed {
+                device: shown,
+                why: format!("still connected {DETACH_LIMIT:?} after the disconnect request"),
+            });
+        }
+        Ok(a.export)
     }
 
     /// Disconnects every device (the daemon is stopping).

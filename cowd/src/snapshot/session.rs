@@ -154,6 +154,13 @@ pub struct Setup {
 }
 
 /// One backup in progress or ended.
+///
+/// Locks: the pending set and the container have their own internal locks; `locks` holds one
+/// lock per block (taken in ascending block order; a writer reserves its container slot
+/// before it takes a block lock, so no block lock is held while waiting for space). Every
+/// `Mutex` field covers only itself and is held only for the access, never while another of
+/// the session's locks is taken, except a block lock, which may be held while the pending set
+/// and the container are touched (that is what makes a claim and a copy atomic).
 #[derive(Debug)]
 pub struct Session {
     pub id: String,
@@ -180,11 +187,34 @@ pub struct Session {
     setup_ns: AtomicU64,
     pub quiesce: String,
     started: Instant,
+    /// The [`State`] (as `u8`); leaves `Running` once, by compare-and-swap in `end`.
     state: AtomicU8,
-    end: Mutex<Option<(String, SystemTime, Duration)>>,
+    /// Set once, right after `state` leaves `Running`; covered by its own lock, which is
+    /// never held while another lock of the session is taken.
+    end: Mutex<Option<Ended>>,
+    /// Signalled when `end` is set.
     ended: Condvar,
+    /// Ranges the mover takes first; its own lock, held only to push or pop.
     priority: Mutex<VecDeque<Range<u32>>>,
-    freeze: Mutex<Option<(SystemTime, SystemTime)>>,
+    /// With `--freeze`: when the filesystem was frozen and thawed (T lies between).
+    freeze: Mutex<Option<FreezeWindow>>,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone)]
+struct Ended {
+    /// Why it failed or was cancelled (empty when done).
+    reason: String,
+    at: SystemTime,
+    /// From the start to the end.
+    elapsed: Duration,
+}
+
+/// When the filesystem was frozen and thawed around T.
+#[derive(Debug, Clone, Copy)]
+struct FreezeWindow {
+    frozen: SystemTime,
+    thawed: SystemTime,
 }
 
 /// The report of a session, as the control API shows it.
@@ -301,7 +331,10 @@ impl Session {
 
     /// Records the window during which the filesystem was frozen around T.
     pub fn set_freeze_window(&self, from: SystemTime, to: SystemTime) {
-        *self.freeze.lock().unwrap() = Some((from, to));
+        *self.freeze.lock().unwrap() = Some(FreezeWindow {
+            frozen: from,
+            thawed: to,
+        });
     }
 
     /// Narrows the backup after T, before the mover starts: only blocks in `wanted` go to the
@@ -400,7 +433,11 @@ impl Session {
             self.pending.clear();
             self.zeroes.lock().unwrap().clear();
         }
-        *self.end.lock().unwrap() = Some((reason, SystemTime::now(), self.started.elapsed()));
+        *self.end.lock().unwrap() = Some(Ended {
+            reason,
+            at: SystemTime::now(),
+            elapsed: self.started.elapsed(),
+        });
         self.container.wake_all();
         self.ended.notify_all();
         true
@@ -615,7 +652,7 @@ impl Session {
         let end = self.end.lock().unwrap().clone();
         let elapsed = end
             .as_ref()
-            .map(|e| e.2)
+            .map(|e| e.elapsed)
             .unwrap_or_else(|| self.started.elapsed());
         let moved = s.bytes_moved.load(Ordering::Relaxed);
         let done = s.blocks_done.load(Ordering::Relaxed);
@@ -627,10 +664,13 @@ impl Session {
             id: self.id.clone(),
             export: self.export.clone(),
             state: self.state(),
-            reason: end.as_ref().map(|e| e.0.clone()).filter(|r| !r.is_empty()),
+            reason: end
+                .as_ref()
+                .map(|e| e.reason.clone())
+                .filter(|r| !r.is_empty()),
             target: self.target.describe(),
             snapshot_time: rfc3339(self.snapshot_time),
-            ended_time: end.as_ref().map(|e| rfc3339(e.1)),
+            ended_time: end.as_ref().map(|e| rfc3339(e.at)),
             quiesce: self.quiesce.clone(),
             setup_ms: thousandths(self.setup().as_secs_f64() * 1e3),
             block_size: self.block_size,
@@ -649,8 +689,8 @@ impl Session {
             elapsed_s: thousandths(elapsed.as_secs_f64()),
             mover_mib_s: thousandths(rate / f64::from(1 << 20)),
             eta_s: (running && rate > 0.0).then(|| thousandths(left / rate)),
-            frozen_at: freeze.map(|f| rfc3339(f.0)),
-            thawed_at: freeze.map(|f| rfc3339(f.1)),
+            frozen_at: freeze.map(|f| rfc3339(f.frozen)),
+            thawed_at: freeze.map(|f| rfc3339(f.thawed)),
         }
     }
 }
