@@ -1,7 +1,7 @@
 //! Properties of cowd's NBD input handling, checked on arbitrary input.
 //!
 //! Shared by the cargo-fuzz targets (`fuzz/fuzz_targets/*.rs`) and the property tests
-//! (`cowd/tests/nbd_props.rs` compiles this file with `#[path]`), so it uses nothing but
+//! (`cowd/tests/integration/nbd_props.rs` compiles this file with `#[path]`), so it uses nothing but
 //! `cowd`, `tokio` and `std`. Every `check_*` function panics when a property does not hold;
 //! the `fuzz_*` functions turn a fuzzer's raw bytes into a check's inputs; [`seeds`] builds
 //! the seed corpus (`cargo run --example gen_seeds` in `fuzz/` writes it to `fuzz/seeds/`).

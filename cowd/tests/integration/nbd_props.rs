@@ -8,7 +8,7 @@
 //!   damage, truncation and garbage, against one or two memory exports. Each handshake is
 //!   bounded by a tokio timeout, and the whole test by a watchdog thread.
 
-#[path = "../../fuzz/src/lib.rs"]
+#[path = "../../../fuzz/src/lib.rs"]
 mod props;
 
 use std::path::Path;
