@@ -1,5 +1,5 @@
 //! Property tests of the NBD input paths: the same checks the cargo-fuzz targets run
-//! (`fuzz/src/lib.rs`, compiled here as `props`), fed by proptest so plain `cargo test`
+//! (`fuzz/src/`, compiled here as `props`), fed by proptest so plain `cargo test`
 //! exercises them everywhere, plus a replay of the committed fuzz seeds.
 //!
 //! - `parse_option` on any code and payload (mostly near-valid payloads);
