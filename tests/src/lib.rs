@@ -4,6 +4,12 @@
 //! Every test owns a [`Daemon`] in its own temp directory; dropping it kills the daemon, so no
 //! server outlives its test. Missing tools fail the test with a hint to run `scripts/test`,
 //! which installs them.
+//!
+//! The scenarios are in `tests/integration/` (one test binary); what more than one of them
+//! needs lives here, once: the daemon and `cowctl` ([`cli`]), files ([`files`]), mounts and
+//! ext4 on an export ([`mounts`]), a raw NBD client ([`nbd`]), the live-backup runner
+//! ([`live`]), a repository driven and inspected ([`repo`]), a changing filesystem and its
+//! check ([`fswriter`]).
 
 pub mod cli;
 pub mod files;
