@@ -4,12 +4,22 @@
 //! Every test owns a [`Daemon`] in its own temp directory; dropping it kills the daemon, so no
 //! server outlives its test. Missing tools fail the test with a hint to run `scripts/test`,
 //! which installs them.
+//!
+//! The scenarios are in `tests/integration/` (one test binary); what more than one of them
+//! needs lives here, once: the daemon and `cowctl` ([`cli`]), files ([`files`]), mounts and
+//! ext4 on an export ([`mounts`]), a raw NBD client ([`nbd`]), the live-backup runner
+//! ([`live`]), a repository driven and inspected ([`repo`]), a changing filesystem and its
+//! check ([`fswriter`]).
 
 pub mod cli;
 pub mod files;
+pub mod fswriter;
 pub mod lazyfs;
+pub mod live;
 pub mod mounts;
+pub mod nbd;
 pub mod power;
+pub mod repo;
 
 use std::fs::File;
 use std::io::Read;
@@ -17,6 +27,9 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
+
+pub const KIB: u64 = 1 << 10;
+pub const MIB: u64 = 1 << 20;
 
 /// Path of a binary of this workspace (`cowd`, `cowctl`), next to the test executable.
 pub fn bin(name: &str) -> PathBuf {
@@ -67,6 +80,17 @@ pub fn run(cmd: &mut Command) -> Output {
 /// Runs a command and returns its stdout as text (must succeed).
 pub fn run_stdout(cmd: &mut Command) -> String {
     String::from_utf8(run(cmd).stdout).expect("UTF-8 output")
+}
+
+/// Writes through NBD with one qemu-io: `write -P BYTE OFFSET LENGTH` for each write.
+pub fn nbd_writes(uri: &str, writes: &[(u8, u64, u64)]) {
+    require("qemu-io");
+    let mut cmd = Command::new("qemu-io");
+    cmd.args(["-f", "raw", uri]);
+    for (byte, off, len) in writes {
+        cmd.arg("-c").arg(format!("write -P {byte} {off} {len}"));
+    }
+    run(&mut cmd);
 }
 
 /// Deterministic pseudo-random bytes.

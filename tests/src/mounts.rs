@@ -1,4 +1,5 @@
-//! Mounts, loop devices and FUSE mounts of a test, always undone: [`Attached`].
+//! Mounts, loop devices and FUSE mounts of a test, always undone: [`Attached`]; ext4 made on an
+//! image or on an export ([`Attached::ext4_on_export`]).
 
 use std::fs::File;
 use std::path::Path;
@@ -18,6 +19,11 @@ pub fn mounted(path: &Path) -> bool {
     info.lines()
         .filter_map(|l| l.split(' ').nth(4))
         .any(|m| Path::new(m) == path)
+}
+
+/// `mkfs.ext4 -q -F TARGET`: a new ext4 on a device or an image file.
+pub fn mkfs_ext4(target: &Path) {
+    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(target));
 }
 
 /// Mounts, loop devices and FUSE mounts of one test, undone in reverse order on drop (also
@@ -98,6 +104,17 @@ impl Attached {
             assert!(Instant::now() < deadline, "nbdfuse did not exit");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// An ext4 filesystem made on an NBD export and mounted on `mnt`: the export as a file
+    /// through nbdfuse (in `fuse`), a loop device over that file, `mkfs.ext4`, mount. Returns
+    /// the loop device. All of it is undone on drop.
+    pub fn ext4_on_export(&mut self, uri: &str, fuse: &Path, mnt: &Path) -> String {
+        let nbd = self.nbdfuse(fuse, uri);
+        let dev = self.losetup(&nbd);
+        mkfs_ext4(Path::new(&dev));
+        self.mount(&[&dev], mnt);
+        dev
     }
 
     /// `losetup -f --show FILE`; returns the loop device.

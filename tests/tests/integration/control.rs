@@ -11,31 +11,8 @@ use std::time::{Duration, Instant};
 
 use cowd::control::api::ExportInfo;
 use cowd::nbd::proto;
-use cowd_tests::{Daemon, DaemonBuilder, bin, require, run_stdout};
-
-/// Starts the daemon and waits until its control API answers. The harness waits only for the
-/// socket file, which appears a moment before the daemon listens on it and sets its mode.
-fn start(b: DaemonBuilder) -> Daemon {
-    let d = b.start();
-    wait_until("the control API answers", || {
-        http_status(&d.control, "/v1/exports") == Some(200)
-    });
-    d
-}
-
-/// The status of `GET path` on a control socket, if any HTTP answer comes.
-fn http_status(socket: &Path, path: &str) -> Option<u16> {
-    let mut s = UnixStream::connect(socket).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).ok()?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
+use cowd_tests::cli::start;
+use cowd_tests::{Daemon, bin, require, run_stdout};
 
 /// `cowctl --socket SOCKET ARGS...`, unaffected by a COWD_SOCKET in the environment.
 fn cowctl(socket: &Path, args: &[&str]) -> Command {

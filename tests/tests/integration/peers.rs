@@ -11,6 +11,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use cowd_tests::cli::path_str;
 use cowd_tests::{Daemon, pattern, require, run, run_stdout};
 use serde_json::Value;
 
@@ -637,10 +638,6 @@ fn qemu_img_convert_and_compare() {
 fn nbdcopy(args: &[&str], from: &str, to: &str) {
     require("nbdcopy");
     run(Command::new("nbdcopy").args(args).arg(from).arg(to));
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 temp path")
 }
 
 /// Copies two different sources into the export (default connections, then 4) and the export

@@ -13,9 +13,10 @@
 //! These tests need root (loop devices, mount, FIFREEZE) and FUSE. Whatever a test mounts or
 //! attaches is undone by an [`Attached`] guard, also when an assertion fails.
 
-use cowd_tests::cli::{Background, cowctl, failed, ok, partial, path_str, start, stderr, stdout};
-use cowd_tests::files::{PYTHON, project_root, require_root_and};
-use cowd_tests::mounts::Attached;
+use cowd_tests::cli::{Background, cowctl, failed, ok, partial, path_str, start};
+use cowd_tests::files::{PYTHON, require_root_and};
+use cowd_tests::fswriter;
+use cowd_tests::mounts::{Attached, mkfs_ext4};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -69,7 +70,7 @@ fn epoch_secs(t: &str) -> f64 {
 /// A small ext4 image file (sparse) at `path`.
 fn ext4_image(path: &Path, size: u64) {
     File::create(path).unwrap().set_len(size).unwrap();
-    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(path));
+    mkfs_ext4(path);
 }
 
 /// Creates `path`, writes 4 KiB and fsyncs it on another thread; sends when that has completed
@@ -102,10 +103,7 @@ fn ext4_with_files_changing_and_freeze() {
     let mut att = Attached::default();
     let dir = d.dir().to_owned();
     let (mnt, restore) = (dir.join("mnt"), dir.join("restore"));
-    let nbd = att.nbdfuse(&dir.join("fuse"), &d.uri("disk"));
-    let dev = att.losetup(&nbd);
-    run(Command::new("mkfs.ext4").args(["-q", "-F", &dev]));
-    att.mount(&[&dev], &mnt);
+    let dev = att.ext4_on_export(&d.uri("disk"), &dir.join("fuse"), &mnt);
 
     // Static files: they must be in the backup byte for byte.
     std::fs::create_dir(mnt.join("static")).unwrap();
@@ -122,25 +120,9 @@ fn ext4_with_files_changing_and_freeze() {
 
     // A writer keeps creating and replacing files (renamed into place) during the backup.
     let (log, stop) = (dir.join("writer.log"), dir.join("stop-writer"));
-    let writer_out = File::create(dir.join("writer.out")).unwrap();
-    let mut writer = Background(
-        Command::new(PYTHON)
-            .arg("scripts/lib/fswriter.py")
-            .arg(mnt.join("live"))
-            .arg(&log)
-            .arg(&stop)
-            .current_dir(project_root())
-            .stdin(Stdio::null())
-            .stdout(writer_out.try_clone().unwrap())
-            .stderr(writer_out)
-            .spawn()
-            .expect("run fswriter.py"),
-    );
+    let mut writer = fswriter::start(&mnt.join("live"), &log, &stop, &dir.join("writer.out"));
     std::thread::sleep(Duration::from_secs(1));
-    let before = std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .lines()
-        .count();
+    let before = fswriter::renames(&log);
     assert!(before > 0, "the writer renamed no file in a second");
 
     let to = dir.join("backup.img");
@@ -164,7 +146,7 @@ fn ext4_with_files_changing_and_freeze() {
     let backup_took = started.elapsed();
     std::fs::write(&stop, b"").unwrap();
     writer.finish(Duration::from_secs(10));
-    let renames = std::fs::read_to_string(&log).unwrap().lines().count();
+    let renames = fswriter::renames(&log);
     assert!(
         renames > before,
         "the writer did not go on during the backup"
@@ -194,22 +176,7 @@ fn ext4_with_files_changing_and_freeze() {
     run(Command::new("e2fsck").arg("-fn").arg(&to));
     // ... with every live file at its version at T, and every static file intact.
     att.mount(&["-o", "ro,noload,loop", path_str(&to)], &restore);
-    let check = Command::new(PYTHON)
-        .arg("scripts/lib/fscheck.py")
-        .arg(restore.join("live"))
-        .arg(&log)
-        .arg(&frozen_at)
-        .arg(&thawed_at)
-        .current_dir(project_root())
-        .output()
-        .unwrap();
-    let summary = stdout(&check);
-    assert!(
-        check.status.success(),
-        "fscheck.py ({}):\n{summary}{}",
-        check.status,
-        stderr(&check)
-    );
+    let summary = fswriter::fscheck(&restore.join("live"), &log, &frozen_at, &thawed_at);
     run(Command::new("sha256sum")
         .arg("--quiet")
         .arg("-c")

@@ -543,7 +543,7 @@ fn whole_backups_round_trip_for_arbitrary_device_sizes() {
 }
 
 /// Throughput of the chunk path in MiB/s; run with
-/// `cargo test --release -p cowd --test repo -- --ignored --nocapture throughput`.
+/// `cargo test --release -p cowd --test integration -- --ignored --nocapture repo::throughput`.
 #[test]
 #[ignore = "a measurement, not a check"]
 fn throughput() {

@@ -34,11 +34,8 @@ fn ext4_through_nbdfuse_and_loop_survives_a_remount_and_fsck() {
     assert_eq!(euid, 0, "needs root: loop devices and mount");
     let d = Daemon::with_disk(512 << 20);
     let mut a = Attached::default();
-    let file = a.nbdfuse(&d.dir().join("fuse"), &d.uri("disk"));
-    let dev = a.losetup(&file);
-    run(Command::new("mkfs.ext4").args(["-q", "-F", &dev]));
     let mnt = d.dir().join("mnt");
-    a.mount(&[&dev], &mnt);
+    let dev = a.ext4_on_export(&d.uri("disk"), &d.dir().join("fuse"), &mnt);
     std::fs::create_dir_all(mnt.join("dir/sub")).unwrap();
     for i in 0..40u64 {
         let len = ((i * 7919) % 3_000_000 + 1) as usize;

@@ -8,13 +8,13 @@
 //! Needs root (losetup). Every loop device is detached by a drop guard, also when a test fails.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cowd::device::conformance::{self, Subject};
 use cowd::device::{BlockDevice, FileDevice, FileOptions};
+use cowd_tests::files::read_at;
 use cowd_tests::{Daemon, bin, require, run, run_stdout};
 
 const KIB: u64 = 1 << 10;
@@ -81,15 +81,6 @@ impl Drop for Loop {
             eprintln!("warning: losetup -d {} failed", self.dev.display());
         }
     }
-}
-
-fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
-    let mut b = vec![0u8; len];
-    File::open(path)
-        .unwrap()
-        .read_exact_at(&mut b, offset)
-        .unwrap();
-    b
 }
 
 fn assert_bytes(got: &[u8], want: &[u8], what: &str) {

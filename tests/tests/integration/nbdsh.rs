@@ -7,42 +7,24 @@
 //! The system interpreter `/usr/bin/python3` is used explicitly: it is the one with the `nbd`
 //! module (a `python3` earlier on PATH may not have it, and `nbdsh` itself runs `python3`).
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use cowd_tests::files::{PYTHON, read_at, require_python_nbd, script};
 use cowd_tests::{Daemon, pattern, run, run_stdout};
 
-const PYTHON: &str = "/usr/bin/python3";
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/requests.py")
-}
-
-/// Panics with a hint unless the system Python has libnbd's binding.
-fn require_python_nbd() {
-    assert!(
-        Path::new(PYTHON).exists(),
-        "{PYTHON} is missing: run scripts/test, which installs the test tools"
-    );
-    let ok = Command::new(PYTHON)
-        .args(["-c", "import nbd"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "{PYTHON} has no `nbd` module (python3-libnbd): run scripts/test"
-    );
-}
 
 /// Runs one mode of requests.py; panics with its output unless it succeeds.
 fn requests(mode: &str, uris: &[String]) -> String {
     require_python_nbd();
-    let out = run_stdout(Command::new(PYTHON).arg(script()).arg(mode).args(uris));
+    let out = run_stdout(
+        Command::new(PYTHON)
+            .arg(script("requests.py"))
+            .arg(mode)
+            .args(uris),
+    );
     assert!(
         out.contains(&format!("requests.py {mode}: ok")),
         "requests.py {mode} did not report success:\n{out}"
@@ -50,17 +32,8 @@ fn requests(mode: &str, uris: &[String]) -> String {
     out
 }
 
-fn read_image(path: &Path, offset: u64, len: usize) -> Vec<u8> {
-    let mut b = vec![0u8; len];
-    File::open(path)
-        .unwrap()
-        .read_exact_at(&mut b, offset)
-        .unwrap();
-    b
-}
-
 fn assert_bytes(path: &Path, offset: u64, want: &[u8], what: &str) {
-    let got = read_image(path, offset, want.len());
+    let got = read_at(path, offset, want.len());
     if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
         panic!(
             "{what}: backing file differs at {} (got {:#04x}, want {:#04x})",

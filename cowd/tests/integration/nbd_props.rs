@@ -1,5 +1,5 @@
 //! Property tests of the NBD input paths: the same checks the cargo-fuzz targets run
-//! (`fuzz/src/lib.rs`, compiled here as `props`), fed by proptest so plain `cargo test`
+//! (`fuzz/src/`, compiled here as `props`), fed by proptest so plain `cargo test`
 //! exercises them everywhere, plus a replay of the committed fuzz seeds.
 //!
 //! - `parse_option` on any code and payload (mostly near-valid payloads);
@@ -8,7 +8,7 @@
 //!   damage, truncation and garbage, against one or two memory exports. Each handshake is
 //!   bounded by a tokio timeout, and the whole test by a watchdog thread.
 
-#[path = "../../fuzz/src/lib.rs"]
+#[path = "../../../fuzz/src/lib.rs"]
 mod props;
 
 use std::path::Path;

@@ -16,7 +16,8 @@ use cowd::control::api::{
 use cowd::repo::{Blocks, Mode};
 use cowd_tests::cli::{cowctl, failed, ok, path_str, start, stderr, stdout};
 use cowd_tests::files::assert_same_file;
-use cowd_tests::{Daemon, bin, pattern, require, run};
+use cowd_tests::mounts::mkfs_ext4;
+use cowd_tests::{Daemon, bin, nbd_writes, pattern, require, run};
 
 const MIB: u64 = 1 << 20;
 
@@ -96,14 +97,7 @@ fn backup(d: &Daemon, export: &str, args: &[&str]) -> String {
 
 /// Writes through NBD with qemu-io: `write -P BYTE OFFSET LENGTH`.
 fn nbd_write(d: &Daemon, byte: u8, offset: u64, len: u64) {
-    require("qemu-io");
-    run(Command::new("qemu-io").args([
-        "-f",
-        "raw",
-        &d.uri("disk"),
-        "-c",
-        &format!("write -P {byte} {offset} {len}"),
-    ]));
+    nbd_writes(&d.uri("disk"), &[(byte, offset, len)]);
 }
 
 /// Chunk files of a repository with their sizes.
@@ -634,9 +628,7 @@ fn full_then_incremental_verify_restore_serve_and_prune() {
 fn used_blocks_of_ext4_and_explicit_modes() {
     require("mkfs.ext4");
     let d = start(Daemon::builder().export("disk", 64 * MIB));
-    run(Command::new("mkfs.ext4")
-        .args(["-q", "-F"])
-        .arg(d.image("disk")));
+    mkfs_ext4(d.image("disk"));
     let repo = d.dir().join("repo");
     let r = path_str(&repo);
     ok(&cowctl(&d, &["repo", "init", r, "--chunk-size", "1M"]));

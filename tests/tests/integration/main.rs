@@ -1,0 +1,21 @@
+//! cowd's integration tests: one binary, one module per area, one small file per scenario
+//! (in the big areas), all on the fixtures of the harness crate (`cowd_tests`, `tests/src/`).
+//!
+//! Every test starts its own daemon in its own temp directory, so the tests run in parallel.
+//! Run one area with `cargo test -p cowd-tests -- live_backup::`, one scenario by its name.
+//! Adding a scenario: a file in its area's directory, `mod` line in that area's `mod.rs` (or a
+//! new area: `mod` line here), a `//!` line saying what it covers.
+
+mod attacks;
+mod backup_cli;
+mod blockdev;
+mod control;
+mod filesystem;
+mod fs_backup;
+mod generations;
+mod hardening;
+mod live_backup;
+mod nbdsh;
+mod peers;
+mod power_loss;
+mod repo_cli;
