@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use cowd::control::api::{
     BackupStarted, BackupState, BackupStatus, ExportInfo, Manifest, PruneResult, VerifyReport,
 };
-use cowd::repo::{Blocks, Digest, Mode};
+use cowd::repo::{Blocks, Digest, DigestOf, Mode};
 use cowd_tests::cli::{Background, failed, kill_9, ok, path_str, restart, start, text};
 use cowd_tests::files::{PYTHON, assert_same_file, project_root, read_at, require_root_and};
 use cowd_tests::mounts::Attached;

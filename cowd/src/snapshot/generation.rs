@@ -11,6 +11,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use cowd_api::backups::{BackupMode, BlockChoice};
 use roaring::RoaringBitmap;
 use tracing::info;
 
@@ -19,7 +20,6 @@ use super::engine::{CBT_BLOCK, Engine};
 use super::manager::StartError;
 use super::session::Session;
 use super::view::SnapshotView;
-use crate::control::api::{BackupMode, BlockChoice};
 use crate::repo::{Blocks, Index, Mode, Repo, chunk_count};
 use crate::target::{Generation, RepoTarget};
 

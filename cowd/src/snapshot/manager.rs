@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
+use cowd_api::backups::{BackupStarted, StartBackup};
 use tracing::{info, warn};
 
 use super::container::{Container, ContainerError, Protected};
@@ -22,8 +23,7 @@ use super::generation;
 use super::point::{self, Plan, PointError};
 use super::quiesce::{self, Frozen, QuiesceError};
 use super::record::Records;
-use super::session::{OnOverflow, Policy, Report, Session, State};
-use crate::control::api::{BackupStarted, StartBackup};
+use super::session::{Policy, Report, Session, StartingReport, State};
 use crate::device::OpMask;
 use crate::export::Export;
 use crate::mover::{self, MoverConfig};
@@ -577,16 +577,5 @@ impl Backups {
     fn live_sessions(&self) -> Vec<Arc<Session>> {
         let st = self.book.state.lock().unwrap();
         st.live.values().cloned().collect()
-    }
-}
-
-impl OnOverflow {
-    /// Parses the command-line spelling.
-    pub fn parse(s: &str) -> Option<OnOverflow> {
-        match s {
-            "fail-backup" => Some(OnOverflow::FailBackup),
-            "block-writes" => Some(OnOverflow::BlockWrites),
-            _ => None,
-        }
     }
 }
