@@ -9,24 +9,24 @@
 //!
 //! | method | path                            | request                       | answer                        |
 //! |--------|---------------------------------|-------------------------------|-------------------------------|
-//! | GET    | /v1/exports                     |                               | `[`[`exports::ExportInfo`]`]` |
+//! | GET    | /v1/exports                     |                               | [`exports::ExportInfo`] list |
 //! | POST   | /v1/exports/{name}/backups      | [`backups::StartBackup`]      | [`backups::BackupStarted`]    |
 //! | POST   | /v1/exports/{name}/cancel       |                               | [`backups::BackupStatus`]     |
 //! | POST   | /v1/exports/{name}/prioritize   | [`backups::Prioritize`]       | [`backups::BackupStatus`]     |
-//! | GET    | /v1/backups?export=             |                               | `[`[`backups::BackupStatus`]`]` |
+//! | GET    | /v1/backups?export=             |                               | [`backups::BackupStatus`] list |
 //! | GET    | /v1/backups/{id}                |                               | [`backups::BackupStatus`]     |
 //! | GET    | /v1/backups/{id}/wait?timeout_s= |                              | [`backups::BackupStatus`]     |
 //! | GET    | /v1/resolve?device=             |                               | [`exports::Resolved`]         |
 //! | POST   | /v1/exports/{name}/attach       | [`exports::Device`]           | [`exports::Resolved`]         |
 //! | POST   | /v1/detach                      | [`exports::Device`]           | [`exports::Resolved`]         |
 //! | POST   | /v1/repo/init                   | [`repo::RepoInit`]            | [`repo::RepoInfo`]            |
-//! | GET    | /v1/repo/backups?repo=&export=  |                               | `[`[`repo::Listed`]`]`        |
+//! | GET    | /v1/repo/backups?repo=&export=  |                               | [`repo::Listed`] list        |
 //! | POST   | /v1/repo/verify                 | [`repo::VerifyRequest`]       | [`repo::VerifyReport`]        |
 //! | POST   | /v1/repo/prune                  | [`repo::PruneRequest`]        | [`repo::PruneResult`]         |
 //! | POST   | /v1/repo/serve                  | [`repo::ServeRequest`]        | [`exports::ExportInfo`]       |
 //! | POST   | /v1/exports/{name}/unserve      |                               | [`exports::ExportInfo`]       |
 //! | POST   | /v1/restores                    | [`restores::RestoreRequest`]  | [`restores::RestoreStatus`]   |
-//! | GET    | /v1/restores                    |                               | `[`[`restores::RestoreStatus`]`]` |
+//! | GET    | /v1/restores                    |                               | [`restores::RestoreStatus`] list |
 //! | GET    | /v1/restores/{id}?timeout_s=    |                               | [`restores::RestoreStatus`]   |
 //! | any    | (any error)                     |                               | [`ErrorBody`]                 |
 //!

@@ -4,7 +4,7 @@
 //!
 //! A manifest is a file format: its fields and spellings are read back from repositories
 //! written by earlier versions. Times are RFC 3339 in UTC with microseconds
-//! ([`rfc3339`](crate::units::rfc3339)).
+//! ([`crate::units::rfc3339`]).
 
 use std::path::PathBuf;
 use std::time::SystemTime;

@@ -2,7 +2,7 @@
 //!
 //! Every setting can come from either; a flag wins over the file, the file over the default.
 //! Sizes accept plain bytes or a suffix (`64K`, `1G`, `1GiB`); durations plain seconds or units
-//! (`3`, `3s`, `500ms`, `1m 30s`). Example:
+//! (`3`, `3s`, `500ms`, `1m 30s`), parsed by `cowd_api::units` as `cowctl` parses them. Example:
 //!
 //! ```toml
 //! nbd = ["unix:/run/cowd/nbd.sock"]
