@@ -16,7 +16,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cowd::control::api::ErrorBody;
+use cowd_api::ErrorBody;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode, header};
@@ -352,10 +352,10 @@ mod tests {
     use std::path::Path;
     use std::sync::Arc;
 
-    use cowd::control::api::ExportInfo;
     use cowd::control::server::{ControlState, PeerCheckedListener, serve};
     use cowd::device::MemoryDevice;
     use cowd::export::{Export, Exports};
+    use cowd_api::exports::ExportInfo;
     use serde::Deserialize;
 
     /// The real control server of the daemon, in-process, on a socket in a temp dir.

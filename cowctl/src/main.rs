@@ -1,9 +1,10 @@
 //! `cowctl`: the command-line client of cowd's control API.
 //!
-//! A thin client: each subcommand is one request (or a few) whose types come from
-//! `cowd::control::api`; the answer is printed for humans (or as the daemon's JSON with
-//! `--json`), and errors become one line on stderr and a documented exit code. The backup
-//! commands (and those of the backup repository) live in `cowctl::commands`.
+//! A thin client: each subcommand is one request (or a few) whose types come from the
+//! `cowd-api` crate (cowctl links it, never the daemon); the answer is printed for humans (or
+//! as the daemon's JSON with `--json`), and errors become one line on stderr and a documented
+//! exit code. The backup commands (and those of the backup repository) live in
+//! `cowctl::commands`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -21,7 +22,8 @@ use cowctl::commands::sessions::{self, CancelArgs, PrioritizeArgs, StatusArgs};
 use cowctl::commands::start::{self, StartArgs};
 use cowctl::commands::wait::{self, WaitArgs};
 use cowctl::output;
-use cowd::control::api::{DEFAULT_SOCKET, ExportInfo};
+use cowd_api::DEFAULT_SOCKET;
+use cowd_api::exports::ExportInfo;
 
 const EXIT_STATUS: &str = "\
 Exit status:

@@ -1,6 +1,6 @@
 //! Human output: aligned tables, binary sizes, and the daemon's JSON re-indented for `--json`.
 
-use cowd::control::api::ExportInfo;
+use cowd_api::exports::ExportInfo;
 
 /// How a column's cells line up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,7 +14,8 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use cowd::control::api::{BackupState, BackupStatus, RestoreState, RestoreStatus};
+use cowd_api::backups::{BackupState, BackupStatus};
+use cowd_api::restores::{RestoreState, RestoreStatus};
 use hyper::body::Bytes;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::de::DeserializeOwned;

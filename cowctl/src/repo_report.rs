@@ -5,10 +5,12 @@
 use std::collections::BTreeSet;
 use std::time::SystemTime;
 
-use cowd::control::api::{
-    ExportInfo, Listed, Manifest, PruneResult, RepoInfo, RestoreState, RestoreStatus, VerifyReport,
+use cowd_api::exports::ExportInfo;
+use cowd_api::repo::{
+    Blocks, CorruptChunk, Listed, Manifest, Mode, PruneResult, RepoInfo, VerifyReport,
 };
-use cowd::repo::{Blocks, CorruptChunk, Mode, rfc3339};
+use cowd_api::restores::{RestoreState, RestoreStatus};
+use cowd_api::units::rfc3339;
 
 use crate::output::{Align, Table, human_size, printable};
 use crate::report::{duration, no_backups, percent};
@@ -419,8 +421,7 @@ pub fn unserved(e: &ExportInfo) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cowd::control::api::Kept;
-    use cowd::repo::GcReport;
+    use cowd_api::repo::{GcReport, Kept};
     use serde_json::json;
 
     /// A manifest as the daemon sends it.

@@ -1,7 +1,7 @@
 //! Human text of backups: the start line, the `status` table, the plain progress line, the
 //! one-line status and the closing summary, all from the daemon's `BackupStatus`.
 
-use cowd::control::api::{BackupStarted, BackupState, BackupStatus};
+use cowd_api::backups::{BackupStarted, BackupState, BackupStatus};
 
 use crate::output::{Align, Table, human_size, printable};
 

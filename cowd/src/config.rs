@@ -2,7 +2,7 @@
 //!
 //! Every setting can come from either; a flag wins over the file, the file over the default.
 //! Sizes accept plain bytes or a suffix (`64K`, `1G`, `1GiB`); durations plain seconds or units
-//! (`3`, `3s`, `500ms`, `1m 30s`). Example:
+//! (`3`, `3s`, `500ms`, `1m 30s`), parsed by `cowd_api::units` as `cowctl` parses them. Example:
 //!
 //! ```toml
 //! nbd = ["unix:/run/cowd/nbd.sock"]
@@ -22,104 +22,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cowd_api::DEFAULT_SOCKET;
+use cowd_api::backups::OnOverflow;
 use serde::Deserialize;
 
 use crate::backup::manager::Defaults;
-use crate::control::api::{DEFAULT_SOCKET, OnOverflow};
 use crate::daemon::{Config, ExportSpec};
 use crate::nbd::server::ServerConfig;
 use crate::nbd::transmission::Limits;
 
-/// A byte size written as a number or with a unit suffix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "SizeRepr")]
-pub struct Size(pub u64);
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum SizeRepr {
-    Bytes(u64),
-    Text(String),
-}
-
-impl TryFrom<SizeRepr> for Size {
-    type Error = String;
-    fn try_from(r: SizeRepr) -> Result<Size, String> {
-        match r {
-            SizeRepr::Bytes(b) => Ok(Size(b)),
-            SizeRepr::Text(t) => parse_size(&t).map(Size),
-        }
-    }
-}
-
-/// Parses `65536`, `64K`, `64KiB`, `1.5G`, `2T` (binary units).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let shift = match unit
-        .trim()
-        .to_ascii_uppercase()
-        .trim_end_matches("IB")
-        .trim_end_matches('B')
-    {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
-        "P" => 50,
-        _ => return Err(format!("{s}: unknown size unit (use K, M, G, T)")),
-    };
-    let n: f64 = num.parse().map_err(|_| format!("{s}: not a size"))?;
-    let bytes = n * (1u64 << shift) as f64;
-    if !(0.0..1.8e19).contains(&bytes) {
-        return Err(format!("{s}: size out of range"));
-    }
-    Ok(bytes as u64)
-}
-
-/// A duration written as a number of seconds or with units (`3`, `1.5`, `500ms`, `3s`,
-/// `1m 30s`, `2h`), as in flags and the settings file.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(try_from = "SecsRepr")]
-pub struct Secs(pub f64);
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum SecsRepr {
-    Number(f64),
-    Text(String),
-}
-
-impl TryFrom<SecsRepr> for Secs {
-    type Error = String;
-    fn try_from(r: SecsRepr) -> Result<Secs, String> {
-        match r {
-            SecsRepr::Number(n) => parse_duration(&n.to_string()).map(Secs),
-            SecsRepr::Text(t) => parse_duration(&t).map(Secs),
-        }
-    }
-}
-
-/// Parses a duration into seconds: a bare number is seconds (`2.5`); otherwise units as
-/// humantime reads them (`500ms`, `3s`, `1m 30s`, `2h`).
-pub fn parse_duration(s: &str) -> Result<f64, String> {
-    let t = s.trim();
-    let secs = match t.parse::<f64>() {
-        Ok(n) => n,
-        Err(_) => humantime::parse_duration(t)
-            .map_err(|_| format!("{s}: not a duration (e.g. 30, 30s, 500ms, 1m 30s)"))?
-            .as_secs_f64(),
-    };
-    if secs.is_finite() && secs >= 0.0 && Duration::try_from_secs_f64(secs).is_ok() {
-        Ok(secs)
-    } else {
-        Err(format!("{s}: not a duration (e.g. 30, 30s, 500ms, 1m 30s)"))
-    }
-}
+pub use cowd_api::units::{Secs, Size, parse_duration, parse_size};
 
 /// One `[[export]]` table.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -305,22 +217,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes() {
-        assert_eq!(parse_size("65536"), Ok(65536));
-        assert_eq!(parse_size("64K"), Ok(65536));
-        assert_eq!(parse_size("64KiB"), Ok(65536));
-        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
-        assert_eq!(parse_size("2t"), Ok(2 << 40));
-        assert!(parse_size("12Q").is_err());
-        assert!(parse_size("x").is_err());
-    }
-
-    #[test]
     fn durations_take_units_in_the_file() {
-        assert_eq!(parse_duration("2.5"), Ok(2.5));
-        assert_eq!(parse_duration("500ms"), Ok(0.5));
-        assert_eq!(parse_duration("1m 30s"), Ok(90.0));
-        assert!(parse_duration("-1").is_err() && parse_duration("soon").is_err());
         let s: Settings = toml::from_str(
             r#"
             stop_timeout = "1m"

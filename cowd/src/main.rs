@@ -8,9 +8,9 @@ use clap::{Parser, Subcommand};
 use cowd::config::{
     BackupSettings, ExportSetting, Secs, Settings, Size, parse_duration, parse_size,
 };
-use cowd::control::api::OnOverflow;
 use cowd::daemon::{self, ExportSpec};
 use cowd::nbd::Endpoint;
+use cowd_api::backups::OnOverflow;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use cowd::control::api::{BackupStarted, BackupState, BackupStatus, Manifest, VerifyReport};
-use cowd::repo::Digest;
+use cowd::repo::{Digest, DigestOf};
 
 use crate::cli::{cowctl_at, ok, path_str, text};
 use crate::{MIB, run};

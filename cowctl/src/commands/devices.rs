@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use cowd::control::api::{Device, Resolved};
+use cowd_api::exports::{Device, Resolved};
 
 use super::sessions::print;
 use super::{Outcome, export_path};

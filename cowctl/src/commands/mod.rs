@@ -15,7 +15,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use cowd::control::api::{BackupMode, BlockChoice, OnOverflow, Resolved};
+use cowd_api::backups::{BackupMode, BlockChoice, OnOverflow};
+use cowd_api::exports::Resolved;
 
 use crate::client::{self, Client};
 
@@ -63,7 +64,7 @@ pub fn export_path(name: &str, tail: &str) -> String {
 
 /// A size in bytes: `65536`, `64K`, `1.5G`, `4MiB`.
 pub fn size(s: &str) -> Result<u64, String> {
-    cowd::config::parse_size(s)
+    cowd_api::units::parse_size(s)
 }
 
 /// A size that fits 32 bits (block sizes).
@@ -90,7 +91,7 @@ pub fn percent(s: &str) -> Result<f64, String> {
 
 /// A duration in seconds: a bare number (fractions allowed) or units (`500ms`, `3s`, `1m 30s`).
 pub fn secs(s: &str) -> Result<f64, String> {
-    cowd::config::parse_duration(s)
+    cowd_api::units::parse_duration(s)
 }
 
 /// `fail-backup` or `block-writes`.

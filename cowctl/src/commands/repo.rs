@@ -8,9 +8,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cowd::control::api::{
-    ExportInfo, KeepPolicy, Listed, PruneRequest, PruneResult, RepoInfo, RepoInit, ServeRequest,
-    VerifyReport, VerifyRequest,
+use cowd_api::exports::ExportInfo;
+use cowd_api::repo::{
+    KeepPolicy, Listed, PruneRequest, PruneResult, RepoInfo, RepoInit, ServeRequest, VerifyReport,
+    VerifyRequest,
 };
 
 use super::sessions::print;

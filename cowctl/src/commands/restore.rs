@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use cowd::control::api::{RestoreRequest, RestoreState, RestoreStatus};
+use cowd_api::restores::{RestoreRequest, RestoreState, RestoreStatus};
 
 use super::repo::READ_TIMEOUT;
 use super::sessions::print;

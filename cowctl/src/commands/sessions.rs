@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use cowd::control::api::{BackupStatus, Prioritize};
+use cowd_api::backups::{BackupStatus, Prioritize};
 
 use super::{Outcome, export_name, export_path};
 use crate::client::{self, Client, Reply};

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cowd::control::api::{BackupMode, BackupStarted, BlockChoice, OnOverflow, StartBackup};
+use cowd_api::backups::{BackupMode, BackupStarted, BlockChoice, OnOverflow, StartBackup};
 
 use super::{Outcome, absolute, export_name, export_path};
 use crate::client::Client;

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::time::Instant;
 
-use cowd::control::api::BackupState;
+use cowd_api::backups::BackupState;
 
 use super::Outcome;
 use crate::client::Client;

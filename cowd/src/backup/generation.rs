@@ -11,10 +11,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use cowd_api::backups::{BackupMode, BlockChoice};
 use roaring::RoaringBitmap;
 use tracing::info;
 
-use crate::control::api::{BackupMode, BlockChoice};
 use crate::repo::{Blocks, Index, Mode, Repo, chunk_count};
 use crate::snapshot::cbt::Checkpoint;
 use crate::snapshot::engine::{CBT_BLOCK, Engine};

@@ -16,7 +16,7 @@ use crate::mover::MoverConfig;
 use crate::snapshot::container::ContainerError;
 use crate::snapshot::point::PointError;
 use crate::snapshot::quiesce::QuiesceError;
-use crate::snapshot::session::{OnOverflow, Policy, Report, Session};
+use crate::snapshot::session::{Policy, Report, Session};
 use crate::targets::TargetError;
 
 /// Defaults for every backup, from the daemon's flags or config file.
@@ -310,16 +310,5 @@ impl Backups {
     fn live_sessions(&self) -> Vec<Arc<Session>> {
         let st = self.book.state.lock().unwrap();
         st.live.values().cloned().collect()
-    }
-}
-
-impl OnOverflow {
-    /// Parses the command-line spelling.
-    pub fn parse(s: &str) -> Option<OnOverflow> {
-        match s {
-            "fail-backup" => Some(OnOverflow::FailBackup),
-            "block-writes" => Some(OnOverflow::BlockWrites),
-            _ => None,
-        }
     }
 }

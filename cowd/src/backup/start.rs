@@ -23,7 +23,7 @@ use crate::mover::{self, MoverConfig};
 use crate::snapshot::container::{Container, Protected};
 use crate::snapshot::point::{self, Plan};
 use crate::snapshot::quiesce::{self, Frozen};
-use crate::snapshot::session::{Policy, Report, Session, State};
+use crate::snapshot::session::{Policy, Report, Session, StartingReport, State};
 use crate::targets::{BackupTarget, RawImage};
 
 /// A start request, checked and completed with the daemon's defaults.

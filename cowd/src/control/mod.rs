@@ -1,7 +1,9 @@
 //! The control API: HTTP/1.1 + JSON over a Unix socket, for `cowctl` and `curl --unix-socket`.
 //!
-//! [`api`] holds the request and response types (shared with `cowctl`); [`server`] binds the
-//! socket (mode 0600, peers checked) and routes requests.
+//! The request and answer types are the `cowd-api` crate's (shared with `cowctl`, which links
+//! only that); [`api`] re-exports them at their old paths. [`server`] binds the socket (mode
+//! 0600, peers checked) and builds the router from its route table; [`handlers`] and [`repo`]
+//! answer the requests.
 
 pub mod api;
 pub mod handlers;

@@ -374,8 +374,8 @@ impl Drop for InProgress {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Digest;
     use super::super::testutil::{backup, data, repo};
+    use super::super::{Digest, DigestOf};
     use super::*;
 
     #[test]

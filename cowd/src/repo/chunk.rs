@@ -29,7 +29,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::{Digest, Repo, RepoError, digest::to_hex, fsync_dir, held};
+use super::{Digest, DigestOf, Repo, RepoError, digest::to_hex, fsync_dir, held};
 
 /// Size of a chunk file's header.
 pub const CHUNK_HEADER_LEN: usize = 52;

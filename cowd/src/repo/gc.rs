@@ -18,25 +18,12 @@ use std::fs;
 use std::io;
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
 use super::{Digest, Repo, RepoError, digest::to_hex, fsync_dir, held};
 
 /// How much older than the oldest pin a chunk must be for gc to remove it.
 pub const PIN_MARGIN: Duration = Duration::from_secs(60);
 
-/// What [`Repo::gc`] found and did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GcReport {
-    /// Distinct chunks referenced by the complete backups.
-    pub chunks_referenced: u64,
-    /// Unreferenced chunks removed (or, in a dry run, that would be).
-    pub chunks_removed: u64,
-    /// Their size on disk.
-    pub bytes_freed: u64,
-    /// Unreferenced chunks kept because they are younger than the cutoff.
-    pub chunks_kept_young: u64,
-}
+pub use cowd_api::repo::GcReport;
 
 impl Repo {
     /// Removes the chunks that no complete backup references and that are not protected by a

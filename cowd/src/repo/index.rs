@@ -153,6 +153,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repo::DigestOf;
     use proptest::prelude::*;
 
     fn sample() -> Index {

@@ -37,7 +37,7 @@ mod verify;
 
 pub use backup::{InProgress, Pin};
 pub use chunk::{CHUNK_HEADER_LEN, Stored};
-pub use digest::{Digest, ParseDigestError};
+pub use digest::{Digest, DigestOf, ParseDigestError};
 pub use gc::{GcReport, PIN_MARGIN};
 pub use index::{Index, IndexFormatError, chunk_count};
 pub use lease::Lease;

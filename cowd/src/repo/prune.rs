@@ -17,14 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Repo, RepoError};
 
-/// How many backups to keep; `None` = rule not given.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeepPolicy {
-    pub last: Option<u32>,
-    pub daily: Option<u32>,
-    pub weekly: Option<u32>,
-    pub monthly: Option<u32>,
-}
+pub use cowd_api::repo::KeepPolicy;
 
 /// Every reason a plan gives for keeping a backup.
 pub const KEEP_REASONS: [&str; 7] = [

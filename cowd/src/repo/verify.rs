@@ -7,48 +7,13 @@
 //! backups whose index names it.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-
-use serde::{Deserialize, Serialize};
 
 use super::chunk::{ChunkFault, read_chunk_file};
 use super::{Digest, Repo, RepoError};
 
-/// A chunk that failed verification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CorruptChunk {
-    pub digest: Digest,
-    pub path: PathBuf,
-    pub problem: String,
-    /// The checked backups whose index names this chunk.
-    pub backups: Vec<String>,
-}
-
-/// What [`Repo::verify`] found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VerifyReport {
-    /// Backups whose index was checked (good or bad).
-    pub backups_checked: u64,
-    /// Distinct chunks read (good or corrupt; missing ones not counted).
-    pub chunks_checked: u64,
-    /// Plain bytes of the chunks that verified.
-    pub bytes_checked: u64,
-    /// Chunks whose file is damaged (sorted by digest).
-    pub corrupt: Vec<CorruptChunk>,
-    /// (backup id, problem) for each manifest or index that failed its checks.
-    pub bad_indexes: Vec<(String, String)>,
-    /// Chunks named by an index but absent (sorted by digest).
-    pub missing: Vec<CorruptChunk>,
-}
-
-impl VerifyReport {
-    /// True when nothing is wrong.
-    pub fn is_ok(&self) -> bool {
-        self.corrupt.is_empty() && self.bad_indexes.is_empty() && self.missing.is_empty()
-    }
-}
+pub use cowd_api::repo::{CorruptChunk, VerifyReport};
 
 impl Repo {
     /// Verifies the backups `ids` (all complete backups when `None`). `progress(done, total)`

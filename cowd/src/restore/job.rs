@@ -10,36 +10,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::repo::{Index, Repo};
 use crate::targets::{BackupTarget, RawImage};
 
-/// Where a restore is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RestoreState {
-    Running,
-    Done,
-    Failed,
-}
-
-/// The progress of a restore, as the control API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RestoreStatus {
-    pub id: String,
-    pub backup: String,
-    pub to: String,
-    pub state: RestoreState,
-    pub reason: Option<String>,
-    pub chunks_total: u64,
-    pub chunks_done: u64,
-    pub bytes_written: u64,
-    pub elapsed_s: f64,
-    pub mib_s: f64,
-    pub started_time: String,
-}
+pub use cowd_api::restores::{RestoreState, RestoreStatus};
 
 /// `x` rounded to thousandths (a measurement, not floating-point noise).
 fn thousandths(x: f64) -> f64 {

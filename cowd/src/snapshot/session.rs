@@ -18,7 +18,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use roaring::RoaringBitmap;
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::container::Container;
@@ -27,16 +26,7 @@ use super::pending::PendingSet;
 use crate::device::{BlockDevice, IoBuf};
 use crate::targets::BackupTarget;
 
-/// What to do when a write needing a copy cannot get container space within `cbw_timeout`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnOverflow {
-    /// The backup fails with the reason; writes go on untouched.
-    #[default]
-    FailBackup,
-    /// Writes keep waiting; the backup is never broken.
-    BlockWrites,
-}
+pub use cowd_api::backups::{BackupState as State, BackupStatus as Report, OnOverflow};
 
 /// Throttling and scheduling knobs of a session.
 #[derive(Debug, Clone, Copy)]
@@ -100,25 +90,19 @@ pub fn thousandths(x: f64) -> f64 {
     (x * 1e3).round() / 1e3
 }
 
-/// Where a session is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Running,
-    Done,
-    Failed,
-    Cancelled,
+/// The states in the order of their codes in [`Session`]'s `AtomicU8` (0 = running): the one
+/// mapping, both ways. `State` is the API's type, so the codes live here.
+const STATE_CODES: [State; 4] = [State::Running, State::Done, State::Failed, State::Cancelled];
+
+fn state_code(s: State) -> u8 {
+    STATE_CODES
+        .iter()
+        .position(|&c| c == s)
+        .expect("every state has a code") as u8
 }
 
-impl State {
-    fn from_u8(v: u8) -> State {
-        match v {
-            0 => State::Running,
-            1 => State::Done,
-            2 => State::Failed,
-            _ => State::Cancelled,
-        }
-    }
+fn state_of(code: u8) -> State {
+    STATE_CODES[usize::from(code)]
 }
 
 /// Counters of a session (all monotonic).
@@ -187,7 +171,7 @@ pub struct Session {
     setup_ns: AtomicU64,
     pub quiesce: String,
     started: Instant,
-    /// The [`State`] (as `u8`); leaves `Running` once, by compare-and-swap in `end`.
+    /// One of [`STATE_CODES`]; changes once, from running to how it ended.
     state: AtomicU8,
     /// Set once, right after `state` leaves `Running`; covered by its own lock, which is
     /// never held while another lock of the session is taken.
@@ -217,44 +201,20 @@ struct FreezeWindow {
     thawed: SystemTime,
 }
 
-/// The report of a session, as the control API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Report {
-    pub id: String,
-    pub export: String,
-    pub state: State,
-    /// Why it failed or was cancelled.
-    pub reason: Option<String>,
-    pub target: String,
-    /// RFC 3339 time of the snapshot point.
-    pub snapshot_time: String,
-    pub ended_time: Option<String>,
-    pub quiesce: String,
-    pub setup_ms: f64,
-    pub block_size: u32,
-    pub blocks_total: u64,
-    pub blocks_done: u64,
-    pub container_path: Option<String>,
-    pub container_slots: u32,
-    pub container_used: u32,
-    pub container_peak: u32,
-    pub copies_before_write: u64,
-    pub throttled_writes: u64,
-    pub throttle_delay_ms: f64,
-    pub waited_writes: u64,
-    pub wait_ms: f64,
-    pub moved_bytes: u64,
-    pub elapsed_s: f64,
-    pub mover_mib_s: f64,
-    pub eta_s: Option<f64>,
-    /// With `--freeze`: when the filesystem was frozen and thawed (T lies between).
-    pub frozen_at: Option<String>,
-    pub thawed_at: Option<String>,
+/// The report of a session being started (before T), for the crash record: a constructor of
+/// the API's type that only the daemon needs.
+pub trait StartingReport {
+    fn starting(
+        id: &str,
+        export: &str,
+        target: &str,
+        container: Option<&std::path::Path>,
+        block_size: u32,
+    ) -> Report;
 }
 
-impl Report {
-    /// The report of a session being started (before T), for the crash record.
-    pub fn starting(
+impl StartingReport for Report {
+    fn starting(
         id: &str,
         export: &str,
         target: &str,
@@ -317,7 +277,7 @@ impl Session {
             setup_ns: AtomicU64::new(s.setup.as_nanos() as u64),
             quiesce: s.quiesce,
             started: Instant::now(),
-            state: AtomicU8::new(0),
+            state: AtomicU8::new(state_code(State::Running)),
             end: Mutex::new(None),
             ended: Condvar::new(),
             priority: Mutex::new(VecDeque::new()),
@@ -392,7 +352,7 @@ impl Session {
     }
 
     pub fn state(&self) -> State {
-        State::from_u8(self.state.load(Ordering::Acquire))
+        state_of(self.state.load(Ordering::Acquire))
     }
 
     pub fn running(&self) -> bool {
@@ -416,15 +376,13 @@ impl Session {
 
     /// Ends the session in `state` (once); false if it had already ended.
     fn end(&self, state: State, reason: String) -> bool {
-        let to = match state {
-            State::Running => return false,
-            State::Done => 1,
-            State::Failed => 2,
-            State::Cancelled => 3,
-        };
+        if state == State::Running {
+            return false;
+        }
+        let (from, to) = (state_code(State::Running), state_code(state));
         if self
             .state
-            .compare_exchange(0, to, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
             return false;

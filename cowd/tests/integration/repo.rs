@@ -7,7 +7,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cowd::repo::{
-    Blocks, Counts, Digest, Index, KeepPolicy, Manifest, Mode, Repo, RepoError, Status,
+    Blocks, Counts, Digest, DigestOf, Index, KeepPolicy, Manifest, Mode, Repo, RepoError, Status,
 };
 use proptest::test_runner::{Config, TestRunner};
 

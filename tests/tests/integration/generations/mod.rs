@@ -38,7 +38,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use cowd::repo::Digest;
+use cowd::repo::{Digest, DigestOf};
 use cowd_tests::{KIB, MIB, pattern};
 
 /// The change map's and the default copy-before-write block size.

@@ -1,0 +1,279 @@
+//! The backup repository as the API shows it: manifests of complete backups (also written as
+//! `backups/ID/manifest.json`), listings, verify, prune and GC reports, and the requests of
+//! `/v1/repo/...`.
+//!
+//! A manifest is a file format: its fields and spellings are read back from repositories
+//! written by earlier versions. Times are RFC 3339 in UTC with microseconds
+//! ([`crate::units::rfc3339`]).
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::units::rfc3339;
+
+/// Full or incremental backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Every chunk was read from the device.
+    Full,
+    /// Chunks unchanged since the parent were taken from the parent's index unread.
+    Incremental,
+}
+
+/// Which blocks of the device were read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Blocks {
+    /// The whole device.
+    All,
+    /// Only blocks a filesystem reader reported as used; the rest are recorded as zeroes.
+    Used,
+}
+
+/// State of a listed backup: complete (its manifest reads; a manifest is written only at
+/// commit), or damaged (its directory is there but its manifest cannot be read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Complete,
+    Damaged,
+}
+
+/// What a backup did, in chunks and bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Chunks in the index.
+    pub chunks_total: u64,
+    /// Chunks that are all zero (not stored).
+    pub chunks_zero: u64,
+    /// Chunks this backup stored that were not in the repository before.
+    pub chunks_new: u64,
+    /// Chunks read and found already in the repository (deduplicated).
+    pub chunks_reused: u64,
+    /// Chunks taken from the parent's index without reading them.
+    pub chunks_inherited: u64,
+    /// Bytes read from the device (or container).
+    pub bytes_read: u64,
+    /// Bytes this backup added to the repository, after compression and with headers.
+    pub bytes_new_stored: u64,
+}
+
+/// One complete backup (`backups/ID/manifest.json`, and an entry of a listing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub id: String,
+    pub export: String,
+    pub device_size: u64,
+    pub block_size: u32,
+    pub chunk_size: u32,
+    #[serde(with = "rfc3339")]
+    pub snapshot_time: SystemTime,
+    #[serde(with = "rfc3339")]
+    pub started_time: SystemTime,
+    #[serde(with = "rfc3339")]
+    pub ended_time: SystemTime,
+    pub duration_s: f64,
+    pub mode: Mode,
+    pub parent: Option<String>,
+    /// Why a full backup was made when an incremental one was asked for.
+    pub full_reason: Option<String>,
+    pub blocks: Blocks,
+    /// The filesystem the used-block map came from (e.g. "ext4").
+    pub filesystem: Option<String>,
+    pub counts: Counts,
+    /// Lower-case hex of the index's trailing SHA-256 (filled in by commit).
+    pub index_sha256: String,
+    pub status: Status,
+}
+
+/// A backup directory whose manifest cannot be read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Damaged {
+    pub id: String,
+    /// Always [`Status::Damaged`].
+    pub status: Status,
+    pub problem: String,
+}
+
+/// One entry of `GET /v1/repo/backups`: a complete backup's manifest, or a damaged backup
+/// (told apart by `status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Listed {
+    Complete(Box<Manifest>),
+    Damaged(Damaged),
+}
+
+/// `POST /v1/repo/init`: create a repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoInit {
+    pub path: String,
+    /// Chunk size in bytes (power of two, 64 KiB to 4 MiB; default 4 MiB).
+    pub chunk_size: Option<u32>,
+    /// zstd level of the stored chunks (-7 to 19; default 1).
+    #[serde(default)]
+    pub compression_level: Option<i32>,
+}
+
+/// A repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoInfo {
+    pub path: String,
+    pub id: String,
+    pub chunk_size: u32,
+    pub compression_level: i32,
+}
+
+/// `POST /v1/repo/verify`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VerifyRequest {
+    /// The repository (default: the daemon's).
+    pub repo: Option<String>,
+    /// Backups to verify (default: all).
+    pub ids: Option<Vec<String>>,
+}
+
+/// A chunk that failed verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorruptChunk {
+    pub digest: Digest,
+    pub path: PathBuf,
+    pub problem: String,
+    /// The checked backups whose index names this chunk.
+    pub backups: Vec<String>,
+}
+
+/// What a verification found (the answer to [`VerifyRequest`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// Backups whose index was checked (good or bad).
+    pub backups_checked: u64,
+    /// Distinct chunks read (good or corrupt; missing ones not counted).
+    pub chunks_checked: u64,
+    /// Plain bytes of the chunks that verified.
+    pub bytes_checked: u64,
+    /// Chunks whose file is damaged (sorted by digest).
+    pub corrupt: Vec<CorruptChunk>,
+    /// (backup id, problem) for each manifest or index that failed its checks.
+    pub bad_indexes: Vec<(String, String)>,
+    /// Chunks named by an index but absent (sorted by digest).
+    pub missing: Vec<CorruptChunk>,
+}
+
+impl VerifyReport {
+    /// True when nothing is wrong.
+    pub fn is_ok(&self) -> bool {
+        self.corrupt.is_empty() && self.bad_indexes.is_empty() && self.missing.is_empty()
+    }
+}
+
+/// How many backups to keep; `None` = rule not given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeepPolicy {
+    pub last: Option<u32>,
+    pub daily: Option<u32>,
+    pub weekly: Option<u32>,
+    pub monthly: Option<u32>,
+}
+
+/// `POST /v1/repo/prune`: remove backups of an export outside a retention policy, then
+/// collect the chunks no backup uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PruneRequest {
+    pub repo: Option<String>,
+    pub export: String,
+    pub keep: KeepPolicy,
+    pub dry_run: bool,
+}
+
+/// The answer to [`PruneRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneResult {
+    /// Backups the policy keeps, newest first, with the rules that keep each.
+    pub keep: Vec<Kept>,
+    /// Backups outside the policy, newest first.
+    pub remove: Vec<String>,
+    /// Backups removed (none with `dry_run`; a parent of a running backup stays).
+    pub removed: Vec<String>,
+    pub gc: GcReport,
+}
+
+/// A backup kept by a retention policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kept {
+    pub id: String,
+    pub reasons: Vec<String>,
+}
+
+/// What garbage collection found and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcReport {
+    /// Distinct chunks referenced by the complete backups.
+    pub chunks_referenced: u64,
+    /// Unreferenced chunks removed (or, in a dry run, that would be).
+    pub chunks_removed: u64,
+    /// Their size on disk.
+    pub bytes_freed: u64,
+    /// Unreferenced chunks kept because they are younger than the cutoff.
+    pub chunks_kept_young: u64,
+}
+
+/// `POST /v1/repo/serve`: serve a backup as a read-only export.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServeRequest {
+    pub repo: Option<String>,
+    pub backup: String,
+    pub export: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::fixtures::same_text;
+
+    #[test]
+    fn a_manifest_file_reads_and_writes_back_unchanged() {
+        let m: Manifest = same_text(include_str!("testdata/manifest.json"));
+        let t = SystemTime::UNIX_EPOCH + Duration::from_micros(1_714_564_800_123_456);
+        assert_eq!(m.snapshot_time, t);
+        assert_eq!(
+            (m.mode, m.blocks, m.status),
+            (Mode::Incremental, Blocks::Used, Status::Complete)
+        );
+        assert_eq!(m.counts.chunks_inherited, 52);
+    }
+
+    #[test]
+    fn a_listing_tells_complete_from_damaged() {
+        let l: Vec<Listed> = same_text(include_str!("testdata/listing.json"));
+        assert!(matches!(&l[0], Listed::Complete(m) if m.mode == Mode::Full && m.parent.is_none()));
+        assert!(matches!(&l[1], Listed::Damaged(d) if d.status == Status::Damaged));
+    }
+
+    #[test]
+    fn a_verify_report_names_chunks_by_hex_digest() {
+        let r: VerifyReport = same_text(include_str!("testdata/verify.json"));
+        assert_eq!(r.corrupt[0].digest.0[0], 0xba);
+        assert!(!r.is_ok());
+        assert!(VerifyReport::default().is_ok());
+    }
+
+    #[test]
+    fn a_bad_time_is_an_error_naming_it() {
+        let text = include_str!("testdata/manifest.json").replace(
+            "\"snapshot_time\": \"2024-05-01T12:00:00.123456Z\"",
+            "\"snapshot_time\": \"yesterday\"",
+        );
+        let e = serde_json::from_str::<Manifest>(&text).unwrap_err();
+        assert!(e.to_string().contains("yesterday"), "{e}");
+    }
+}
