@@ -174,6 +174,10 @@ pub struct BackupStatus {
     /// With `--freeze`: when the filesystem was frozen and thawed (T lies between).
     pub frozen_at: Option<String>,
     pub thawed_at: Option<String>,
+    /// The repository of a backup into one (absent for raw images, and in records of earlier
+    /// versions): commands that take the backup's id find the repository by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
 }
 
 #[cfg(test)]

@@ -67,6 +67,19 @@ fn open(s: &ControlState, given: Option<&str>) -> Result<Repo, Failure> {
     Repo::open(&repo_path(s, given)?).map_err(repo_error)
 }
 
+/// The repository of backup `id`: the one given, else the one this daemon made the backup in
+/// (its record says), else the default.
+fn repo_of_backup(s: &ControlState, given: Option<&str>, id: &str) -> Result<PathBuf, Failure> {
+    let known = || s.backups.report(id).and_then(|r| r.repo);
+    match given {
+        Some(g) => Ok(PathBuf::from(g)),
+        None => match known() {
+            Some(r) => Ok(PathBuf::from(r)),
+            None => repo_path(s, None),
+        },
+    }
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
     tokio::task::spawn_blocking(f)
         .await
@@ -115,7 +128,12 @@ pub async fn verify(
     State(s): State<ControlState>,
     Body(r): Body<VerifyRequest>,
 ) -> Reply<VerifyReport> {
-    let repo = open(&s, r.repo.as_deref())?;
+    let first = r.ids.as_ref().and_then(|ids| ids.first());
+    let root = match first {
+        Some(id) => repo_of_backup(&s, r.repo.as_deref(), id)?,
+        None => repo_path(&s, r.repo.as_deref())?,
+    };
+    let repo = Repo::open(&root).map_err(repo_error)?;
     let report = blocking(move || repo.verify(r.ids.as_deref(), &|_, _| {})).await?;
     report.map(Json).map_err(repo_error)
 }
@@ -167,7 +185,8 @@ pub async fn restore(
     State(s): State<ControlState>,
     Body(r): Body<RestoreRequest>,
 ) -> Reply<RestoreStatus> {
-    let repo = open(&s, r.repo.as_deref())?;
+    let root = repo_of_backup(&s, r.repo.as_deref(), &r.backup)?;
+    let repo = Repo::open(&root).map_err(repo_error)?;
     if r.to.is_empty() {
         return Err(error(StatusCode::BAD_REQUEST, "no target: give --to PATH"));
     }
@@ -218,7 +237,7 @@ pub async fn serve(
     State(s): State<ControlState>,
     Body(r): Body<ServeRequest>,
 ) -> Reply<ExportInfo> {
-    let root = repo_path(&s, r.repo.as_deref())?;
+    let root = repo_of_backup(&s, r.repo.as_deref(), &r.backup)?;
     let repo = Repo::open(&root).map_err(repo_error)?;
     let (repo2, id, user) = (
         repo.clone(),

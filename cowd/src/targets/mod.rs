@@ -34,6 +34,11 @@ pub trait BackupTarget: Send + Sync + std::fmt::Debug {
     /// Human-readable location (path).
     fn describe(&self) -> String;
 
+    /// The repository this target writes a generation into, if it does.
+    fn repository(&self) -> Option<&std::path::Path> {
+        None
+    }
+
     /// Writes `data` at `offset` of the image.
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), TargetError>;
 

@@ -341,6 +341,10 @@ impl RepoTarget {
 }
 
 impl BackupTarget for RepoTarget {
+    fn repository(&self) -> Option<&std::path::Path> {
+        Some(self.shared.repo.root())
+    }
+
     fn describe(&self) -> String {
         format!(
             "repository {} ({})",

@@ -669,3 +669,37 @@ fn used_blocks_of_ext4_and_explicit_modes() {
     assert_eq!(rows[2].1, [format!("parent: {b2}")], "{table}");
     assert!(ok(&cowctl(&d, &["verify", "--repo", r])).starts_with("all 3 backups verified: "));
 }
+
+#[test]
+fn commands_taking_a_backup_id_find_the_repository_the_daemon_made_it_in() {
+    let d = start(Daemon::builder().export("disk", 8 << 20));
+    fs::write(d.image("disk"), pattern(5, 8 << 20)).unwrap();
+    let repo = d.dir().join("repo");
+    let r = path_str(&repo);
+    ok(&cowctl(&d, &["repo", "init", r]));
+    let out = ok(&cowctl(
+        &d,
+        &[
+            "--json",
+            "start-backup",
+            "disk",
+            "--repo",
+            r,
+            "--no-quiesce",
+            "--wait",
+        ],
+    ));
+    let status: serde_json::Value = serde_json::Deserializer::from_str(&out)
+        .into_iter()
+        .last()
+        .unwrap()
+        .unwrap();
+    assert_eq!(status["repo"].as_str(), Some(r), "{status}");
+    let id = status["id"].as_str().unwrap().to_owned();
+    // No --repo, and the daemon has no default repository.
+    let to = d.dir().join("r.img");
+    ok(&cowctl(&d, &["restore", &id, "--to", path_str(&to)]));
+    assert_eq!(fs::read(&to).unwrap(), fs::read(d.image("disk")).unwrap());
+    ok(&cowctl(&d, &["verify", &id]));
+    ok(&cowctl(&d, &["serve", &id, "--export", "old"]));
+}
