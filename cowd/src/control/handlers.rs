@@ -13,74 +13,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{FromRequest, FromRequestParts, Path as UrlPath, Query, Request, State};
+use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 
 use super::api::{
-    BackupStarted, BackupStatus, Device, ErrorBody, ExportInfo, Prioritize, Resolved, StartBackup,
+    BackupStarted, BackupStatus, Device, ExportInfo, Prioritize, Resolved, StartBackup,
 };
-use super::server::{ControlState, error};
+use super::request::{Body, ControlState, Failure, Params, Reply, blocking, error, export_info};
 use crate::backup::manager::{SessionError, StartError};
 use crate::export::Export;
 use crate::nbd::kernel::{self, AttachError, ResolveError};
-
-type Failure = (StatusCode, Json<ErrorBody>);
-type Reply<T> = Result<Json<T>, Failure>;
-
-/// A JSON request body whose rejection (bad JSON, wrong content type) is an `ErrorBody`.
-#[derive(Debug)]
-pub struct Body<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
-    type Rejection = Failure;
-    async fn from_request(req: Request, state: &S) -> Result<Self, Failure> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Body(v)),
-            Err(rej) => Err(error(rej.status(), rej.body_text())),
-        }
-    }
-}
-
-/// Query parameters whose rejection is an `ErrorBody`.
-#[derive(Debug)]
-pub struct Params<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
-    type Rejection = Failure;
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Failure> {
-        match Query::<T>::from_request_parts(parts, state).await {
-            Ok(Query(v)) => Ok(Params(v)),
-            Err(rej) => Err(error(rej.status(), rej.body_text())),
-        }
-    }
-}
 
 fn export(s: &ControlState, name: &str) -> Result<Arc<Export>, Failure> {
     s.exports
         .get(name)
         .filter(|_| !name.is_empty())
         .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no export named {name:?}")))
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
-}
-
-/// How the control API shows an export.
-pub fn export_info(e: &Export) -> ExportInfo {
-    ExportInfo {
-        name: e.name().to_owned(),
-        path: e.path().display().to_string(),
-        description: e.description().to_owned(),
-        size: e.size(),
-        read_only: e.read_only(),
-        connections: e.connections(),
-    }
 }
 
 pub async fn list_exports(State(s): State<ControlState>) -> Json<Vec<ExportInfo>> {

@@ -16,8 +16,7 @@ use super::api::{
     ExportInfo, Kept, Listed, PruneRequest, PruneResult, RepoInfo, RepoInit, RestoreRequest,
     RestoreStatus, ServeRequest, VerifyReport, VerifyRequest,
 };
-use super::handlers::{Body, Params, export_info};
-use super::server::{ControlState, error};
+use super::request::{Body, ControlState, Failure, Params, Reply, blocking, error, export_info};
 use crate::export::{Export, ExportError};
 
 /// True when `a` and `b` name the same file or block device.
@@ -34,9 +33,6 @@ fn same_device(a: &Path, b: &Path) -> bool {
 }
 use crate::repo::{Repo, RepoError};
 use crate::restore::RepoImage;
-
-type Failure = (StatusCode, Json<crate::control::api::ErrorBody>);
-type Reply<T> = Result<Json<T>, Failure>;
 
 fn repo_error(e: RepoError) -> Failure {
     let status = match e {
@@ -78,12 +74,6 @@ fn repo_of_backup(s: &ControlState, given: Option<&str>, id: &str) -> Result<Pat
             None => repo_path(s, None),
         },
     }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 pub async fn init(Body(r): Body<RepoInit>) -> Reply<RepoInfo> {

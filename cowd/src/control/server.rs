@@ -7,7 +7,6 @@
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use axum::handler::Handler;
 use axum::http::{Method, StatusCode, Uri};
@@ -17,22 +16,8 @@ use cowd_api::ErrorBody;
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{info, warn};
 
+pub use super::request::{ControlState, error};
 use super::{handlers, repo};
-use crate::backup::manager::Backups;
-use crate::export::Exports;
-use crate::nbd::kernel::Attachments;
-use crate::nbd::transmission::Limits;
-
-/// What request handlers can see.
-#[derive(Debug, Clone)]
-pub struct ControlState {
-    pub exports: Arc<Exports>,
-    pub backups: Arc<Backups>,
-    pub attachments: Arc<Attachments>,
-    pub restores: Arc<crate::restore::Restores>,
-    /// Limits of connections served for attached kernel devices.
-    pub limits: Limits,
-}
 
 /// One route of the API: the method and path it answers, and its handler.
 #[derive(Debug)]
@@ -102,11 +87,6 @@ pub fn router(state: ControlState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-}
-
-/// An error response with an [`ErrorBody`].
-pub fn error(status: StatusCode, msg: impl Into<String>) -> (StatusCode, Json<ErrorBody>) {
-    (status, Json(ErrorBody { error: msg.into() }))
 }
 
 async fn not_found(method: Method, uri: Uri) -> (StatusCode, Json<ErrorBody>) {
@@ -229,12 +209,14 @@ mod tests {
     //! route through the real router finds one the table lists but the router lost.
 
     use std::collections::BTreeSet;
+    use std::sync::Arc;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use yaml_rust2::YamlLoader;
 
     use super::*;
-    use crate::backup::manager::Defaults;
+    use crate::backup::manager::{Backups, Defaults};
+    use crate::nbd::transmission::Limits;
 
     const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
 
