@@ -16,7 +16,6 @@ use tracing::{info, warn};
 
 use super::generation::{self, Planned};
 use super::manager::{Backups, Defaults, StartError};
-use crate::control::api::{BackupStarted, StartBackup, TargetFaults};
 use crate::device::OpMask;
 use crate::export::Export;
 use crate::mover::{self, MoverConfig};
@@ -25,6 +24,7 @@ use crate::snapshot::point::{self, Plan};
 use crate::snapshot::quiesce::{self, Frozen};
 use crate::snapshot::session::{Policy, Report, Session, StartingReport, State};
 use crate::targets::{BackupTarget, RawImage};
+use cowd_api::backups::{BackupStarted, StartBackup, TargetFaults};
 
 /// A start request, checked and completed with the daemon's defaults.
 #[derive(Debug, Clone)]
