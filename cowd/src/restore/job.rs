@@ -22,6 +22,14 @@ fn thousandths(x: f64) -> f64 {
     (x * 1e3).round() / 1e3
 }
 
+/// How a restore ended.
+#[derive(Debug, Clone)]
+struct RestoreEnd {
+    state: RestoreState,
+    reason: Option<String>,
+    elapsed: Duration,
+}
+
 /// One restore in progress or ended.
 #[derive(Debug)]
 pub struct RestoreJob {
@@ -33,7 +41,8 @@ pub struct RestoreJob {
     bytes: AtomicU64,
     started: Instant,
     started_time: SystemTime,
-    end: Mutex<Option<(RestoreState, Option<String>, Duration)>>,
+    /// Set once when the restore ends; signalled by `ended`.
+    end: Mutex<Option<RestoreEnd>>,
     ended: Condvar,
 }
 
@@ -44,14 +53,16 @@ impl RestoreJob {
 
     pub fn status(&self) -> RestoreStatus {
         let end = self.end.lock().unwrap().clone();
-        let elapsed = end.as_ref().map_or_else(|| self.started.elapsed(), |e| e.2);
+        let elapsed = end
+            .as_ref()
+            .map_or_else(|| self.started.elapsed(), |e| e.elapsed);
         let bytes = self.bytes.load(Ordering::Relaxed);
         RestoreStatus {
             id: self.id.clone(),
             backup: self.backup.clone(),
             to: self.to.display().to_string(),
-            state: end.as_ref().map_or(RestoreState::Running, |e| e.0),
-            reason: end.and_then(|e| e.1),
+            state: end.as_ref().map_or(RestoreState::Running, |e| e.state),
+            reason: end.and_then(|e| e.reason),
             chunks_total: self.total,
             chunks_done: self.done.load(Ordering::Relaxed),
             bytes_written: bytes,
@@ -77,7 +88,11 @@ impl RestoreJob {
             Ok(()) => (RestoreState::Done, None),
             Err(e) => (RestoreState::Failed, Some(e)),
         };
-        *self.end.lock().unwrap() = Some((state, reason, self.started.elapsed()));
+        *self.end.lock().unwrap() = Some(RestoreEnd {
+            state,
+            reason,
+            elapsed: self.started.elapsed(),
+        });
         self.ended.notify_all();
     }
 }
