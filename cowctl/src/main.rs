@@ -152,6 +152,7 @@ enum Command {
     /// Restore a backup of a repository to a file or device.
     ///
     /// Follows the restore to its end (a progress bar on a terminal), then prints a summary.
+    /// With --live the destination is served at once as an export while it is restored.
     #[command(after_help = RESTORE_STATUS)]
     Restore(RestoreArgs),
     /// List the restores of this run of the daemon, newest first.
@@ -334,7 +335,27 @@ mod tests {
         {
             Command::Restore(r) => {
                 assert_eq!((r.id.as_str(), r.no_wait), ("disk-1", true));
-                assert_eq!(r.to, PathBuf::from("/x.img"));
+                assert_eq!(r.to, Some(PathBuf::from("/x.img")));
+                assert!(!r.live);
+            }
+            c => panic!("{c:?}"),
+        }
+        // A live restore into an existing export needs no --to.
+        match parse(&[
+            "restore",
+            "disk-1",
+            "--live",
+            "--export",
+            "vm",
+            "--max-rate",
+            "50",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Restore(r) => {
+                assert!(r.live && r.to.is_none());
+                assert_eq!((r.export.as_deref(), r.max_rate), (Some("vm"), Some(50.0)));
             }
             c => panic!("{c:?}"),
         }
@@ -354,6 +375,8 @@ mod tests {
             &["repo", "init"],
             &["repo", "init", "/r", "--chunk-size", "x"],
             &["restore", "disk-1"],
+            &["restore", "disk-1", "--live", "--to", "/x.img"],
+            &["restore", "disk-1", "--to", "/x.img", "--export", "vm"],
             &["serve", "disk-1"],
             &["prune"],
             &["prune", "disk", "--keep-last", "-1"],

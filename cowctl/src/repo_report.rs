@@ -293,8 +293,18 @@ pub fn restore_state(s: RestoreState) -> &'static str {
     }
 }
 
-/// `restore ID of backup B to PATH started: N chunks`.
+/// `restore ID of backup B to PATH started: N chunks`; for a live restore, what is served.
 pub fn restore_started(s: &RestoreStatus) -> String {
+    if s.live {
+        return format!(
+            "live restore {} of backup {}: export {} serves {} now, read-write\n  {} left to restore behind it (follow with `cowctl restores`)\n",
+            printable(&s.id),
+            printable(&s.backup),
+            printable(s.export.as_deref().unwrap_or("?")),
+            printable(&s.to),
+            count(s.chunks_total - s.chunks_done, "chunk")
+        );
+    }
     format!(
         "restore {} of backup {} to {} started: {} to write\n",
         printable(&s.id),
@@ -324,6 +334,28 @@ pub fn restore_line(s: &RestoreStatus) -> String {
     )
 }
 
+/// `live restore ID (export NAME): 42% 12/28 chunks, 3 on demand, 48.0 MiB written`.
+pub fn live_line(s: &RestoreStatus) -> String {
+    let mut line = format!(
+        "live restore {} (export {}): {}% {}/{} chunks, {} on demand, {} written",
+        printable(&s.id),
+        printable(s.export.as_deref().unwrap_or("?")),
+        percent(s.chunks_done, s.chunks_total),
+        s.chunks_done,
+        s.chunks_total,
+        s.chunks_on_demand,
+        human_size(s.bytes_written)
+    );
+    if s.chunks_failed > 0 {
+        line.push_str(&format!(
+            ", {} that cannot be restored",
+            count(s.chunks_failed, "chunk")
+        ));
+    }
+    line.push('\n');
+    line
+}
+
 /// The closing summary of `cowctl restore`.
 pub fn restore_summary(s: &RestoreStatus) -> String {
     let mut out = format!(
@@ -347,6 +379,9 @@ pub fn restore_summary(s: &RestoreStatus) -> String {
     out.push_str(&format!("  target:  {}\n", printable(&s.to)));
     if let Some(r) = &s.reason {
         out.push_str(&format!("  reason:  {}\n", printable(r)));
+    }
+    if let Some(n) = &s.note {
+        out.push_str(&format!("  note:    {}\n", printable(n)));
     }
     out
 }
@@ -379,7 +414,10 @@ pub fn restores_table(list: &[RestoreStatus]) -> String {
             ),
             human_size(s.bytes_written),
             format!("{:.1} MiB/s", s.mib_s),
-            s.to.clone(),
+            match &s.export {
+                Some(e) if s.live => format!("{} (live, export {e})", s.to),
+                _ => s.to.clone(),
+            },
         ]);
     }
     let table = t.render();
@@ -394,6 +432,16 @@ pub fn restores_table(list: &[RestoreStatus]) -> String {
         out.push('\n');
         if let (RestoreState::Failed, Some(reason)) = (s.state, &s.reason) {
             out.push_str(&format!("  reason: {}\n", printable(reason)));
+        }
+        if s.live && s.state == RestoreState::Running && s.chunks_on_demand + s.chunks_failed > 0 {
+            out.push_str(&format!(
+                "  {} fetched on demand, {} failed\n",
+                count(s.chunks_on_demand, "chunk"),
+                s.chunks_failed
+            ));
+        }
+        if let Some(n) = &s.note {
+            out.push_str(&format!("  {}\n", printable(n)));
         }
     }
     out

@@ -28,6 +28,12 @@ impl TryFrom<SizeRepr> for Size {
     }
 }
 
+/// `x` rounded to thousandths: reports carry measurements, not floating-point noise
+/// (`0.263`, not `0.26276499999999997`).
+pub fn thousandths(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
+}
+
 /// Parses `65536`, `64K`, `64KiB`, `1.5G`, `2T` (binary units).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();

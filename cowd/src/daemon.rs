@@ -162,6 +162,15 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
     })?;
     let backups = Arc::new(backups);
     let cbt_files = load_change_maps(&exports, &cfg.backup.state_dir)?;
+    let restores = crate::restore::Restores::open(&cfg.backup.state_dir).map_err(|e| {
+        DaemonError::Config(format!(
+            "state directory {}: {e}",
+            cfg.backup.state_dir.display()
+        ))
+    })?;
+    let restores = Arc::new(restores);
+    // Before any client can connect: a resumed restore puts its device under its export.
+    restores.resume(&exports, crate::repo::chunk_threads());
     let server = Server::new(exports.clone(), cfg.server);
     let attachments = Arc::new(Attachments::default());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -174,7 +183,7 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
             exports: exports.clone(),
             backups: backups.clone(),
             attachments: attachments.clone(),
-            restores: Default::default(),
+            restores: restores.clone(),
             limits: cfg.server.limits,
         };
         let rx = stop_rx.clone();
@@ -193,6 +202,7 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
     let _ = crate::notify::notify("STOPPING=1");
     let _ = stop_tx.send(true);
     backups.stop_all("cowd was stopped (SIGTERM/SIGINT) during the backup");
+    restores.stop_all();
     attachments.detach_all();
     server.shutdown();
     if !server.wait_closed(cfg.stop_timeout).await {
@@ -205,12 +215,16 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
         let _ = t.await;
     }
     backups.wait_all(Duration::from_secs(10));
-    for (e, file) in exports.all().iter().zip(&cbt_files) {
+    for e in exports.all() {
+        // Also what makes a live restore's map final for this run.
         if let Err(err) = e.device().flush() {
             // Without a durable final state the change map cannot be trusted next time.
             error!(export = e.name(), error = %err, "final flush failed");
             continue;
         }
+        let Some(file) = cbt_files.iter().find(|f| f.export() == e.name()) else {
+            continue;
+        };
         if let Err(err) = file.save(e.engine().cbt(), e.path()) {
             warn!(export = e.name(), error = %err, "cannot save the change map");
         }

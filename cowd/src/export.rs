@@ -16,6 +16,26 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::device::{BlockDevice, Checked};
 use crate::snapshot::engine::Engine;
 
+/// Where an export came from, which says whether it can be removed while cowd runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Given in the configuration (`--export`): stays until cowd stops.
+    Configured,
+    /// A backup generation served read-only (`cowctl serve`).
+    Generation(String),
+    /// The destination of a live restore (`cowctl restore --live`), by restore id.
+    Restore(String),
+}
+
+/// Who is connected, and whether more may connect.
+#[derive(Debug, Default)]
+struct Peers {
+    /// Live connections: id -> peer process id (when known, Unix sockets).
+    live: HashMap<u64, Option<i32>>,
+    /// Removed from the table or replaced: no new connection may attach.
+    retired: bool,
+}
+
 /// One named device served over NBD.
 #[derive(Debug)]
 pub struct Export {
@@ -24,10 +44,8 @@ pub struct Export {
     path: PathBuf,
     device: Arc<dyn BlockDevice>,
     engine: Arc<Engine>,
-    /// The backup generation served (read-only), if this export is one.
-    backup: Option<String>,
-    /// Live connections: id -> peer process id (when known, Unix sockets).
-    peers: Mutex<HashMap<u64, Option<i32>>>,
+    origin: Origin,
+    peers: Mutex<Peers>,
 }
 
 /// Why an export could not be added.
@@ -49,8 +67,8 @@ impl Export {
             path: path.to_owned(),
             device: Arc::new(Checked::new(engine.clone(), read_only)),
             engine,
-            backup: None,
-            peers: Mutex::new(HashMap::new()),
+            origin: Origin::Configured,
+            peers: Mutex::new(Peers::default()),
         }
     }
 
@@ -58,13 +76,30 @@ impl Export {
     pub fn of_backup(name: &str, repo_root: &Path, id: &str, device: Arc<dyn BlockDevice>) -> Self {
         let mut e = Export::new(name, repo_root, device, true);
         e.description = format!("backup {id} from repository {}", repo_root.display());
-        e.backup = Some(id.to_owned());
+        e.origin = Origin::Generation(id.to_owned());
         e
+    }
+
+    /// The destination `path` of live restore `id`, served read-write through `device`
+    /// (removable with [`Exports::remove`]).
+    pub fn of_restore(name: &str, path: &Path, id: &str, device: Arc<dyn BlockDevice>) -> Self {
+        let mut e = Export::new(name, path, device, false);
+        e.description = format!("{} (restored by {id})", path.display());
+        e.origin = Origin::Restore(id.to_owned());
+        e
+    }
+
+    /// Where the export came from.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
     }
 
     /// The backup this export serves, if it serves one.
     pub fn backup(&self) -> Option<&str> {
-        self.backup.as_deref()
+        match &self.origin {
+            Origin::Generation(id) => Some(id),
+            _ => None,
+        }
     }
 
     /// The copy-before-write engine of this export.
@@ -99,7 +134,7 @@ impl Export {
 
     /// Connections currently in the transmission phase.
     pub fn connections(&self) -> usize {
-        self.peers.lock().unwrap().len()
+        self.peers.lock().unwrap().live.len()
     }
 
     /// Process ids of the peers of live connections (where known).
@@ -107,16 +142,35 @@ impl Export {
         self.peers
             .lock()
             .unwrap()
+            .live
             .values()
             .flatten()
             .copied()
             .collect()
     }
 
-    /// Counts connection `id` (peer process `pid`, if known) until the guard is dropped.
-    pub fn attach(self: &Arc<Self>, id: u64, pid: Option<i32>) -> Attached {
-        self.peers.lock().unwrap().insert(id, pid);
-        Attached(self.clone(), id)
+    /// Counts connection `id` (peer process `pid`, if known) until the guard is dropped;
+    /// `None` when the export was removed or replaced meanwhile (the connection must close:
+    /// it found this export before that happened).
+    pub fn attach(self: &Arc<Self>, id: u64, pid: Option<i32>) -> Option<Attached> {
+        let mut peers = self.peers.lock().unwrap();
+        if peers.retired {
+            return None;
+        }
+        peers.live.insert(id, pid);
+        Some(Attached(self.clone(), id))
+    }
+
+    /// Retires the export if no client is connected; otherwise says how many are.
+    fn retire(&self) -> Result<(), usize> {
+        let mut peers = self.peers.lock().unwrap();
+        match peers.live.len() {
+            0 => {
+                peers.retired = true;
+                Ok(())
+            }
+            n => Err(n),
+        }
     }
 }
 
@@ -126,7 +180,7 @@ pub struct Attached(Arc<Export>, u64);
 
 impl Drop for Attached {
     fn drop(&mut self) {
-        self.0.peers.lock().unwrap().remove(&self.1);
+        self.0.peers.lock().unwrap().live.remove(&self.1);
     }
 }
 
@@ -152,26 +206,46 @@ impl Exports {
         Ok(e)
     }
 
-    /// Removes an export that serves a backup; refused for device exports and while
-    /// clients are connected.
+    /// Removes an export cowd made (a served generation, a live restore's destination);
+    /// refused for configured exports and while clients are connected.
     pub fn remove(&self, name: &str) -> Result<Arc<Export>, String> {
         let mut list = self.list.write().unwrap();
         let i = list
             .iter()
             .position(|e| e.name() == name)
             .ok_or_else(|| format!("no export named {name:?}"))?;
-        if list[i].backup.is_none() {
+        if list[i].origin == Origin::Configured {
             return Err(format!(
-                "export {name} serves a device, not a backup; it cannot be removed while cowd runs"
+                "export {name} serves a device of the configuration; it cannot be removed while cowd runs"
             ));
         }
-        if list[i].connections() > 0 {
-            return Err(format!(
-                "export {name} still has {} client(s) connected",
-                list[i].connections()
-            ));
-        }
+        list[i]
+            .retire()
+            .map_err(|n| format!("export {name} still has {n} client(s) connected"))?;
         Ok(list.remove(i))
+    }
+
+    /// Puts `export` in the place of the export of the same name, which must have no client
+    /// connected (none can connect to the old one afterwards). Returns the old one.
+    pub fn replace(&self, export: Export) -> Result<(Arc<Export>, Arc<Export>), String> {
+        let mut list = self.list.write().unwrap();
+        let name = export.name().to_owned();
+        let i = list
+            .iter()
+            .position(|e| e.name() == name)
+            .ok_or_else(|| format!("no export named {name:?}"))?;
+        list[i].retire().map_err(|n| {
+            format!("export {name} has {n} client(s) connected; disconnect them first")
+        })?;
+        let new = Arc::new(export);
+        let old = std::mem::replace(&mut list[i], new.clone());
+        Ok((old, new))
+    }
+
+    /// Looks up an export by its exact name (the empty name finds none).
+    pub fn named(&self, name: &str) -> Option<Arc<Export>> {
+        let list = self.list.read().unwrap();
+        list.iter().find(|e| e.name() == name).cloned()
     }
 
     /// Looks up an export by name; the empty name is the first (default) export.
@@ -227,5 +301,31 @@ mod tests {
         drop(g1);
         drop(g2);
         assert_eq!(e.connections(), 0);
+    }
+
+    #[test]
+    fn a_replaced_or_removed_export_takes_no_new_connection() {
+        let t = Exports::default();
+        let old = t.add(export("a")).unwrap();
+        let g = old.attach(1, None);
+        let e = t.replace(export("a")).unwrap_err();
+        assert!(e.contains("1 client(s) connected"), "{e}");
+        drop(g);
+        let (was, new) = t.replace(export("a")).unwrap();
+        assert!(Arc::ptr_eq(&was, &old) && Arc::ptr_eq(&t.get("a").unwrap(), &new));
+        // A handshake that found the old export before the swap must not attach to it.
+        assert!(old.attach(2, None).is_none());
+        assert!(new.attach(3, None).is_some());
+        let served = t
+            .add(Export::of_backup(
+                "g",
+                Path::new("/r"),
+                "b-1",
+                Arc::new(MemoryDevice::new(4096)),
+            ))
+            .unwrap();
+        assert!(t.remove("a").unwrap_err().contains("configuration"));
+        t.remove("g").unwrap();
+        assert!(served.attach(4, None).is_none());
     }
 }

@@ -115,6 +115,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     sync_dir(dir.unwrap_or(Path::new(".")))
 }
 
+/// True when `a` and `b` name the same file or block device.
+pub fn same_device(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => {
+            let bdev = |m: &std::fs::Metadata| m.file_type().is_block_device().then(|| m.rdev());
+            (x.dev() == y.dev() && x.ino() == y.ino())
+                || (bdev(&x).is_some() && bdev(&x) == bdev(&y))
+        }
+        _ => false,
+    }
+}
+
 /// fsync of a directory: makes the names created, renamed or removed in it durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

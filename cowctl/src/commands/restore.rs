@@ -20,15 +20,28 @@ pub struct RestoreArgs {
     #[arg(value_name = "ID")]
     pub id: String,
     /// Where to write it: a new raw image file (sparse), or an existing file or block device
-    /// at least as large as the backup (overwritten).
-    #[arg(long, value_name = "PATH")]
-    pub to: PathBuf,
+    /// at least as large as the backup (overwritten). With --live into an existing export:
+    /// omitted (the export's own device).
+    #[arg(long, value_name = "PATH", required_unless_present = "live")]
+    pub to: Option<PathBuf>,
     /// The repository [default: the daemon's].
     #[arg(long, value_name = "DIR")]
     pub repo: Option<PathBuf>,
     /// Return once the restore has started (follow it with `cowctl restores`).
     #[arg(long)]
     pub no_wait: bool,
+    /// Serve the destination at once, read-write, as --export NAME while it is restored:
+    /// blocks not yet restored are fetched when read; the rest is restored behind. Returns as
+    /// soon as the export is served. An existing export (with no client connected) is rolled
+    /// back to the backup.
+    #[arg(long, requires = "export")]
+    pub live: bool,
+    /// The export a live restore serves.
+    #[arg(long, value_name = "NAME", requires = "live")]
+    pub export: Option<String>,
+    /// Limit of a live restore's background filler, in MiB/s.
+    #[arg(long, value_name = "MIB_S", requires = "live")]
+    pub max_rate: Option<f64>,
 }
 
 pub async fn restore(
@@ -37,10 +50,17 @@ pub async fn restore(
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<Outcome> {
+    let to = match &a.to {
+        Some(p) => absolute("--to", p)?,
+        None => String::new(),
+    };
     let body = RestoreRequest {
         repo: repo_arg(a.repo.as_deref())?,
         backup: a.id.clone(),
-        to: absolute("--to", &a.to)?,
+        to,
+        live: a.live,
+        export: a.export.clone(),
+        max_rate_mib_s: a.max_rate,
     };
     let started: Reply<RestoreStatus> = client
         .clone()
@@ -53,7 +73,7 @@ pub async fn restore(
         out.write_all(repo_report::restore_started(&started.value).as_bytes())?;
     }
     out.flush()?;
-    if a.no_wait {
+    if a.no_wait || a.live {
         return Ok(Outcome::Success);
     }
     let id = started.value.id.clone();
@@ -88,6 +108,14 @@ pub async fn restore(
             printable(s.reason.as_deref().unwrap_or("no reason given"))
         )),
     })
+}
+
+/// The running live restore serving `export`, if any.
+pub async fn live_on(client: &Client, export: &str) -> anyhow::Result<Option<RestoreStatus>> {
+    let reply: Reply<Vec<RestoreStatus>> = client.get("/v1/restores").await?;
+    Ok(reply.value.into_iter().find(|s| {
+        s.live && s.state == RestoreState::Running && s.export.as_deref() == Some(export)
+    }))
 }
 
 pub async fn restores(client: &Client, json: bool, out: &mut dyn Write) -> anyhow::Result<Outcome> {

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use cowd_api::backups::{BackupStatus, Prioritize};
+use cowd_api::restores::{RestoreState, RestoreStatus};
 
 use super::{Outcome, export_name, export_path};
 use crate::client::{self, Client, Reply};
@@ -71,8 +72,23 @@ pub async fn status(
         None => "/v1/backups".to_owned(),
     };
     let reply: Reply<Vec<BackupStatus>> = client.get(&path).await?;
+    if json {
+        return print(out, json, &reply, |_| String::new());
+    }
+    // Live restores in progress are part of the state of their exports.
+    let restores: Reply<Vec<RestoreStatus>> = client.get("/v1/restores").await?;
+    let live: Vec<_> = restores
+        .value
+        .iter()
+        .filter(|r| r.live && r.state == RestoreState::Running)
+        .filter(|r| export.is_none() || r.export == export)
+        .collect();
     print(out, json, &reply, |v| {
-        report::status_table(v, export.as_deref())
+        let mut text = report::status_table(v, export.as_deref());
+        for r in live {
+            text.push_str(&crate::repo_report::live_line(r));
+        }
+        text
     })
 }
 
@@ -102,6 +118,12 @@ pub async fn prioritize(
         offset: args.offset,
         length: args.length,
     };
+    // A live restore serving the export is steered the same way.
+    if let Some(live) = super::restore::live_on(client, &export).await? {
+        let path = format!("/v1/restores/{}/prioritize", client::encode(&live.id));
+        let reply: Reply<RestoreStatus> = client.post(&path, &body).await?;
+        return print(out, json, &reply, |_| "prioritized\n".to_owned());
+    }
     let reply: Reply<BackupStatus> = client
         .post(&export_path(&export, "/prioritize"), &body)
         .await?;

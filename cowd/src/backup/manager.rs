@@ -223,6 +223,12 @@ impl Backups {
         st.live.values().find(|s| s.id == id).cloned()
     }
 
+    /// A backup of `export` is being started or runs.
+    pub fn running(&self, export: &str) -> bool {
+        let st = self.book.state.lock().unwrap();
+        st.starting.contains(export) || st.live.get(export).is_some_and(|s| s.running())
+    }
+
     /// Reports of live and ended sessions, optionally of one export; live first, newest first.
     pub fn reports(&self, export: Option<&str>) -> Vec<Report> {
         let st = self.book.state.lock().unwrap();

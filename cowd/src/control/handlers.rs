@@ -42,6 +42,19 @@ pub async fn start_backup(
     Body(req): Body<StartBackup>,
 ) -> Result<(StatusCode, Json<BackupStarted>), Failure> {
     let e = export(&s, &name)?;
+    if let Some(l) = s.restores.live_on(e.name()) {
+        let st = l.status();
+        return Err(error(
+            StatusCode::CONFLICT,
+            format!(
+                "export {} is being restored live by {} ({} of {} chunks); back it up once the restore is done",
+                e.name(),
+                st.id,
+                st.chunks_done,
+                st.chunks_total
+            ),
+        ));
+    }
     let backups = s.backups.clone();
     match blocking(move || backups.start(&e, &req)).await? {
         Ok(started) => Ok((StatusCode::CREATED, Json(started))),

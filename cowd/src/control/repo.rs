@@ -18,21 +18,11 @@ use super::api::{
 };
 use super::request::{Body, ControlState, Failure, Params, Reply, blocking, error, export_info};
 use crate::export::{Export, ExportError};
+use crate::files::same_device;
+use cowd_api::backups::Prioritize;
 
-/// True when `a` and `b` name the same file or block device.
-fn same_device(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => {
-            let bdev = |m: &std::fs::Metadata| m.file_type().is_block_device().then(|| m.rdev());
-            (x.dev() == y.dev() && x.ino() == y.ino())
-                || (bdev(&x).is_some() && bdev(&x) == bdev(&y))
-        }
-        _ => false,
-    }
-}
 use crate::repo::{Repo, RepoError};
-use crate::restore::RepoImage;
+use crate::restore::{Job, LiveError, LiveStart, RepoImage};
 
 fn repo_error(e: RepoError) -> Failure {
     let status = match e {
@@ -177,6 +167,15 @@ pub async fn restore(
 ) -> Reply<RestoreStatus> {
     let root = repo_of_backup(&s, r.repo.as_deref(), &r.backup)?;
     let repo = Repo::open(&root).map_err(repo_error)?;
+    if r.live {
+        return restore_live(s, repo, r).await;
+    }
+    if r.export.is_some() || r.max_rate_mib_s.is_some() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "--export and --max-rate go with --live",
+        ));
+    }
     if r.to.is_empty() {
         return Err(error(StatusCode::BAD_REQUEST, "no target: give --to PATH"));
     }
@@ -197,6 +196,50 @@ pub async fn restore(
     let job = blocking(move || restores.start(repo, &r.backup, &to, crate::repo::chunk_threads()))
         .await?
         .map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+    Ok(Json(job.status()))
+}
+
+/// `restore --live`: the destination served as an export at once, restored behind.
+async fn restore_live(s: ControlState, repo: Repo, r: RestoreRequest) -> Reply<RestoreStatus> {
+    let export = r
+        .export
+        .clone()
+        .filter(|e| !e.is_empty())
+        .ok_or_else(|| error(StatusCode::BAD_REQUEST, "--live needs --export NAME"))?;
+    if s.backups.running(&export) {
+        return Err(error(
+            StatusCode::CONFLICT,
+            format!("export {export} is being backed up; wait for the backup or cancel it first"),
+        ));
+    }
+    let max_rate = match r.max_rate_mib_s {
+        Some(m) if !(m.is_finite() && m > 0.0) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("--max-rate {m}: give a positive number of MiB/s"),
+            ));
+        }
+        m => m.map(|m| (m * f64::from(1 << 20)) as u64),
+    };
+    repo.manifest(&r.backup).map_err(repo_error)?;
+    let req = LiveStart {
+        repo,
+        backup: r.backup.clone(),
+        to: (!r.to.is_empty()).then(|| PathBuf::from(&r.to)),
+        export,
+        max_rate,
+    };
+    let (restores, exports) = (s.restores.clone(), s.exports.clone());
+    let job = blocking(move || restores.start_live(req, &exports, crate::repo::chunk_threads()))
+        .await?
+        .map_err(|e| {
+            let status = match e {
+                LiveError::Invalid(_) => StatusCode::BAD_REQUEST,
+                LiveError::Conflict(_) => StatusCode::CONFLICT,
+                LiveError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            error(status, e.to_string())
+        })?;
     Ok(Json(job.status()))
 }
 
@@ -221,6 +264,24 @@ pub async fn restore_wait(
     let t = Duration::try_from_secs_f64(q.timeout_s.unwrap_or(0.0).clamp(0.0, 300.0))
         .unwrap_or_default();
     Ok(Json(blocking(move || job.wait(t)).await?))
+}
+
+pub async fn restore_prioritize(
+    State(s): State<ControlState>,
+    UrlPath(id): UrlPath<String>,
+    Body(p): Body<Prioritize>,
+) -> Reply<RestoreStatus> {
+    match s.restores.get(&id) {
+        Some(Job::Live(l)) if l.running() => {
+            l.prioritize(p.offset, p.length);
+            Ok(Json(l.status()))
+        }
+        Some(_) => Err(error(
+            StatusCode::CONFLICT,
+            format!("restore {id} is not a running live restore"),
+        )),
+        None => Err(error(StatusCode::NOT_FOUND, format!("no restore {id:?}"))),
+    }
 }
 
 pub async fn serve(
@@ -266,5 +327,8 @@ pub async fn unserve(
         .exports
         .remove(&name)
         .map_err(|e| error(StatusCode::CONFLICT, e))?;
+    let restores = s.restores.clone();
+    let removed = e.clone();
+    blocking(move || restores.export_removed(&removed)).await?;
     Ok(Json(export_info(&e)))
 }

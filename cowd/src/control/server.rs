@@ -75,6 +75,11 @@ pub fn routes() -> Vec<Route> {
         route(M::POST, "/v1/restores", repo::restore),
         route(M::GET, "/v1/restores", repo::restores),
         route(M::GET, "/v1/restores/{id}", repo::restore_wait),
+        route(
+            M::POST,
+            "/v1/restores/{id}/prioritize",
+            repo::restore_prioritize,
+        ),
     ]
 }
 

@@ -278,6 +278,15 @@ impl Attachments {
             device: shown.clone(),
             why,
         };
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 63);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Counted from here, so a replacement of the export (a live restore into it) sees it.
+        let guard = export.attach(id, None).ok_or_else(|| {
+            failed(format!(
+                "export {} was removed or replaced meanwhile",
+                export.name()
+            ))
+        })?;
         let dev = match std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -325,9 +334,7 @@ impl Attachments {
             base_allocation: false,
             max_payload: crate::device::MAX_PAYLOAD,
         };
-        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 63);
-        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (stack, guard) = (export.device().clone(), export.attach(id, None));
+        let stack = export.device().clone();
         std::thread::Builder::new()
             .name("cowd-nbd-serve".into())
             .spawn(move || {

@@ -248,7 +248,13 @@ impl Server {
                     structured = agreed.negotiated.structured,
                     "transmission"
                 );
-                let _attached = export.attach(id, peer_pid);
+                let Some(_attached) = export.attach(id, peer_pid) else {
+                    // Removed or replaced (a live restore into it) after the handshake found it.
+                    return info!(
+                        export = export.name(),
+                        "export retired during the handshake; closing"
+                    );
+                };
                 if let Ok(c) = stream.try_clone() {
                     server.live.lock().unwrap().insert(id, c);
                 }

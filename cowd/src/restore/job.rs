@@ -7,28 +7,17 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use cowd_api::units::thousandths;
 use tracing::{info, warn};
 
+use super::ending::{Ending, RestoreEnd};
 use crate::repo::{Index, Repo};
 use crate::targets::{BackupTarget, RawImage};
 
 pub use cowd_api::restores::{RestoreState, RestoreStatus};
-
-/// `x` rounded to thousandths (a measurement, not floating-point noise).
-fn thousandths(x: f64) -> f64 {
-    (x * 1e3).round() / 1e3
-}
-
-/// How a restore ended.
-#[derive(Debug, Clone)]
-struct RestoreEnd {
-    state: RestoreState,
-    reason: Option<String>,
-    elapsed: Duration,
-}
 
 /// One restore in progress or ended.
 #[derive(Debug)]
@@ -41,9 +30,7 @@ pub struct RestoreJob {
     bytes: AtomicU64,
     started: Instant,
     started_time: SystemTime,
-    /// Set once when the restore ends; signalled by `ended`.
-    end: Mutex<Option<RestoreEnd>>,
-    ended: Condvar,
+    end: Ending,
 }
 
 impl RestoreJob {
@@ -52,7 +39,7 @@ impl RestoreJob {
     }
 
     pub fn status(&self) -> RestoreStatus {
-        let end = self.end.lock().unwrap().clone();
+        let end = self.end.get();
         let elapsed = end
             .as_ref()
             .map_or_else(|| self.started.elapsed(), |e| e.elapsed);
@@ -69,18 +56,28 @@ impl RestoreJob {
             elapsed_s: thousandths(elapsed.as_secs_f64()),
             mib_s: thousandths(bytes as f64 / elapsed.as_secs_f64().max(1e-3) / f64::from(1 << 20)),
             started_time: humantime::format_rfc3339_seconds(self.started_time).to_string(),
+            live: false,
+            export: None,
+            chunks_on_demand: 0,
+            chunks_failed: 0,
+            note: None,
         }
     }
 
     /// Waits until the restore ends or `timeout` passes.
     pub fn wait(&self, timeout: Duration) -> RestoreStatus {
-        let end = self.end.lock().unwrap();
-        drop(
-            self.ended
-                .wait_timeout_while(end, timeout, |e| e.is_none())
-                .unwrap(),
-        );
+        self.end.wait(timeout);
         self.status()
+    }
+
+    /// The restore has ended.
+    pub fn ended(&self) -> bool {
+        self.end.get().is_some()
+    }
+
+    /// Where it writes.
+    pub fn to(&self) -> &Path {
+        &self.to
     }
 
     fn finish(&self, r: Result<(), String>) {
@@ -88,12 +85,11 @@ impl RestoreJob {
             Ok(()) => (RestoreState::Done, None),
             Err(e) => (RestoreState::Failed, Some(e)),
         };
-        *self.end.lock().unwrap() = Some(RestoreEnd {
+        self.end.set(RestoreEnd {
             state,
             reason,
             elapsed: self.started.elapsed(),
         });
-        self.ended.notify_all();
     }
 }
 
@@ -118,46 +114,22 @@ fn restore_chunk(
     Ok(len as u64)
 }
 
-/// All restores of the daemon.
-#[derive(Debug, Default)]
-pub struct Restores {
-    jobs: Mutex<Vec<Arc<RestoreJob>>>,
-}
-
-impl Restores {
-    /// Starts restoring backup `backup` of `repo` to `to`.
+impl RestoreJob {
+    /// Starts restoring backup `backup` of `repo` to `to` with `workers` threads, as restore
+    /// `id`.
     pub fn start(
-        &self,
+        id: String,
         repo: Repo,
         backup: &str,
         to: &Path,
         workers: usize,
     ) -> Result<Arc<RestoreJob>, String> {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        let id = format!(
-            "restore-{}-{}",
-            backup,
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
         // Held until the restore ends: prune keeps the backup meanwhile.
         let lease = repo
             .lease(backup, &format!("restore {id}"))
             .map_err(|e| e.to_string())?;
         let manifest = repo.manifest(backup).map_err(|e| e.to_string())?;
         let index = Arc::new(repo.index(backup).map_err(|e| e.to_string())?);
-        if let Some(busy) = self
-            .jobs
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|j| j.to == to && j.end.lock().unwrap().is_none())
-        {
-            return Err(format!(
-                "{} is already the target of restore {}",
-                to.display(),
-                busy.id
-            ));
-        }
         let target =
             Arc::new(RawImage::create(to, manifest.device_size).map_err(|e| e.to_string())?);
         let job = Arc::new(RestoreJob {
@@ -169,20 +141,8 @@ impl Restores {
             bytes: AtomicU64::new(0),
             started: Instant::now(),
             started_time: SystemTime::now(),
-            end: Mutex::new(None),
-            ended: Condvar::new(),
+            end: Ending::default(),
         });
-        {
-            let mut jobs = self.jobs.lock().unwrap();
-            // Keep at most a hundred restores, dropping the oldest finished ones.
-            while jobs.len() >= 100 {
-                match jobs.iter().position(|j| j.end.lock().unwrap().is_some()) {
-                    Some(i) => drop(jobs.remove(i)),
-                    None => break,
-                }
-            }
-            jobs.push(job.clone());
-        }
         let next = Arc::new(AtomicUsize::new(0));
         let error: Arc<Mutex<Option<String>>> = Arc::default();
         let mut handles = Vec::new();
@@ -238,24 +198,5 @@ impl Restores {
             })
             .map_err(|e| e.to_string())?;
         Ok(job)
-    }
-
-    pub fn get(&self, id: &str) -> Option<Arc<RestoreJob>> {
-        self.jobs
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|j| j.id == id)
-            .cloned()
-    }
-
-    pub fn all(&self) -> Vec<RestoreStatus> {
-        self.jobs
-            .lock()
-            .unwrap()
-            .iter()
-            .rev()
-            .map(|j| j.status())
-            .collect()
     }
 }

@@ -231,6 +231,11 @@ impl CbtFile {
         }
     }
 
+    /// The export whose map this is.
+    pub fn export(&self) -> &str {
+        &self.export
+    }
+
     /// Loads the map at daemon start and sets the "running" marker. The map comes back valid
     /// only if the last stop was clean and the device is unchanged since.
     pub fn load(&self, cbt: &Cbt, device: &Path) -> std::io::Result<()> {

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use cowd_api::units::thousandths;
 use roaring::RoaringBitmap;
 use tracing::{info, warn};
 
@@ -82,12 +83,6 @@ impl Policy {
         }
         Ok(())
     }
-}
-
-/// `x` rounded to thousandths: reports carry measurements, not floating-point noise
-/// (`0.263`, not `0.26276499999999997`).
-pub fn thousandths(x: f64) -> f64 {
-    (x * 1e3).round() / 1e3
 }
 
 /// The states in the order of their codes in [`Session`]'s `AtomicU8` (0 = running): the one
