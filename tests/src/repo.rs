@@ -8,7 +8,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cowd::control::api::{BackupStarted, BackupState, BackupStatus, Manifest, VerifyReport};
+use cowd::control::api::{
+    BackupStarted, BackupState, BackupStatus, Manifest, RestoreState, RestoreStatus, VerifyReport,
+};
 use cowd::repo::{Digest, DigestOf};
 
 use crate::cli::{cowctl_at, ok, path_str, text};
@@ -95,6 +97,36 @@ impl Ctl {
     /// `cowctl restore ID --to TO`, which must succeed.
     pub fn restore(&self, id: &str, to: &Path) {
         ok(&self.in_repo(&["restore", id, "--to", path_str(to)]));
+    }
+
+    /// `cowctl --json restores`: every restore of the daemon, newest first.
+    pub fn restores(&self) -> Vec<RestoreStatus> {
+        let out = ok(&self.run(&["--json", "restores"]));
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+
+    /// Restore `id` as `cowctl restores` shows it.
+    pub fn restore_status(&self, id: &str) -> RestoreStatus {
+        self.restores()
+            .into_iter()
+            .find(|r| r.id == id)
+            .unwrap_or_else(|| panic!("no restore {id}"))
+    }
+
+    /// Waits (up to `limit`) until restore `id` has ended; returns its status.
+    pub fn wait_restore(&self, id: &str, limit: std::time::Duration) -> RestoreStatus {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let s = self.restore_status(id);
+            if s.state != RestoreState::Running {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "restore {id} still running after {limit:?}: {s:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     /// `cowctl --json verify --all`: the report and the exit code.

@@ -14,6 +14,8 @@
 //! 7. `verify` finds a flipped byte and names exactly the backups it breaks.
 //! 8. `prune --keep-last 2` keeps the policy and GC removes exactly the unreferenced chunks.
 //! 9. A generation served as an export mounts and shows that generation's files.
+//! 10. A live restore mounts at once, keeps writes made during it, resumes after kill -9, and
+//!     fails only the blocks of a chunk missing from the repository.
 //!
 //! One file per scenario; the fixtures below are shared (the test's own files on a mounted
 //! filesystem, the paced writer and its checker). `Ctl`, cowctl against one daemon and one
@@ -27,6 +29,8 @@ mod change_map;
 mod dedup;
 mod five_generations;
 mod incremental;
+mod live_restore;
+mod live_restore_faults;
 mod prune;
 mod serve;
 mod used_only;
