@@ -230,7 +230,22 @@ impl Backups {
     }
 
     /// Reports of live and ended sessions, optionally of one export; live first, newest first.
+    ///
+    /// A report never says a backup ended while it still holds its container or target: a
+    /// session whose state is final but whose mover is still letting go is waited for (see
+    /// [`report`](Self::report)).
     pub fn reports(&self, export: Option<&str>) -> Vec<Report> {
+        let ending: Vec<String> = {
+            let st = self.book.state.lock().unwrap();
+            st.live
+                .values()
+                .filter(|s| !s.running())
+                .map(|s| s.id.clone())
+                .collect()
+        };
+        for id in &ending {
+            self.book.wait_ended(id, RELEASE_LIMIT);
+        }
         let st = self.book.state.lock().unwrap();
         let live: Vec<Arc<Session>> = st.live.values().cloned().collect();
         let mut out = st.ended.clone();
@@ -241,10 +256,37 @@ impl Backups {
         live
     }
 
+    /// The repository session `id` writes or wrote to, without waiting for anything.
+    pub fn repo_of(&self, id: &str) -> Option<String> {
+        if let Some(s) = self.live_by_id(id) {
+            return s.report().repo;
+        }
+        let st = self.book.state.lock().unwrap();
+        st.ended
+            .iter()
+            .find(|r| r.id == id)
+            .and_then(|r| r.repo.clone())
+    }
+
     /// The report of session `id`.
+    ///
+    /// A session's state turns final (failed, say) in the thread that saw the failure, a
+    /// moment before its mover has aborted the target and disposed of the container. A report
+    /// of that moment would let a client act on "failed" (`cowctl wait` returns, a test looks
+    /// at open files, an operator runs `losetup -d`) while the files are still open; so a
+    /// final state is reported only once the session has left the live table, which is when
+    /// it has let go of everything.
     pub fn report(&self, id: &str) -> Option<Report> {
         if let Some(s) = self.live_by_id(id) {
-            return Some(s.report());
+            if s.running() {
+                return Some(s.report());
+            }
+            drop(s);
+            self.book.wait_ended(id, RELEASE_LIMIT);
+            if let Some(s) = self.live_by_id(id) {
+                // Still letting go after the limit: say so as it is.
+                return Some(s.report());
+            }
         }
         let st = self.book.state.lock().unwrap();
         st.ended.iter().find(|r| r.id == id).cloned()
@@ -316,5 +358,64 @@ impl Backups {
     fn live_sessions(&self) -> Vec<Arc<Session>> {
         let st = self.book.state.lock().unwrap();
         st.live.values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Instant, SystemTime};
+
+    use roaring::RoaringBitmap;
+
+    use super::*;
+    use crate::snapshot::container::{Container, Protected};
+    use crate::snapshot::session::{Policy, Setup, State};
+    use crate::targets::RawImage;
+
+    /// A session of a 64 KiB export with a file container and a raw image target in `dir`.
+    fn session(dir: &std::path::Path) -> Arc<Session> {
+        let export = dir.join("disk.img");
+        std::fs::write(&export, vec![0u8; 65536]).unwrap();
+        let protected = Protected::of(&export).unwrap();
+        let container =
+            Container::create(&dir.join("c.cow"), 1 << 20, 4096, "s-1", &protected).unwrap();
+        let target = Arc::new(RawImage::create(&dir.join("out.img"), 65536).unwrap());
+        let mut pending = RoaringBitmap::new();
+        pending.insert_range(0..16);
+        Arc::new(Session::new(Setup {
+            id: "s-1".into(),
+            export: "disk".into(),
+            size: 65536,
+            block_size: 4096,
+            pending,
+            zeroes: RoaringBitmap::new(),
+            container,
+            target,
+            policy: Policy::default(),
+            snapshot_time: SystemTime::now(),
+            setup: Duration::ZERO,
+            quiesce: "none".into(),
+        }))
+    }
+
+    #[test]
+    fn a_final_state_is_reported_only_once_the_session_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let backups = Arc::new(Backups::open(Defaults::new(&dir.path().join("state"))).unwrap());
+        let s = session(dir.path());
+        backups.track(s.clone());
+        // The writer saw the target fail: the state is final, the mover still cleans up.
+        s.fail("target write failed");
+        let (b2, started) = (backups.clone(), Instant::now());
+        let reader = std::thread::spawn(move || (b2.report("s-1").unwrap(), started.elapsed()));
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!reader.is_finished(), "a failed report before the release");
+        // The mover's last step: the session leaves the book, dropping its files.
+        let r = s.report();
+        backups.book.end(s, r);
+        let (report, waited) = reader.join().unwrap();
+        assert_eq!(report.state, State::Failed);
+        assert!(waited >= Duration::from_millis(200), "{waited:?}");
+        assert_eq!(backups.reports(None).len(), 1);
     }
 }

@@ -115,7 +115,10 @@ pub async fn list_backups(
     if let Some(name) = &f.export {
         export(&s, name)?;
     }
-    Ok(Json(s.backups.reports(f.export.as_deref())))
+    let backups = s.backups.clone();
+    Ok(Json(
+        blocking(move || backups.reports(f.export.as_deref())).await?,
+    ))
 }
 
 fn no_backup(id: &str) -> Failure {
@@ -126,8 +129,9 @@ pub async fn backup(
     State(s): State<ControlState>,
     UrlPath(id): UrlPath<String>,
 ) -> Reply<BackupStatus> {
-    s.backups
-        .report(&id)
+    let (backups, id2) = (s.backups.clone(), id.clone());
+    blocking(move || backups.report(&id2))
+        .await?
         .map(Json)
         .ok_or_else(|| no_backup(&id))
 }

@@ -56,7 +56,7 @@ fn open(s: &ControlState, given: Option<&str>) -> Result<Repo, Failure> {
 /// The repository of backup `id`: the one given, else the one this daemon made the backup in
 /// (its record says), else the default.
 fn repo_of_backup(s: &ControlState, given: Option<&str>, id: &str) -> Result<PathBuf, Failure> {
-    let known = || s.backups.report(id).and_then(|r| r.repo);
+    let known = || s.backups.repo_of(id);
     match given {
         Some(g) => Ok(PathBuf::from(g)),
         None => match known() {
