@@ -39,6 +39,9 @@
 //! end of the device (a filesystem smaller than its device: the rest holds something we do not
 //! know, so it is kept).
 
+#[path = "ext4_tree.rs"]
+pub mod tree;
+
 use super::{FsError, Probe, RangeSet, UsedMap, bit_runs, le16, le32, read_bytes};
 use crate::device::BlockDevice;
 
@@ -200,6 +203,8 @@ struct Super {
     reserved_gdt: u64,
     first_meta_bg: u64,
     itable_blocks: u64,
+    inodes_per_group: u64,
+    inode_size: u64,
     incompat: u32,
     ro_compat: u32,
     sparse_super2: bool,
@@ -221,7 +226,14 @@ struct Desc {
 }
 
 impl Super {
+    /// Parses a superblock for the used map, which must be trustworthy (clean, recovered).
     fn parse(b: &[u8], device_size: u64) -> Result<Super, Refuse> {
+        Super::parse_for(b, device_size, true)
+    }
+
+    /// Parses a superblock; `strict`: refuse a journal that needs recovery and a state not
+    /// clean (the used map's needs; reading files can do without).
+    fn parse_for(b: &[u8], device_size: u64, strict: bool) -> Result<Super, Refuse> {
         let bad = |what: String| Err(Refuse(what));
         let rev = le32(b, 0x4C);
         if rev > 1 {
@@ -238,17 +250,17 @@ impl Super {
         if incompat & INCOMPAT_JOURNAL_DEV != 0 {
             return bad("an external journal device, not a filesystem".into());
         }
-        if incompat & INCOMPAT_RECOVER != 0 {
+        if strict && incompat & INCOMPAT_RECOVER != 0 {
             return bad(
                 "the journal needs recovery, so the bitmaps may be stale: the \
                         filesystem is mounted (freeze it first) or was not cleanly unmounted"
                     .into(),
             );
         }
-        if state & STATE_ERROR != 0 {
+        if strict && state & STATE_ERROR != 0 {
             return bad("the filesystem has errors recorded (run e2fsck)".into());
         }
-        if state & STATE_VALID == 0 {
+        if strict && state & STATE_VALID == 0 {
             return bad(
                 "the filesystem is not marked clean: it is mounted without a journal \
                          or was not cleanly unmounted"
@@ -422,6 +434,8 @@ impl Super {
             reserved_gdt,
             first_meta_bg,
             itable_blocks: (inodes_per_group * inode_size).div_ceil(block_size),
+            inodes_per_group,
+            inode_size,
             incompat,
             ro_compat,
             sparse_super2,

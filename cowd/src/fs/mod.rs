@@ -24,6 +24,7 @@
 
 pub mod ext4;
 pub mod ntfs;
+pub mod tree;
 
 use std::fmt;
 
