@@ -216,7 +216,7 @@ impl Exports {
             .ok_or_else(|| format!("no export named {name:?}"))?;
         if list[i].origin == Origin::Configured {
             return Err(format!(
-                "export {name} serves a device of the configuration; it cannot be removed while cowd runs"
+                "export {name} serves a device, not a backup: exports of the configuration stay while cowd runs"
             ));
         }
         list[i]
