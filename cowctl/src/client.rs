@@ -161,7 +161,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 fn classify(e: &hyper::Error) -> Unreachable {
-    if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+    if e.is_parse() || e.is_parse_status() {
         Unreachable::NotHttp(chain(e))
     } else if e.is_incomplete_message() || e.is_closed() || e.is_canceled() || reset(e) {
         Unreachable::Closed
@@ -226,12 +226,34 @@ impl Client {
         self.request(Method::POST, path, Some(json)).await
     }
 
+    /// `GET path` of raw bytes (a file's content): a 2xx answer's body as it is.
+    pub async fn get_bytes(&self, path: &str) -> Result<Bytes, Error> {
+        let what = format!("GET {path}");
+        let (status, bytes) = self.raw(Method::GET, path, None).await?;
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        decode::<()>(&what, status, bytes).map(|_| Bytes::new())
+    }
+
     async fn request<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Reply<T>, Error> {
+        let what = format!("{method} {path}");
+        let (status, bytes) = self.raw(method, path, body).await?;
+        decode(&what, status, bytes)
+    }
+
+    /// One request: the status and the body, whatever they are.
+    async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), Error> {
         let what = format!("{method} {path}");
         let mut req = Request::builder()
             .method(method)
@@ -256,7 +278,7 @@ impl Client {
                 socket: self.socket.clone(),
                 why,
             })?;
-        decode(&what, status, bytes)
+        Ok((status, bytes))
     }
 
     /// One request on a fresh connection: the status and the whole body.

@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use cowctl::client::{self, Client, Reply};
 use cowctl::commands::Outcome;
 use cowctl::commands::devices::{self, AttachArgs, DetachArgs};
+use cowctl::commands::files::{self, CatArgs, LsArgs, MapArgs};
 use cowctl::commands::repo::{
     self, BackupsArgs, PruneArgs, RepoCommand, ServeArgs, UnserveArgs, VerifyArgs,
 };
@@ -155,6 +156,16 @@ enum Command {
     /// With --live the destination is served at once as an export while it is restored.
     #[command(after_help = RESTORE_STATUS)]
     Restore(RestoreArgs),
+    /// List a directory of a backup's filesystem (ext2/3/4, NTFS), read from the repository.
+    #[command(after_help = EXIT_STATUS)]
+    Ls(LsArgs),
+    /// Write a file of a backup's filesystem to stdout.
+    #[command(after_help = EXIT_STATUS)]
+    Cat(CatArgs),
+    /// Where a file of a backup lies on the device (--path), or which files and metadata own
+    /// a range of the device (--offset, --length).
+    #[command(after_help = EXIT_STATUS)]
+    Map(MapArgs),
     /// List the restores of this run of the daemon, newest first.
     #[command(after_help = EXIT_STATUS)]
     Restores,
@@ -193,6 +204,9 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Command::Prune(a) => repo::prune(&client, a, json, out).await,
         Command::Restore(a) => restore::restore(&client, a, json, out).await,
         Command::Restores => restore::restores(&client, json, out).await,
+        Command::Ls(a) => files::ls(&client, a, json, out).await,
+        Command::Cat(a) => files::cat(&client, a, out).await,
+        Command::Map(a) => files::map(&client, a, json, out).await,
         Command::Serve(a) => repo::serve(&client, a, json, out).await,
         Command::Unserve(a) => repo::unserve(&client, a, json, out).await,
     }
@@ -377,6 +391,15 @@ mod tests {
             &["restore", "disk-1"],
             &["restore", "disk-1", "--live", "--to", "/x.img"],
             &["restore", "disk-1", "--to", "/x.img", "--export", "vm"],
+            &["restore", "disk-1", "--path", "/etc"],
+            &[
+                "restore", "disk-1", "--path", "/etc", "--to", "/x", "--live", "--export", "e",
+            ],
+            &["map", "disk-1"],
+            &["map", "disk-1", "--offset", "0"],
+            &[
+                "map", "disk-1", "--path", "/a", "--offset", "0", "--length", "1",
+            ],
             &["serve", "disk-1"],
             &["prune"],
             &["prune", "disk", "--keep-last", "-1"],

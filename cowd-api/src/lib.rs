@@ -21,6 +21,10 @@
 //! | POST   | /v1/detach                      | [`exports::Device`]           | [`exports::Resolved`]         |
 //! | POST   | /v1/repo/init                   | [`repo::RepoInit`]            | [`repo::RepoInfo`]            |
 //! | GET    | /v1/repo/backups?repo=&export=  |                               | [`repo::Listed`] list        |
+//! | GET    | /v1/repo/backups/{id}/files?path= |                             | [`files::Listing`]            |
+//! | GET    | /v1/repo/backups/{id}/file?path=&offset=&length= |              | the file's bytes              |
+//! | POST   | /v1/repo/backups/{id}/extract   | [`files::ExtractRequest`]     | [`files::ExtractReport`]      |
+//! | GET    | /v1/repo/backups/{id}/map?path= or ?offset=&length= |           | [`files::FileMap`]            |
 //! | POST   | /v1/repo/verify                 | [`repo::VerifyRequest`]       | [`repo::VerifyReport`]        |
 //! | POST   | /v1/repo/prune                  | [`repo::PruneRequest`]        | [`repo::PruneResult`]         |
 //! | POST   | /v1/repo/serve                  | [`repo::ServeRequest`]        | [`exports::ExportInfo`]       |
@@ -28,6 +32,7 @@
 //! | POST   | /v1/restores                    | [`restores::RestoreRequest`]  | [`restores::RestoreStatus`]   |
 //! | GET    | /v1/restores                    |                               | [`restores::RestoreStatus`] list |
 //! | GET    | /v1/restores/{id}?timeout_s=    |                               | [`restores::RestoreStatus`]   |
+//! | POST   | /v1/restores/{id}/prioritize    | [`backups::Prioritize`]       | [`restores::RestoreStatus`]   |
 //! | any    | (any error)                     |                               | [`ErrorBody`]                 |
 //!
 //! `docs/openapi.yaml` describes each route in full; a test of cowd's router checks that the
@@ -36,6 +41,7 @@
 pub mod backups;
 pub mod digest;
 pub mod exports;
+pub mod files;
 pub mod repo;
 pub mod restores;
 pub mod units;

@@ -42,6 +42,18 @@ pub struct RestoreArgs {
     /// Limit of a live restore's background filler, in MiB/s.
     #[arg(long, value_name = "MIB_S", requires = "live")]
     pub max_rate: Option<f64>,
+    /// Restore only these files or directories of the backup's filesystem (repeatable), into
+    /// the directory --to (new or empty), with their metadata, holes and links.
+    #[arg(
+        long = "path",
+        value_name = "PATH",
+        conflicts_with = "live",
+        requires = "to"
+    )]
+    pub paths: Vec<String>,
+    /// With --path: the partition holding the filesystem [default: the first cowd reads].
+    #[arg(long, value_name = "N", requires = "paths")]
+    pub partition: Option<u32>,
 }
 
 pub async fn restore(
@@ -50,6 +62,14 @@ pub async fn restore(
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<Outcome> {
+    if !a.paths.is_empty() {
+        let source = super::files::Source {
+            repo: a.repo.clone(),
+            partition: a.partition,
+        };
+        let to = a.to.clone().unwrap_or_default();
+        return super::files::extract(client, &a.id, &a.paths, &to, &source, json, out).await;
+    }
     let to = match &a.to {
         Some(p) => absolute("--to", p)?,
         None => String::new(),

@@ -8,6 +8,9 @@ pub use cowd_api::backups::{
     StartBackup, TargetFaults,
 };
 pub use cowd_api::exports::{Device, ExportInfo, Resolved};
+pub use cowd_api::files::{
+    ExtractReport, ExtractRequest, FileInfo, FileKind, FileMap, Listing, MappedExtent, Owner,
+};
 pub use cowd_api::repo::{
     Damaged, GcReport, KeepPolicy, Kept, Listed, Manifest, PruneRequest, PruneResult, RepoInfo,
     RepoInit, ServeRequest, Status, VerifyReport, VerifyRequest,

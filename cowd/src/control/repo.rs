@@ -24,7 +24,7 @@ use cowd_api::backups::Prioritize;
 use crate::repo::{Repo, RepoError};
 use crate::restore::{Job, LiveError, LiveStart, RepoImage};
 
-fn repo_error(e: RepoError) -> Failure {
+pub(super) fn repo_error(e: RepoError) -> Failure {
     let status = match e {
         RepoError::Missing(_) | RepoError::NoSuchBackup(_) => StatusCode::NOT_FOUND,
         RepoError::InUse { .. }
@@ -55,7 +55,11 @@ fn open(s: &ControlState, given: Option<&str>) -> Result<Repo, Failure> {
 
 /// The repository of backup `id`: the one given, else the one this daemon made the backup in
 /// (its record says), else the default.
-fn repo_of_backup(s: &ControlState, given: Option<&str>, id: &str) -> Result<PathBuf, Failure> {
+pub(super) fn repo_of_backup(
+    s: &ControlState,
+    given: Option<&str>,
+    id: &str,
+) -> Result<PathBuf, Failure> {
     let known = || s.backups.repo_of(id);
     match given {
         Some(g) => Ok(PathBuf::from(g)),

@@ -17,7 +17,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tracing::{info, warn};
 
 pub use super::request::{ControlState, error};
-use super::{handlers, repo};
+use super::{files, handlers, repo};
 
 /// One route of the API: the method and path it answers, and its handler.
 #[derive(Debug)]
@@ -68,6 +68,14 @@ pub fn routes() -> Vec<Route> {
         route(M::POST, "/v1/detach", handlers::detach),
         route(M::POST, "/v1/repo/init", repo::init),
         route(M::GET, "/v1/repo/backups", repo::list),
+        route(M::GET, "/v1/repo/backups/{id}/files", files::list),
+        route(M::GET, "/v1/repo/backups/{id}/file", files::read),
+        route(
+            M::POST,
+            "/v1/repo/backups/{id}/extract",
+            files::extract_files,
+        ),
+        route(M::GET, "/v1/repo/backups/{id}/map", files::map),
         route(M::POST, "/v1/repo/verify", repo::verify),
         route(M::POST, "/v1/repo/prune", repo::prune),
         route(M::POST, "/v1/repo/serve", repo::serve),

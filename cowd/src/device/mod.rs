@@ -19,6 +19,7 @@ mod error;
 mod fault;
 mod file;
 mod memory;
+mod slice;
 mod sys;
 
 pub use buf::{BufPool, IoBuf};
@@ -27,6 +28,7 @@ pub use error::{DeviceError, ErrorKind, Op};
 pub use fault::{FaultControl, FaultDevice, OpMask};
 pub use file::{FileDevice, FileOptions, OpenError};
 pub use memory::MemoryDevice;
+pub use slice::Slice;
 
 /// Result of a block operation.
 pub type Result<T> = std::result::Result<T, DeviceError>;

@@ -384,3 +384,48 @@ fn corrupted_metadata_gives_errors_never_panics() {
         let _ = t.metadata();
     }
 }
+
+/// mkfs.ext4's defaults for a small device (1 KiB blocks, resize inode, journal): the metadata
+/// and the files' extents lie on the device and no block belongs to two owners, except the
+/// names of one inode (hard links).
+#[test]
+fn small_default_filesystem_maps_metadata_and_files_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = source(dir.path(), 300, true);
+    let img = image(dir.path(), &src, 256 << 20, &["-t", "ext4"]);
+    let t = open(&img);
+    let size = 256u64 << 20;
+    let mut owned: Vec<(u64, u64, String)> = Vec::new();
+    for m in t.metadata().unwrap() {
+        assert!(m.start + m.len <= size, "{} beyond the device", m.what);
+        owned.push((m.start, m.len, m.what));
+    }
+    let mut todo = vec![(String::new(), t.root())];
+    let mut files = std::collections::HashSet::new();
+    while let Some((path, d)) = todo.pop() {
+        for e in t.read_dir(d).unwrap() {
+            let p = format!("{path}/{}", String::from_utf8_lossy(&e.name));
+            if e.kind == Kind::Dir {
+                todo.push((p.clone(), e.ino));
+            }
+            if !files.insert(e.ino) {
+                continue; // a second name of an inode
+            }
+            for x in t.extents(e.ino).unwrap() {
+                if let Some(at) = x.physical {
+                    assert!(at + x.len <= size, "{p} beyond the device");
+                    owned.push((at, x.len, p.clone()));
+                }
+            }
+        }
+    }
+    owned.sort();
+    for w in owned.windows(2) {
+        assert!(
+            w[0].0 + w[0].1 <= w[1].0,
+            "{} and {} overlap",
+            w[0].2,
+            w[1].2
+        );
+    }
+}

@@ -24,6 +24,8 @@
 
 pub mod ext4;
 pub mod ntfs;
+pub mod open;
+pub mod partitions;
 pub mod tree;
 
 use std::fmt;

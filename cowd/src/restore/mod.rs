@@ -10,6 +10,8 @@
 //!                                               └─ source (ChunkSource: the generation)
 //! ```
 mod ending;
+pub mod extract;
+pub mod files;
 mod filler;
 mod image;
 mod job;

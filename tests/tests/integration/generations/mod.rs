@@ -27,6 +27,7 @@
 
 mod change_map;
 mod dedup;
+mod files;
 mod five_generations;
 mod incremental;
 mod live_restore;

@@ -1,0 +1,223 @@
+//! Files of a generation without restoring the device: `cowctl ls`, `cat`, `map` and
+//! `restore --path` on an ext4 made by mkfs.ext4 and written through the kernel (nbdfuse +
+//! loop), compared with the source files and with `filefrag` on the mounted filesystem.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use cowd::control::api::RestoreState;
+use cowd::control::api::{FileMap, Listing};
+use cowd_tests::cli::{failed, ok, path_str, start};
+use cowd_tests::files::require_root_and;
+use cowd_tests::mounts::Attached;
+use cowd_tests::repo::Ctl;
+use cowd_tests::{Daemon, MIB, pattern};
+
+/// (file offset, physical byte offset, length) of `file`'s extents, from `filefrag -v` in
+/// units of the filesystem's block size `bs` (mkfs.ext4 picks 1 KiB blocks for small devices;
+/// other units would round the offsets).
+fn filefrag(file: &Path, bs: u64) -> Vec<(u64, u64, u64)> {
+    let out = Command::new("filefrag")
+        .arg("-v")
+        .arg(format!("-b{bs}"))
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "filefrag: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut extents = Vec::new();
+    for line in text.lines() {
+        // "   0:        0..     767:      34816..     35583:    768:             last,eof"
+        let parts: Vec<&str> = line.split(':').map(str::trim).collect();
+        if parts.len() < 4 || parts[0].parse::<u64>().is_err() {
+            continue;
+        }
+        let range = |s: &str| -> (u64, u64) {
+            let (a, b) = s.split_once("..").unwrap();
+            (a.trim().parse().unwrap(), b.trim().parse().unwrap())
+        };
+        let ((l0, _), (p0, p1)) = (range(parts[1]), range(parts[2]));
+        extents.push((l0 * bs, p0 * bs, (p1 - p0 + 1) * bs));
+    }
+    extents
+}
+
+/// The block size of the filesystem mounted at `mnt` (`stat -f`).
+fn fs_block_size(mnt: &Path) -> u64 {
+    let out = Command::new("stat")
+        .args(["-f", "-c", "%S"])
+        .arg(mnt)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stat -f {}", mnt.display());
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn files_of_a_generation_listed_read_mapped_and_extracted() {
+    require_root_and(&[
+        "nbdfuse",
+        "fusermount3",
+        "losetup",
+        "mkfs.ext4",
+        "mount",
+        "umount",
+        "filefrag",
+    ]);
+    let d = start(Daemon::builder().export("disk", 256 * MIB));
+    let dir = d.dir().to_owned();
+    let ctl = Ctl::new(&d.control, &dir.join("repo"));
+    ctl.init(None);
+    let mut att = Attached::default();
+    let mnt = dir.join("mnt");
+    att.ext4_on_export(&d.uri("disk"), &dir.join("fuse"), &mnt);
+    let src = mnt.join("data");
+    fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    let big = pattern(11, (5 * MIB) as usize + 1234);
+    fs::write(src.join("big.bin"), &big).unwrap();
+    fs::write(src.join("sub/small.txt"), b"a small file\n").unwrap();
+    fs::write(src.join("sub/deeper/odd.bin"), pattern(12, 70_001)).unwrap();
+    let sparse = fs::File::create(src.join("sparse.img")).unwrap();
+    sparse.set_len(64 * MIB).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&sparse, &pattern(13, 8192), 20 * MIB).unwrap();
+    drop(sparse);
+    std::os::unix::fs::symlink("sub/small.txt", src.join("link")).unwrap();
+    fs::hard_link(src.join("big.bin"), src.join("big-again.bin")).unwrap();
+    fs::set_permissions(src.join("sub/small.txt"), fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::chown(src.join("sub/small.txt"), Some(1001), Some(2002)).unwrap();
+    fs::create_dir(src.join("many")).unwrap();
+    for i in 0..1000 {
+        fs::write(src.join(format!("many/f{i:04}")), i.to_string()).unwrap();
+    }
+    let id = ctl.backup("disk", &["--freeze", path_str(&mnt)]).id;
+    assert!(Command::new("sync").status().unwrap().success());
+
+    // ls, ls -l, --json
+    let ls = ok(&ctl.in_repo(&["ls", &id, "/data"]));
+    for name in [
+        "big.bin",
+        "big-again.bin",
+        "sub/",
+        "sparse.img",
+        "link",
+        "many/",
+    ] {
+        assert!(ls.lines().any(|l| l == name), "{name} not in:\n{ls}");
+    }
+    let long = ok(&ctl.in_repo(&["ls", &id, "/data/sub", "-l"]));
+    assert!(
+        long.contains("-rw-r-----") && long.contains("1001") && long.contains("2002"),
+        "{long}"
+    );
+    let many: Listing =
+        serde_json::from_str(&ok(&ctl.in_repo(&["--json", "ls", &id, "/data/many"]))).unwrap();
+    assert_eq!(
+        (many.filesystem.as_str(), many.entries.len()),
+        ("ext4", 1000)
+    );
+    let link = ok(&ctl.in_repo(&["ls", "-l", &id, "/data/link"]));
+    assert!(link.contains("link -> sub/small.txt"), "{link}");
+    let missing = failed(&ctl.in_repo(&["ls", &id, "/data/nothing"]), 1);
+    assert!(missing.contains("no such file"), "{missing}");
+
+    // cat: the whole file, through pieces of 16 MiB at most
+    let cat = ctl.in_repo(&["cat", &id, "/data/big.bin"]);
+    assert!(
+        cat.status.success() && cat.stdout == big,
+        "cat of big.bin differs"
+    );
+
+    // map --path agrees with filefrag on the mounted filesystem (the device is the filesystem)
+    let m: FileMap = serde_json::from_str(&ok(&ctl.in_repo(&[
+        "--json",
+        "map",
+        &id,
+        "--path",
+        "/data/big.bin",
+    ])))
+    .unwrap();
+    let ours: Vec<(u64, u64, u64)> = m
+        .extents
+        .iter()
+        .map(|e| (e.file_offset, e.device_offset.unwrap(), e.length))
+        .collect();
+    let bs = fs_block_size(&mnt);
+    assert_eq!(
+        ours,
+        filefrag(&src.join("big.bin"), bs),
+        "extents of big.bin"
+    );
+    // map --offset: the first block of big.bin belongs to it (both names: hard links)
+    let (_, first, _) = ours[0];
+    let owners = ok(&ctl.in_repo(&[
+        "map",
+        &id,
+        "--offset",
+        &first.to_string(),
+        "--length",
+        "4096",
+    ]));
+    assert!(
+        owners.contains("/data/big.bin") && owners.contains("/data/big-again.bin"),
+        "{owners}"
+    );
+    let meta = ok(&ctl.in_repo(&["map", &id, "--offset", "0", "--length", "64K"]));
+    assert!(meta.contains("superblock"), "{meta}");
+
+    // restore --path: contents, holes, metadata, links
+    let out = dir.join("extracted");
+    let said = ok(&ctl.in_repo(&["restore", &id, "--path", "/data", "--to", path_str(&out)]));
+    println!("{}", said.trim());
+    let x = out.join("data");
+    assert_eq!(fs::read(x.join("big.bin")).unwrap(), big);
+    assert_eq!(
+        fs::read(x.join("sub/deeper/odd.bin")).unwrap(),
+        pattern(12, 70_001)
+    );
+    let s = fs::metadata(x.join("sub/small.txt")).unwrap();
+    assert_eq!((s.mode() & 0o7777, s.uid(), s.gid()), (0o640, 1001, 2002));
+    assert_eq!(
+        s.mtime(),
+        fs::metadata(src.join("sub/small.txt")).unwrap().mtime()
+    );
+    assert_eq!(
+        fs::read_link(x.join("link")).unwrap(),
+        Path::new("sub/small.txt")
+    );
+    assert_eq!(
+        fs::metadata(x.join("big.bin")).unwrap().ino(),
+        fs::metadata(x.join("big-again.bin")).unwrap().ino()
+    );
+    let sp = fs::metadata(x.join("sparse.img")).unwrap();
+    assert_eq!(sp.len(), 64 * MIB);
+    assert!(
+        sp.blocks() * 512 <= MIB,
+        "the hole was written: {} bytes allocated",
+        sp.blocks() * 512
+    );
+    assert_eq!(fs::read_dir(x.join("many")).unwrap().count(), 1000);
+    // Not into a directory that is not empty.
+    let again = failed(
+        &ctl.in_repo(&[
+            "restore",
+            &id,
+            "--path",
+            "/data/sub",
+            "--to",
+            path_str(&out),
+        ]),
+        1,
+    );
+    assert!(again.contains("not empty"), "{again}");
+    assert!(
+        ctl.restores()
+            .iter()
+            .all(|r| r.state != RestoreState::Failed)
+    );
+}
