@@ -220,7 +220,10 @@ impl Daemon {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if UnixStream::connect(&self.sock).is_ok() && self.control.exists() {
+            // cowd listens on every NBD endpoint before it binds its control socket, so a
+            // control socket that accepts is ready. No NBD probe: it would hold one of the
+            // daemon's connection slots until cowd saw it close.
+            if UnixStream::connect(&self.control).is_ok() && self.sock.exists() {
                 return;
             }
             if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {

@@ -241,14 +241,14 @@ impl Server {
             .name(format!("cowd-conn-{id}"))
             .spawn(move || {
                 let _g = span.enter();
-                let _slot = slot;
+                let slot = slot;
                 let export = agreed.export;
                 info!(
                     export = export.name(),
                     structured = agreed.negotiated.structured,
                     "transmission"
                 );
-                let Some(_attached) = export.attach(id, peer_pid) else {
+                let Some(attached) = export.attach(id, peer_pid) else {
                     // Removed or replaced (a live restore into it) after the handshake found it.
                     return info!(
                         export = export.name(),
@@ -267,6 +267,11 @@ impl Server {
                     agreed.negotiated,
                     server.config.limits,
                 );
+                // Let go of the export and the connection's slot before the socket's last
+                // descriptor (the clone in `live`) closes: a client that saw its connection
+                // close may connect again, or roll the export back, at once.
+                drop(attached);
+                drop(slot);
                 server.live.lock().unwrap().remove(&id);
             });
         if let Err(e) = spawned {

@@ -81,7 +81,11 @@ fn write_in_background(path: PathBuf) -> mpsc::Receiver<Instant> {
         let mut f = File::create(&path).unwrap();
         f.write_all(&[7u8; 4096]).unwrap();
         f.sync_all().unwrap();
-        let _ = tx.send(Instant::now());
+        let at = Instant::now();
+        // Closed before it says done: an open file would keep the filesystem busy, and the
+        // test unmounts it right after (it failed with EBUSY under load).
+        drop(f);
+        let _ = tx.send(at);
     });
     rx
 }

@@ -148,3 +148,18 @@ fn sigterm_mid_transmission() {
         );
     }
 }
+
+/// A connection lets go of its slot before the client sees it close: with one slot, a client
+/// that disconnected can connect again at once, every time (no retry, no sleep).
+#[test]
+fn a_closed_connection_frees_its_slot_before_the_client_sees_it_close() {
+    let mut d = Daemon::builder()
+        .export("disk", SIZE)
+        .args(&["--max-connections", "1"])
+        .start();
+    for i in 0..300 {
+        let c = ready(&d, i % 2 == 0);
+        c.disconnect();
+    }
+    healthy(&mut d);
+}
