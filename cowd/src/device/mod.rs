@@ -108,6 +108,11 @@ pub struct Extent {
 ///
 /// Offsets and lengths are bytes. Below [`Checked`], callers guarantee `offset + len <= size`,
 /// alignment to `block_sizes().minimum`, non-zero lengths and only advertised operations.
+///
+/// A read-only device (a snapshot view, a generation, a partition window) implements only the
+/// reading side and says `read_only` in its capabilities: the writing methods' defaults refuse
+/// with [`ErrorKind::ReadOnly`], and `flush` has nothing to make durable. A writable device
+/// overrides all four.
 pub trait BlockDevice: Send + Sync + std::fmt::Debug {
     /// Size in bytes.
     fn size(&self) -> u64;
@@ -130,7 +135,10 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
     }
 
     /// Writes `buf` at `offset`; with `fua` the data is durable before return.
-    fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()>;
+    fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
+        let _ = (buf, fua);
+        Err(DeviceError::new(ErrorKind::ReadOnly, Op::Write, offset, 0))
+    }
 
     /// Like [`write_at`](Self::write_at), but only if it can complete without blocking.
     fn try_write_at(&self, _buf: &[u8], _offset: u64, _fua: bool) -> Result<bool> {
@@ -138,13 +146,26 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
     }
 
     /// Makes `len` bytes at `offset` read as zeroes.
-    fn write_zeroes(&self, offset: u64, len: u64, flags: ZeroFlags) -> Result<()>;
+    fn write_zeroes(&self, offset: u64, len: u64, flags: ZeroFlags) -> Result<()> {
+        let _ = flags;
+        Err(DeviceError::new(
+            ErrorKind::ReadOnly,
+            Op::WriteZeroes,
+            offset,
+            len,
+        ))
+    }
 
     /// Hints that `len` bytes at `offset` are no longer needed (contents become unspecified).
-    fn trim(&self, offset: u64, len: u64, fua: bool) -> Result<()>;
+    fn trim(&self, offset: u64, len: u64, fua: bool) -> Result<()> {
+        let _ = fua;
+        Err(DeviceError::new(ErrorKind::ReadOnly, Op::Trim, offset, len))
+    }
 
     /// Makes every completed write durable.
-    fn flush(&self) -> Result<()>;
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Prefetches a range (a hint; may do nothing).
     fn cache(&self, _offset: u64, _len: u64) -> Result<()> {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{BlockDevice, BlockSizes, Capabilities, DeviceError, ErrorKind, Op, Result, ZeroFlags};
+use super::{BlockDevice, BlockSizes, Capabilities, Result};
 
 /// Bytes `start .. start + len` of `inner`, read-only.
 #[derive(Debug)]
@@ -41,26 +41,5 @@ impl BlockDevice for Slice {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         self.inner.read_at(buf, self.start + offset)
-    }
-
-    fn write_at(&self, _: &[u8], offset: u64, _: bool) -> Result<()> {
-        Err(DeviceError::new(ErrorKind::ReadOnly, Op::Write, offset, 0))
-    }
-
-    fn write_zeroes(&self, offset: u64, len: u64, _: ZeroFlags) -> Result<()> {
-        Err(DeviceError::new(
-            ErrorKind::ReadOnly,
-            Op::WriteZeroes,
-            offset,
-            len,
-        ))
-    }
-
-    fn trim(&self, offset: u64, len: u64, _: bool) -> Result<()> {
-        Err(DeviceError::new(ErrorKind::ReadOnly, Op::Trim, offset, len))
-    }
-
-    fn flush(&self) -> Result<()> {
-        Ok(())
     }
 }

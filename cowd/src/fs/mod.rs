@@ -375,23 +375,6 @@ impl crate::device::BlockDevice for Counting {
             .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.inner.read_at(buf, offset)
     }
-    fn write_at(&self, _: &[u8], _: u64, _: bool) -> crate::device::Result<()> {
-        unreachable!("read only")
-    }
-    fn write_zeroes(
-        &self,
-        _: u64,
-        _: u64,
-        _: crate::device::ZeroFlags,
-    ) -> crate::device::Result<()> {
-        unreachable!("read only")
-    }
-    fn trim(&self, _: u64, _: u64, _: bool) -> crate::device::Result<()> {
-        unreachable!("read only")
-    }
-    fn flush(&self) -> crate::device::Result<()> {
-        Ok(())
-    }
 }
 
 #[cfg(test)]

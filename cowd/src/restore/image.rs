@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::device::{
-    BlockDevice, Capabilities, DeviceError, ErrorKind, Extent, Op, Result, ZeroFlags, push_extent,
+    BlockDevice, Capabilities, DeviceError, ErrorKind, Extent, Op, Result, push_extent,
 };
 use crate::repo::{Index, Lease, Repo};
 
@@ -94,27 +94,6 @@ impl BlockDevice for RepoImage {
             }
             done += n;
         }
-        Ok(())
-    }
-
-    fn write_at(&self, _: &[u8], offset: u64, _: bool) -> Result<()> {
-        Err(DeviceError::new(ErrorKind::ReadOnly, Op::Write, offset, 0))
-    }
-
-    fn write_zeroes(&self, offset: u64, len: u64, _: ZeroFlags) -> Result<()> {
-        Err(DeviceError::new(
-            ErrorKind::ReadOnly,
-            Op::WriteZeroes,
-            offset,
-            len,
-        ))
-    }
-
-    fn trim(&self, offset: u64, len: u64, _: bool) -> Result<()> {
-        Err(DeviceError::new(ErrorKind::ReadOnly, Op::Trim, offset, len))
-    }
-
-    fn flush(&self) -> Result<()> {
         Ok(())
     }
 

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use super::session::Session;
-use crate::device::{BlockDevice, Capabilities, DeviceError, ErrorKind, Op, Result, ZeroFlags};
+use crate::device::{BlockDevice, Capabilities, DeviceError, ErrorKind, Op, Result};
 
 /// The image at T of a running session.
 #[derive(Debug)]
@@ -80,27 +80,6 @@ impl BlockDevice for SnapshotView {
             self.read_block(b, &mut buf[done..done + n], in_block)?;
             done += n;
         }
-        Ok(())
-    }
-
-    fn write_at(&self, _: &[u8], offset: u64, _: bool) -> Result<()> {
-        Err(DeviceError::new(ErrorKind::ReadOnly, Op::Write, offset, 0))
-    }
-
-    fn write_zeroes(&self, offset: u64, len: u64, _: ZeroFlags) -> Result<()> {
-        Err(DeviceError::new(
-            ErrorKind::ReadOnly,
-            Op::WriteZeroes,
-            offset,
-            len,
-        ))
-    }
-
-    fn trim(&self, offset: u64, len: u64, _: bool) -> Result<()> {
-        Err(DeviceError::new(ErrorKind::ReadOnly, Op::Trim, offset, len))
-    }
-
-    fn flush(&self) -> Result<()> {
         Ok(())
     }
 }
