@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use cowctl::client::{self, Client, Reply};
 use cowctl::commands::Outcome;
 use cowctl::commands::devices::{self, AttachArgs, DetachArgs};
+use cowctl::commands::diff::{self, DiffArgs};
 use cowctl::commands::files::{self, CatArgs, LsArgs, MapArgs};
 use cowctl::commands::repo::{
     self, BackupsArgs, PruneArgs, RepoCommand, ServeArgs, UnserveArgs, VerifyArgs,
@@ -166,6 +167,12 @@ enum Command {
     /// a range of the device (--offset, --length).
     #[command(after_help = EXIT_STATUS)]
     Map(MapArgs),
+    /// The files added, removed and changed from one backup to a later one of the same export.
+    ///
+    /// Found from the chunks that differ, without reading the files that did not change.
+    /// Marks: + added, - removed, M data or link target, U mode, owner or time, T type.
+    #[command(after_help = EXIT_STATUS)]
+    Diff(DiffArgs),
     /// List the restores of this run of the daemon, newest first.
     #[command(after_help = EXIT_STATUS)]
     Restores,
@@ -207,6 +214,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Command::Ls(a) => files::ls(&client, a, json, out).await,
         Command::Cat(a) => files::cat(&client, a, out).await,
         Command::Map(a) => files::map(&client, a, json, out).await,
+        Command::Diff(a) => diff::diff(&client, a, json, out).await,
         Command::Serve(a) => repo::serve(&client, a, json, out).await,
         Command::Unserve(a) => repo::unserve(&client, a, json, out).await,
     }

@@ -116,3 +116,46 @@ pub struct FileMap {
     #[serde(default)]
     pub owners: Vec<Owner>,
 }
+
+/// How a path differs between two generations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    /// Only in the newer generation.
+    Added,
+    /// Only in the older one.
+    Removed,
+    /// Data, size or link target differ.
+    Modified,
+    /// Mode, owner, modification time or device number differ; the data is the same.
+    Metadata,
+    /// A different kind of file under the same name.
+    Type,
+}
+
+/// One path that differs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffEntry {
+    pub path: String,
+    pub change: Change,
+    /// Its kind in the newer generation (in the older one when removed).
+    pub kind: FileKind,
+}
+
+/// `GET /v1/repo/backups/{id}/diff?to=ID2`: the files that differ from backup `id` to backup
+/// `ID2` of the same export, found from the chunks that differ.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Diff {
+    pub from: String,
+    pub to: String,
+    pub export: String,
+    pub filesystem: String,
+    /// Chunks of the device, and how many of them differ between the two.
+    pub chunks: u64,
+    pub chunks_changed: u64,
+    /// Chunks loaded from the repository to find the changes (both generations).
+    pub chunks_read: u64,
+    /// Sorted by path.
+    pub entries: Vec<DiffEntry>,
+    pub elapsed_s: f64,
+}

@@ -25,6 +25,7 @@
 //! | GET    | /v1/repo/backups/{id}/file?path=&offset=&length= |              | the file's bytes              |
 //! | POST   | /v1/repo/backups/{id}/extract   | [`files::ExtractRequest`]     | [`files::ExtractReport`]      |
 //! | GET    | /v1/repo/backups/{id}/map?path= or ?offset=&length= |           | [`files::FileMap`]            |
+//! | GET    | /v1/repo/backups/{id}/diff?to=  |                               | [`files::Diff`]               |
 //! | POST   | /v1/repo/verify                 | [`repo::VerifyRequest`]       | [`repo::VerifyReport`]        |
 //! | POST   | /v1/repo/prune                  | [`repo::PruneRequest`]        | [`repo::PruneResult`]         |
 //! | POST   | /v1/repo/serve                  | [`repo::ServeRequest`]        | [`exports::ExportInfo`]       |

@@ -68,7 +68,7 @@ pub struct MapArgs {
     pub source: Source,
 }
 
-fn query(source: &Source) -> anyhow::Result<String> {
+pub(super) fn query(source: &Source) -> anyhow::Result<String> {
     let mut q = String::new();
     if let Some(r) = repo_arg(source.repo.as_deref())? {
         q.push_str(&format!("&repo={}", client::encode(&r)));
@@ -79,7 +79,7 @@ fn query(source: &Source) -> anyhow::Result<String> {
     Ok(q)
 }
 
-fn base(id: &str) -> String {
+pub(super) fn base(id: &str) -> String {
     format!("/v1/repo/backups/{}", client::encode(id))
 }
 

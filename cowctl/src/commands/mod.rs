@@ -4,6 +4,7 @@
 //! Every command is one or a few requests; what a backup does is decided by the daemon.
 
 pub mod devices;
+pub mod diff;
 pub mod files;
 pub mod image;
 pub mod repo;

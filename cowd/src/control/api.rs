@@ -9,7 +9,8 @@ pub use cowd_api::backups::{
 };
 pub use cowd_api::exports::{Device, ExportInfo, Resolved};
 pub use cowd_api::files::{
-    ExtractReport, ExtractRequest, FileInfo, FileKind, FileMap, Listing, MappedExtent, Owner,
+    Change, Diff, DiffEntry, ExtractReport, ExtractRequest, FileInfo, FileKind, FileMap, Listing,
+    MappedExtent, Owner,
 };
 pub use cowd_api::repo::{
     Damaged, GcReport, KeepPolicy, Kept, Listed, Manifest, PruneRequest, PruneResult, RepoInfo,

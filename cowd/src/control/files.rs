@@ -1,5 +1,5 @@
-//! Control API routes of a generation's files: list, read, extract, map
-//! (`/v1/repo/backups/{id}/files|file|extract|map`), read straight from the repository.
+//! Control API routes of a generation's files: list, read, extract, map, diff
+//! (`/v1/repo/backups/{id}/files|file|extract|map|diff`), read straight from the repository.
 
 use std::path::PathBuf;
 
@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cowd_api::files::{ExtractReport, ExtractRequest, FileMap, Listing};
+use cowd_api::files::{Diff, ExtractReport, ExtractRequest, FileMap, Listing};
 use serde::Deserialize;
 
 use super::repo::{repo_error, repo_of_backup};
@@ -15,7 +15,7 @@ use super::request::{Body, ControlState, Failure, Params, Reply, blocking, error
 use crate::fs::tree::TreeError;
 use crate::repo::Repo;
 use crate::restore::extract::extract;
-use crate::restore::files::{FilesError, GenerationFiles};
+use crate::restore::files::{FilesError, GenerationFiles, diff_generations};
 
 /// The largest piece of a file one `file` request returns.
 const MAX_READ: u64 = 16 << 20;
@@ -28,6 +28,8 @@ pub struct FileQuery {
     path: Option<String>,
     offset: Option<u64>,
     length: Option<u64>,
+    /// The newer backup of a diff.
+    to: Option<String>,
 }
 
 /// One place maps a files error to its status.
@@ -139,5 +141,23 @@ pub async fn map(
         }
     })
     .await
+    .map(Json)
+}
+
+pub async fn diff(
+    State(s): State<ControlState>,
+    UrlPath(id): UrlPath<String>,
+    Params(q): Params<FileQuery>,
+) -> Reply<Diff> {
+    let to =
+        q.to.ok_or_else(|| error(StatusCode::BAD_REQUEST, "give to=ID of the newer backup"))?;
+    let root = repo_of_backup(&s, q.repo.as_deref(), &id)?;
+    let partition = q.partition;
+    blocking(move || {
+        let repo = Repo::open(&root)?;
+        diff_generations(repo, &id, &to, partition)
+    })
+    .await?
+    .map_err(files_error)
     .map(Json)
 }

@@ -76,6 +76,7 @@ pub fn routes() -> Vec<Route> {
             files::extract_files,
         ),
         route(M::GET, "/v1/repo/backups/{id}/map", files::map),
+        route(M::GET, "/v1/repo/backups/{id}/diff", files::diff),
         route(M::POST, "/v1/repo/verify", repo::verify),
         route(M::POST, "/v1/repo/prune", repo::prune),
         route(M::POST, "/v1/repo/serve", repo::serve),

@@ -175,7 +175,8 @@ impl Ext4Tree {
         Ok(data)
     }
 
-    fn inode(&self, ino: Ino) -> Result<Inode, TreeError> {
+    /// Inode `ino`'s table block and its offset in that block.
+    fn inode_place(&self, ino: Ino) -> Result<(u64, usize), TreeError> {
         let ipg = self.sb.inodes_per_group;
         if ino == 0 || ino > self.sb.groups * ipg {
             return Err(corrupt(format!("inode number {ino} out of range")));
@@ -183,8 +184,12 @@ impl Ext4Tree {
         let (g, i) = ((ino - 1) / ipg, (ino - 1) % ipg);
         let at = i * self.sb.inode_size;
         let block = self.inode_tables[g as usize] + at / self.bs();
+        Ok((block, (at % self.bs()) as usize))
+    }
+
+    fn inode(&self, ino: Ino) -> Result<Inode, TreeError> {
+        let (block, off) = self.inode_place(ino)?;
         let data = self.block(block, &format!("inode {ino}"))?;
-        let off = (at % self.bs()) as usize;
         let raw = data[off..off + self.sb.inode_size as usize].to_vec();
         let size = u64::from(le32(&raw, 0x4)) | (u64::from(le32(&raw, 0x6C)) << 32);
         Ok(Inode {
@@ -715,6 +720,11 @@ impl FileTree for Ext4Tree {
         out.extend(self.journal()?);
         out.sort_by_key(|r| r.start);
         Ok(out)
+    }
+
+    fn record(&self, ino: Ino) -> Result<Option<(u64, u64)>, TreeError> {
+        let (block, off) = self.inode_place(ino)?;
+        Ok(Some((block * self.bs() + off as u64, self.sb.inode_size)))
     }
 }
 

@@ -22,6 +22,7 @@
 //! is refused) and before writes are admitted again, or through the snapshot's view. A map read
 //! later could miss blocks that were in use at the snapshot point and freed since.
 
+pub mod diff;
 pub mod ext4;
 pub mod ntfs;
 pub mod open;

@@ -127,6 +127,14 @@ pub trait FileTree: Send + Sync + std::fmt::Debug {
     /// The device regions holding the filesystem's own metadata (superblocks, tables, the
     /// journal or log), for mapping bytes that belong to no file.
     fn metadata(&self) -> Result<Vec<MetaRegion>, TreeError>;
+    /// Where file `ino`'s own record lies on the device (its inode, its MFT record), as
+    /// `(offset, len)`; `None` when the reader cannot tell without reading. A change to a file
+    /// through the filesystem (its data, size, times, links) rewrites its record, so `diff`
+    /// skips the files whose records did not change.
+    fn record(&self, ino: Ino) -> Result<Option<(u64, u64)>, TreeError> {
+        let _ = ino;
+        Ok(None)
+    }
 }
 
 /// The file at `path` (absolute or relative to the root; empty and `/` are the root).

@@ -1,5 +1,6 @@
 //! [`GenerationFiles`]: the files of a backup generation, read straight from the repository
-//! (list, read, map), without restoring the device, without root, loop devices or a mount.
+//! (list, read, map), without restoring the device, without root, loop devices or a mount;
+//! [`diff_generations`]: the files that differ between two generations of one export.
 //!
 //! ```text
 //!   Repo ── RepoImage (leased; loads only the chunks read) ── fs::open::open_tree
@@ -7,10 +8,14 @@
 //! ```
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use cowd_api::files::{FileInfo, FileKind, FileMap, Listing, MappedExtent, Owner};
+use cowd_api::files::{
+    Change, Diff, DiffEntry, FileInfo, FileKind, FileMap, Listing, MappedExtent, Owner,
+};
 
 use super::RepoImage;
+use crate::fs::diff::{self, Ranges};
 use crate::fs::open::{Opened, open_tree};
 use crate::fs::tree::{FileTree, Ino, Kind, Stat, TreeError, lookup};
 use crate::repo::{Repo, RepoError};
@@ -38,6 +43,7 @@ pub enum FilesError {
 #[derive(Debug)]
 pub struct GenerationFiles {
     backup: String,
+    image: Arc<RepoImage>,
     opened: Opened,
 }
 
@@ -63,9 +69,10 @@ impl GenerationFiles {
         let lease = repo.lease(id, "reading its files")?;
         let index = repo.index(id)?;
         let image = Arc::new(RepoImage::new(repo, index, Some(lease)));
-        let opened = open_tree(image, partition)?;
+        let opened = open_tree(image.clone(), partition)?;
         Ok(GenerationFiles {
             backup: id.to_owned(),
+            image,
             opened,
         })
     }
@@ -233,4 +240,85 @@ impl GenerationFiles {
             .sort_by(|a, b| (a.device_offset, &a.owner).cmp(&(b.device_offset, &b.owner)));
         Ok(m)
     }
+}
+
+fn change(c: diff::Change) -> Change {
+    match c {
+        diff::Change::Added => Change::Added,
+        diff::Change::Removed => Change::Removed,
+        diff::Change::Modified => Change::Modified,
+        diff::Change::Metadata => Change::Metadata,
+        diff::Change::Type => Change::Type,
+    }
+}
+
+/// The files that differ from backup `old` to backup `new` of one export: the chunks whose
+/// digests differ, then [`diff::diff`] over both filesystems.
+pub fn diff_generations(
+    repo: Repo,
+    old: &str,
+    new: &str,
+    partition: Option<u32>,
+) -> Result<Diff, FilesError> {
+    let started = Instant::now();
+    let (ma, mb) = (repo.manifest(old)?, repo.manifest(new)?);
+    if ma.export != mb.export {
+        return Err(FilesError::Invalid(format!(
+            "{old} is a backup of {}, {new} of {}: diff compares generations of one export",
+            ma.export, mb.export
+        )));
+    }
+    let a = GenerationFiles::open(repo.clone(), old, partition)?;
+    let b = GenerationFiles::open(repo, new, partition)?;
+    let (ia, ib) = (a.image.index(), b.image.index());
+    if ia.device_size != ib.device_size || ia.chunk_size != ib.chunk_size {
+        return Err(FilesError::Invalid(format!(
+            "{old} is of a device of {} bytes in chunks of {}, {new} of {} bytes in chunks of \
+             {}: compare their files with ls",
+            ia.device_size, ia.chunk_size, ib.device_size, ib.chunk_size
+        )));
+    }
+    if a.opened.offset != b.opened.offset || a.tree().filesystem() != b.tree().filesystem() {
+        return Err(FilesError::Invalid(format!(
+            "{old} and {new} hold different filesystems ({} at {}, {} at {})",
+            a.tree().filesystem(),
+            a.opened.offset,
+            b.tree().filesystem(),
+            b.opened.offset
+        )));
+    }
+    // The differing chunks, as offsets in the filesystem.
+    let base = a.opened.offset;
+    let differ: Vec<usize> = (0..ia.digests.len())
+        .filter(|&i| ia.digests[i] != ib.digests[i])
+        .collect();
+    let ranges = Ranges::new(
+        differ
+            .iter()
+            .map(|&i| {
+                let s = ia.chunk_offset(i);
+                let e = s + ia.chunk_len(i) as u64;
+                (s.saturating_sub(base), e.saturating_sub(base))
+            })
+            .collect(),
+    );
+    let entries = diff::diff(a.tree(), b.tree(), &ranges)?
+        .into_iter()
+        .map(|c| DiffEntry {
+            path: String::from_utf8_lossy(&c.path).into_owned(),
+            change: change(c.change),
+            kind: kind(c.kind),
+        })
+        .collect();
+    Ok(Diff {
+        from: old.to_owned(),
+        to: new.to_owned(),
+        export: mb.export,
+        filesystem: b.tree().filesystem().to_owned(),
+        chunks: ia.digests.len() as u64,
+        chunks_changed: differ.len() as u64,
+        chunks_read: a.image.chunks_loaded() + b.image.chunks_loaded(),
+        entries,
+        elapsed_s: started.elapsed().as_secs_f64(),
+    })
 }

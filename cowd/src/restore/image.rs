@@ -3,6 +3,7 @@
 //! Reads fetch the chunks they touch (verified against their digests on load) through a small
 //! cache of decompressed chunks; zero chunks read as zeroes and are reported as holes.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::device::{
@@ -18,6 +19,8 @@ pub struct RepoImage {
     repo: Repo,
     index: Index,
     cache: Mutex<Vec<(usize, Arc<Vec<u8>>)>>,
+    /// Chunks loaded from the repository so far.
+    loaded: AtomicU64,
     /// Keeps the backup from being removed while the image can be read.
     _lease: Option<Lease>,
 }
@@ -30,8 +33,19 @@ impl RepoImage {
             repo,
             index,
             cache: Mutex::new(Vec::new()),
+            loaded: AtomicU64::new(0),
             _lease: lease,
         }
+    }
+
+    /// The generation's index.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Chunks loaded from the repository so far (cache hits and zero chunks not counted).
+    pub fn chunks_loaded(&self) -> u64 {
+        self.loaded.load(Ordering::Relaxed)
     }
 
     fn chunk(&self, i: usize) -> Result<Arc<Vec<u8>>> {
@@ -54,6 +68,7 @@ impl RepoImage {
                 len: len as u64,
                 source: Some(std::io::Error::other(e.to_string())),
             })?;
+        self.loaded.fetch_add(1, Ordering::Relaxed);
         let data = Arc::new(data);
         let mut cache = self.cache.lock().unwrap();
         if cache.len() >= CACHE_CHUNKS {

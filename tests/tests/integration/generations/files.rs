@@ -1,14 +1,16 @@
-//! Files of a generation without restoring the device: `cowctl ls`, `cat`, `map` and
-//! `restore --path` on an ext4 made by mkfs.ext4 and written through the kernel (nbdfuse +
-//! loop), compared with the source files and with `filefrag` on the mounted filesystem.
+//! Files of a generation without restoring the device: `cowctl ls`, `cat`, `map`,
+//! `restore --path` and `diff` on an ext4 made by mkfs.ext4 and written through the kernel
+//! (nbdfuse + loop), compared with the source files, with `filefrag` on the mounted
+//! filesystem, and (diff) with a full comparison of two extracted generations.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
 use cowd::control::api::RestoreState;
-use cowd::control::api::{FileMap, Listing};
+use cowd::control::api::{Change, Diff, FileMap, Listing};
 use cowd_tests::cli::{failed, ok, path_str, start};
 use cowd_tests::files::require_root_and;
 use cowd_tests::mounts::Attached;
@@ -46,6 +48,69 @@ fn filefrag(file: &Path, bs: u64) -> Vec<(u64, u64, u64)> {
         extents.push((l0 * bs, p0 * bs, (p1 - p0 + 1) * bs));
     }
     extents
+}
+
+/// What a full comparison looks at of one path: kind (`d`, `l`, `f`), mode, uid, gid, and for
+/// files and links the modification time (seconds, nanoseconds) and contents or target.
+type Seen = (char, u32, u32, u32, i64, i64, Vec<u8>);
+
+/// Every path under `root`.
+fn tree_of(root: &Path) -> BTreeMap<String, Seen> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let name = p.strip_prefix(root).unwrap().display().to_string();
+            let (kind, data, times) = if m.is_dir() {
+                todo.push(p.clone());
+                ('d', Vec::new(), (0, 0))
+            } else if m.file_type().is_symlink() {
+                let t = fs::read_link(&p).unwrap();
+                (
+                    'l',
+                    t.display().to_string().into_bytes(),
+                    (m.mtime(), m.mtime_nsec()),
+                )
+            } else {
+                ('f', fs::read(&p).unwrap(), (m.mtime(), m.mtime_nsec()))
+            };
+            let entry = (
+                kind,
+                m.mode() & 0o7777,
+                m.uid(),
+                m.gid(),
+                times.0,
+                times.1,
+                data,
+            );
+            out.insert(format!("/{name}"), entry);
+        }
+    }
+    out
+}
+
+/// The changes between two extracted trees, as `cowctl diff --json` names them.
+fn full_comparison(old: &Path, new: &Path) -> Vec<(String, Change)> {
+    let (mut a, b) = (tree_of(old), tree_of(new));
+    let mut out = Vec::new();
+    for (p, y) in b {
+        let change = match a.remove(&p) {
+            None => Some(Change::Added),
+            Some(x) if x.0 != y.0 => Some(Change::Type),
+            Some(x) if x.0 == 'd' => {
+                ((x.1, x.2, x.3) != (y.1, y.2, y.3)).then_some(Change::Metadata)
+            }
+            Some(x) if x.6 != y.6 => Some(Change::Modified),
+            Some(x) if x != y => Some(Change::Metadata),
+            Some(_) => None,
+        };
+        out.extend(change.map(|c| (p, c)));
+    }
+    out.extend(a.into_keys().map(|p| (p, Change::Removed)));
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
 }
 
 /// The block size of the filesystem mounted at `mnt` (`stat -f`).
@@ -220,4 +285,54 @@ fn files_of_a_generation_listed_read_mapped_and_extracted() {
             .iter()
             .all(|r| r.state != RestoreState::Failed)
     );
+    // diff: change the filesystem, back it up again, and compare `cowctl diff` with a full
+    // comparison of the two generations' extracted trees.
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(src.join("big.bin"))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &pattern(14, 10_000), 2 * MIB).unwrap();
+    drop(f);
+    fs::write(src.join("sub/new.txt"), b"new\n").unwrap();
+    fs::remove_file(src.join("sub/deeper/odd.bin")).unwrap();
+    fs::remove_dir(src.join("sub/deeper")).unwrap();
+    fs::set_permissions(src.join("many/f0007"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::remove_file(src.join("link")).unwrap();
+    std::os::unix::fs::symlink("big.bin", src.join("link")).unwrap();
+    fs::remove_file(src.join("many/f0100")).unwrap();
+    fs::create_dir(src.join("many/f0100")).unwrap();
+    let id2 = ctl.backup("disk", &["--freeze", path_str(&mnt)]).id;
+    let d2: Diff = serde_json::from_str(&ok(&ctl.in_repo(&["--json", "diff", &id, &id2]))).unwrap();
+    println!(
+        "diff: {} entries, {} of {} chunks differ, {} read",
+        d2.entries.len(),
+        d2.chunks_changed,
+        d2.chunks,
+        d2.chunks_read
+    );
+    let out2 = dir.join("extracted2");
+    ok(&ctl.in_repo(&["restore", &id2, "--path", "/data", "--to", path_str(&out2)]));
+    let ours: Vec<(String, Change)> = d2
+        .entries
+        .iter()
+        .map(|e| (e.path.clone(), e.change))
+        .collect();
+    let expected: Vec<(String, Change)> = full_comparison(&out, &out2);
+    assert_eq!(ours, expected);
+    for (p, c) in [
+        ("/data/big.bin", Change::Modified),
+        ("/data/big-again.bin", Change::Modified),
+        ("/data/sub/new.txt", Change::Added),
+        ("/data/sub/deeper", Change::Removed),
+        ("/data/many/f0007", Change::Metadata),
+        ("/data/link", Change::Modified),
+        ("/data/many/f0100", Change::Type),
+    ] {
+        assert!(ours.contains(&(p.to_owned(), c)), "{p} {c:?} in {ours:?}");
+    }
+    let text = ok(&ctl.in_repo(&["diff", &id, &id2]));
+    assert!(text.contains("+    /data/sub/new.txt\n"), "{text}");
+    assert!(text.contains("T    /data/many/f0100/\n"), "{text}");
+    let other = failed(&ctl.in_repo(&["diff", &id, "no-such-backup"]), 1);
+    assert!(other.contains("no-such-backup"), "{other}");
 }
