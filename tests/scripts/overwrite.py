@@ -3,11 +3,14 @@
 model of what the device must hold afterwards (invariant 2 of DESIGN.md).
 
 Usage: /usr/bin/python3 overwrite.py URI INITIAL MODEL_OUT STOP_FILE [--threads N] [--seed S]
-                                     [--max-seconds S]
+                                     [--max-seconds S] [--go-file GO]
 
   INITIAL    a file with the device's content before the writers start (a copy of the image)
   MODEL_OUT  written at the end: the content the device must now have, byte for byte
   STOP_FILE  the writers stop when this file exists (or after --max-seconds)
+  GO         with --go-file, the writers connect, print "ready", then wait for this file to
+             exist before the first request (so a test can start them before a backup and let
+             them write the moment the backup has started, without their start-up in between)
 
 The device is cut into one region per thread at odd, unaligned offsets (so neighbouring writers
 share a 64 KiB block); each thread has its own libnbd handle and is the only one to touch its
@@ -174,6 +177,7 @@ def main():
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--max-seconds", type=float, default=60)
+    p.add_argument("--go-file")
     a = p.parse_args()
 
     with open(a.initial, "rb") as f:
@@ -189,6 +193,10 @@ def main():
     ]
     del initial
     print("ready", flush=True)
+    while a.go_file and not os.path.exists(a.go_file):
+        if time.time() > deadline:
+            sys.exit("overwrite.py: the go file never appeared")
+        time.sleep(0.002)
     started = time.time()
     for w in writers:
         w.start()

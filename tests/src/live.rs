@@ -113,6 +113,8 @@ pub struct Writers {
     stdout: Option<BufReader<ChildStdout>>,
     stop: PathBuf,
     what: String,
+    /// The file that lets writers waiting for it begin (`overwrite_on_go`).
+    go: Option<PathBuf>,
 }
 
 impl Writers {
@@ -131,6 +133,7 @@ impl Writers {
             stdout: None,
             stop: stop.to_owned(),
             what: what.to_owned(),
+            go: None,
         };
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
@@ -164,6 +167,48 @@ impl Writers {
                 .args(["--seed", &seed.to_string()]),
             &stop,
         )
+    }
+
+    /// Like [`overwrite`](Self::overwrite), but the writers, once connected, wait for
+    /// [`go`](Self::go) before their first request: start them before a backup, then let them
+    /// write the moment it has started (their start-up then cannot outlast the backup).
+    pub fn overwrite_on_go(
+        d: &Daemon,
+        initial: &Path,
+        model: &Path,
+        threads: u32,
+        seed: u64,
+    ) -> Writers {
+        let (mut stop, mut go) = (model.as_os_str().to_owned(), model.as_os_str().to_owned());
+        stop.push(".stop");
+        go.push(".go");
+        let (stop, go) = (PathBuf::from(stop), PathBuf::from(go));
+        let _ = std::fs::remove_file(&go);
+        let mut w = Writers::spawn(
+            "overwrite.py",
+            Command::new(PYTHON)
+                .arg(script("overwrite.py"))
+                .arg(d.uri("disk"))
+                .arg(initial)
+                .arg(model)
+                .arg(&stop)
+                .args(["--threads", &threads.to_string()])
+                .args(["--seed", &seed.to_string()])
+                .arg("--go-file")
+                .arg(&go),
+            &stop,
+        );
+        w.go = Some(go);
+        w
+    }
+
+    /// Lets writers started by [`overwrite_on_go`](Self::overwrite_on_go) begin.
+    pub fn go(&self) {
+        let go = self
+            .go
+            .as_ref()
+            .expect("writers started by overwrite_on_go");
+        File::create(go).unwrap();
     }
 
     /// Stops the writers; they flush and print their counts. Panics unless every request

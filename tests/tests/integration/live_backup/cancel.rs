@@ -45,9 +45,10 @@ fn cancel_leaves_a_clean_state() {
     let reference = dir.join("reference.img");
     copy(&image, &reference);
     let to = dir.join("b.img");
-    let started = start_backup(&d, &to, &["--max-rate", "10"]);
     let model = dir.join("model.img");
-    let writers = Writers::overwrite(&d, &reference, &model, 4, 7);
+    let writers = Writers::overwrite_on_go(&d, &reference, &model, 4, 7);
+    let started = start_backup(&d, &to, &["--max-rate", "10"]);
+    writers.go();
     std::thread::sleep(Duration::from_millis(1200));
     let s = status_of(&d.control, &started.id);
     assert_eq!(s.state, BackupState::Running, "{s:?}");
@@ -89,6 +90,8 @@ fn cancel_releases_writers_waiting_for_a_full_container() {
     copy(&image, &reference);
     let to = dir.join("b.img");
     // 15 slots, a mover at 1 MiB/s and block-writes: the writers soon wait for space.
+    let model = dir.join("model.img");
+    let writers = Writers::overwrite_on_go(&d, &reference, &model, 4, 13);
     let started = start_backup(
         &d,
         &to,
@@ -101,8 +104,7 @@ fn cancel_releases_writers_waiting_for_a_full_container() {
             "1",
         ],
     );
-    let model = dir.join("model.img");
-    let writers = Writers::overwrite(&d, &reference, &model, 4, 13);
+    writers.go();
     std::thread::sleep(Duration::from_millis(1500));
     let s = status_of(&d.control, &started.id);
     print_figures("before cancel", &s);

@@ -135,9 +135,12 @@ fn container_on_a_loop_device_partition() {
     copy(&image, &reference);
     let to = dir.join("b.img");
     let part = path_str(&lo.part).to_owned();
-    let started = start_backup(&d, &to, &["--container", &part, "--max-rate", "20"]);
+    // The writers connect first and write the moment T is taken: their start-up (seconds on
+    // a loaded machine) must not outlast the backup, or no block is copied before a write.
     let model = dir.join("model.img");
-    let writers = Writers::overwrite(&d, &reference, &model, 4, 9);
+    let writers = Writers::overwrite_on_go(&d, &reference, &model, 4, 9);
+    let started = start_backup(&d, &to, &["--container", &part, "--max-rate", "20"]);
+    writers.go();
     std::thread::sleep(Duration::from_millis(300));
     let s = status_of(&d.control, &started.id);
     assert_eq!(s.container_path.as_deref(), Some(part.as_str()), "{s:?}");

@@ -20,9 +20,10 @@ fn kill_9_mid_backup_then_restart() {
     let reference = dir.join("reference.img");
     copy(&image, &reference);
     let to = dir.join("b.img");
-    let started = start_backup(&d, &to, &["--max-rate", "5"]);
     let model = dir.join("model.img");
-    let writers = Writers::overwrite(&d, &reference, &model, 4, 6);
+    let writers = Writers::overwrite_on_go(&d, &reference, &model, 4, 6);
+    let started = start_backup(&d, &to, &["--max-rate", "5"]);
+    writers.go();
     std::thread::sleep(Duration::from_millis(1500));
     // Every write is acknowledged and flushed before the kill: the device must hold them all.
     let stats = writers.finish();

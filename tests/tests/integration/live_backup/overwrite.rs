@@ -41,9 +41,10 @@ fn writers_overwrite_everything_during_a_backup() {
     assert_same_image(&reference, &src, "the image after nbdcopy");
 
     let to = dir.join("b.img");
-    let started = start_backup(&d, &to, &["--max-rate", "40"]);
     let model = dir.join("model.img");
-    let writers = Writers::overwrite(&d, &reference, &model, 4, 1);
+    let writers = Writers::overwrite_on_go(&d, &reference, &model, 4, 1);
+    let started = start_backup(&d, &to, &["--max-rate", "40"]);
+    writers.go();
     let end = wait_end(&d.control, &started.id);
     let stats = writers.finish();
     print_figures("overwrite", &end);

@@ -38,11 +38,12 @@ fn a_slow_target() {
         delay_ms: Some(15),
         ..TargetFaults::default()
     };
+    let model = dir.join("model.img");
+    let writers = Writers::overwrite_on_go(&d, &reference, &model, 4, 3);
     let (code, body) = post_backup(&d, &faulty_request(&to, 25.0, faults));
     assert_eq!(code, 201, "{body}");
     let started: BackupStarted = serde_json::from_str(&body).unwrap();
-    let model = dir.join("model.img");
-    let writers = Writers::overwrite(&d, &reference, &model, 4, 3);
+    writers.go();
     let end = wait_end(&d.control, &started.id);
     // Finishing the writers asserts that none of their requests failed.
     let stats = writers.finish();
@@ -71,11 +72,12 @@ fn a_failing_target() {
         fail_after_writes: Some(12),
         ..TargetFaults::default()
     };
+    let model = dir.join("model.img");
+    let writers = Writers::overwrite_on_go(&d, &reference, &model, 4, 4);
     let (code, body) = post_backup(&d, &faulty_request(&to, 20.0, faults));
     assert_eq!(code, 201, "{body}");
     let started: BackupStarted = serde_json::from_str(&body).unwrap();
-    let model = dir.join("model.img");
-    let writers = Writers::overwrite(&d, &reference, &model, 4, 4);
+    writers.go();
     let end = wait_end(&d.control, &started.id);
     // Writes go on after the failure too.
     std::thread::sleep(Duration::from_millis(500));

@@ -15,6 +15,8 @@ fn a_tiny_container_throttles_and_waits() {
     let reference = dir.join("reference.img");
     copy(&image, &reference);
     let to = dir.join("b.img");
+    let model = dir.join("model.img");
+    let writers = Writers::overwrite_on_go(&d, &reference, &model, 4, 2);
     let started = start_backup(
         &d,
         &to,
@@ -29,8 +31,7 @@ fn a_tiny_container_throttles_and_waits() {
             "20",
         ],
     );
-    let model = dir.join("model.img");
-    let writers = Writers::overwrite(&d, &reference, &model, 4, 2);
+    writers.go();
     let end = wait_end(&d.control, &started.id);
     let stats = writers.finish();
     print_figures("tiny container", &end);
