@@ -16,6 +16,7 @@ use cowctl::commands::Outcome;
 use cowctl::commands::devices::{self, AttachArgs, DetachArgs};
 use cowctl::commands::diff::{self, DiffArgs};
 use cowctl::commands::files::{self, CatArgs, LsArgs, MapArgs};
+use cowctl::commands::mount::{self, MountArgs, UmountArgs};
 use cowctl::commands::repo::{
     self, BackupsArgs, PruneArgs, RepoCommand, ServeArgs, UnserveArgs, VerifyArgs,
 };
@@ -173,6 +174,14 @@ enum Command {
     /// Marks: + added, - removed, M data or link target, U mode, owner or time, T type.
     #[command(after_help = EXIT_STATUS)]
     Diff(DiffArgs),
+    /// Show a backup's files read-only at MOUNTPOINT (FUSE) until `cowctl umount` or ^C.
+    ///
+    /// Stays in the foreground; reads go to the daemon, which reads only the chunks needed.
+    #[command(after_help = EXIT_STATUS)]
+    Mount(MountArgs),
+    /// End a `cowctl mount`.
+    #[command(after_help = EXIT_STATUS)]
+    Umount(UmountArgs),
     /// List the restores of this run of the daemon, newest first.
     #[command(after_help = EXIT_STATUS)]
     Restores,
@@ -215,6 +224,8 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Command::Cat(a) => files::cat(&client, a, out).await,
         Command::Map(a) => files::map(&client, a, json, out).await,
         Command::Diff(a) => diff::diff(&client, a, json, out).await,
+        Command::Mount(a) => mount::mount(&client, a, out).await,
+        Command::Umount(a) => mount::umount(a, out).await,
         Command::Serve(a) => repo::serve(&client, a, json, out).await,
         Command::Unserve(a) => repo::unserve(&client, a, json, out).await,
     }

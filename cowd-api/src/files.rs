@@ -49,6 +49,9 @@ pub struct Listing {
     /// `path` is a directory: its entries, sorted by name; otherwise the one file.
     pub is_dir: bool,
     pub entries: Vec<FileInfo>,
+    /// The directory itself, when `path` is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<FileInfo>,
 }
 
 /// `POST /v1/backups/{id}/extract`: files and directories (recursively) copied out to a new

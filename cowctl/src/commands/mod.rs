@@ -7,6 +7,7 @@ pub mod devices;
 pub mod diff;
 pub mod files;
 pub mod image;
+pub mod mount;
 pub mod repo;
 pub mod restore;
 pub mod sessions;

@@ -109,7 +109,10 @@ impl GenerationFiles {
         let ino = lookup(t, path.as_bytes())?;
         let st = t.stat(ino)?;
         let mut entries = Vec::new();
+        let mut dir = None;
         if st.kind == Kind::Dir {
+            let name = path.rsplit('/').find(|p| !p.is_empty()).unwrap_or("/");
+            dir = Some(self.info(name.as_bytes(), &st)?);
             let mut list = t.read_dir(ino)?;
             list.sort_by(|a, b| a.name.cmp(&b.name));
             for e in list {
@@ -125,6 +128,7 @@ impl GenerationFiles {
             path: path.to_owned(),
             is_dir: st.kind == Kind::Dir,
             entries,
+            dir,
         })
     }
 

@@ -1,5 +1,5 @@
 //! Files of a generation without restoring the device: `cowctl ls`, `cat`, `map`,
-//! `restore --path` and `diff` on an ext4 made by mkfs.ext4 and written through the kernel
+//! `restore --path`, `mount` and `diff` on an ext4 made by mkfs.ext4 and written through the kernel
 //! (nbdfuse + loop), compared with the source files, with `filefrag` on the mounted
 //! filesystem, and (diff) with a full comparison of two extracted generations.
 
@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use cowd::control::api::RestoreState;
 use cowd::control::api::{Change, Diff, FileMap, Listing};
@@ -15,7 +16,7 @@ use cowd_tests::cli::{failed, ok, path_str, start};
 use cowd_tests::files::require_root_and;
 use cowd_tests::mounts::Attached;
 use cowd_tests::repo::Ctl;
-use cowd_tests::{Daemon, MIB, pattern};
+use cowd_tests::{Daemon, MIB, bin, pattern};
 
 /// (file offset, physical byte offset, length) of `file`'s extents, from `filefrag -v` in
 /// units of the filesystem's block size `bs` (mkfs.ext4 picks 1 KiB blocks for small devices;
@@ -61,7 +62,7 @@ fn tree_of(root: &Path) -> BTreeMap<String, Seen> {
     while let Some(d) = todo.pop() {
         for e in fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
-            let m = fs::symlink_metadata(&p).unwrap();
+            let m = fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             let name = p.strip_prefix(root).unwrap().display().to_string();
             let (kind, data, times) = if m.is_dir() {
                 todo.push(p.clone());
@@ -111,6 +112,63 @@ fn full_comparison(old: &Path, new: &Path) -> Vec<(String, Change)> {
     out.extend(a.into_keys().map(|p| (p, Change::Removed)));
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+fn is_mounted(mnt: &Path) -> bool {
+    fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(path_str(mnt)))
+}
+
+/// `cowctl mount ID VIEW --repo REPO` in the background, once VIEW shows it.
+fn mount_view(control: &Path, repo: &Path, id: &str, view: &Path) -> Child {
+    let mut child = Command::new(bin("cowctl"))
+        .env_remove("COWD_SOCKET")
+        .arg("--socket")
+        .arg(control)
+        .args(["mount", id, path_str(view), "--repo", path_str(repo)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !is_mounted(view) {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "cowctl mount ended ({status}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cowctl mount: not mounted after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+/// Waits for a `cowctl mount` to end (bounded), and checks it ended well and unmounted.
+fn ended(mut child: Child, view: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "cowctl mount still running after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "cowctl mount: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!is_mounted(view), "{} still mounted", view.display());
 }
 
 /// The block size of the filesystem mounted at `mnt` (`stat -f`).
@@ -285,6 +343,29 @@ fn files_of_a_generation_listed_read_mapped_and_extracted() {
             .iter()
             .all(|r| r.state != RestoreState::Failed)
     );
+    // mount: the same tree as extracted, browsed with std::fs; ended by umount, then by ^C
+    let view = dir.join("view");
+    fs::create_dir(&view).unwrap();
+    let repo = dir.join("repo");
+    let child = mount_view(&d.control, &repo, &id, &view);
+    assert_eq!(tree_of(&view.join("data")), tree_of(&x));
+    assert_eq!(
+        fs::metadata(view.join("data/big.bin")).unwrap().ino(),
+        fs::metadata(view.join("data/big-again.bin")).unwrap().ino()
+    );
+    assert_eq!(fs::read_dir(view.join("data/many")).unwrap().count(), 1000);
+    let w = fs::OpenOptions::new()
+        .write(true)
+        .open(view.join("data/sub/small.txt"));
+    assert!(w.is_err(), "opened a file of a backup for writing");
+    ok(&cowd_tests::cli::cowctl(&d, &["umount", path_str(&view)]));
+    ended(child, &view);
+    let child = mount_view(&d.control, &repo, &id, &view);
+    assert_eq!(fs::read(view.join("data/big.bin")).unwrap(), big);
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    ended(child, &view);
+
     // diff: change the filesystem, back it up again, and compare `cowctl diff` with a full
     // comparison of the two generations' extracted trees.
     let f = fs::OpenOptions::new()
