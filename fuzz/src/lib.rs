@@ -1,4 +1,4 @@
-//! Properties of cowd's NBD input handling, checked on arbitrary input.
+//! Properties of cowd's NBD input handling and filesystem readers, checked on arbitrary input.
 //!
 //! Shared by the cargo-fuzz targets (`fuzz/fuzz_targets/*.rs`) and the property tests
 //! (`cowd/tests/integration/nbd_props.rs` compiles this file and its modules with `#[path]`),
@@ -15,15 +15,19 @@
 //! - [`handshake`]: the real `negotiate` on an in-memory pipe, fed any client bytes, against a
 //!   table of one or two `MemoryDevice` exports; the server's bytes are checked against a model
 //!   of the fixed newstyle handshake.
+//! - [`fs_tree`]: the filesystem readers (`fs::open::open_tree`, then a bounded walk calling
+//!   every `FileTree` operation) on any sparse device image.
 //! - [`wire`]: option payloads and frames as a client sends them; [`seeds`](mod@seeds): the
 //!   seed corpus.
 
+pub mod fs_tree;
 pub mod handshake;
 pub mod options;
 pub mod request;
 pub mod seeds;
 pub mod wire;
 
+pub use fs_tree::fuzz_fs_tree;
 pub use handshake::{Setup, check_handshake, fuzz_handshake, runtime};
 pub use options::{check_options, fuzz_options};
 pub use request::{check_request, check_request_fields, fuzz_request};

@@ -506,8 +506,13 @@ impl Ext4Tree {
                         n.ino, at
                     )));
                 }
-                let name = &blk[at + 8..at + 8 + name_len];
-                if ino != 0 && name_len > 0 && name != b"." && name != b".." {
+                // An unused record (inode 0) may hold any name length: not read.
+                let name = if ino == 0 {
+                    &[][..]
+                } else {
+                    &blk[at + 8..at + 8 + name_len]
+                };
+                if !name.is_empty() && name != b"." && name != b".." {
                     let kind = match (filetype, blk[at + 7]) {
                         (true, 1) => Kind::File,
                         (true, 2) => Kind::Dir,

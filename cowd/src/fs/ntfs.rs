@@ -17,6 +17,9 @@
 //! while it has the volume mounted, so such a volume is refused; ntfs-3g marks neither, so a
 //! volume it has mounted looks clean: read the map only when the volume is quiet.
 
+#[path = "ntfs_tree.rs"]
+pub mod tree;
+
 use std::io::{self, Read, Seek, SeekFrom};
 
 use ntfs::{KnownNtfsFileRecordNumber, Ntfs, NtfsReadSeek};

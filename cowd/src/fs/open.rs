@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::ext4::tree::Ext4Tree;
+use super::ntfs::tree::NtfsTree;
 use super::partitions::{self, Partition};
 use super::tree::{FileTree, TreeError};
 use crate::device::{BlockDevice, Slice};
@@ -53,8 +54,7 @@ fn open_fs(dev: Arc<dyn BlockDevice>) -> Result<Box<dyn FileTree>, TreeError> {
         Err(TreeError::Unknown) => {}
         other => return other.map(|t| Box::new(t) as Box<dyn FileTree>),
     }
-    let _ = dev;
-    Err(TreeError::Unknown)
+    NtfsTree::open(dev).map(|t| Box::new(t) as Box<dyn FileTree>)
 }
 
 /// The filesystem on `dev`: in partition `partition` when given (numbered from 1), else the

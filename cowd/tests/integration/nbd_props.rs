@@ -1,4 +1,5 @@
-//! Property tests of the NBD input paths: the same checks the cargo-fuzz targets run
+//! Property tests of the NBD input paths and the filesystem readers: the same checks the
+//! cargo-fuzz targets run
 //! (`fuzz/src/`, compiled here as `props`), fed by proptest so plain `cargo test`
 //! exercises them everywhere, plus a replay of the committed fuzz seeds.
 //!
@@ -6,7 +7,10 @@
 //! - request decode/encode/validate on any header and negotiated state;
 //! - the real `negotiate` over an in-memory pipe, fed mostly well-formed option requests with
 //!   damage, truncation and garbage, against one or two memory exports. Each handshake is
-//!   bounded by a tokio timeout, and the whole test by a watchdog thread.
+//!   bounded by a tokio timeout, and the whole test by a watchdog thread;
+//! - the filesystem readers (`open_tree` and a walk) on damaged copies of the committed
+//!   `fs_tree` seeds (ext2, ext4, MBR and GPT in front of ext4, NTFS), and the round trip of
+//!   that target's sparse input format.
 
 #[path = "../../../fuzz/src/lib.rs"]
 mod props;
@@ -295,6 +299,7 @@ fn replay(target: &str, input: &[u8]) {
         "options" => props::fuzz_options(input),
         "request" => props::fuzz_request(input),
         "handshake" => props::fuzz_handshake(&props::runtime(), input),
+        "fs_tree" => props::fuzz_fs_tree(input),
         other => panic!("unknown fuzz target {other}"),
     }
 }
@@ -307,7 +312,7 @@ fn seeds_dir() -> std::path::PathBuf {
 fn committed_fuzz_seeds_pass() {
     within(Duration::from_secs(120), || {
         let mut n = 0;
-        for target in ["options", "request", "handshake"] {
+        for target in ["options", "request", "handshake", "fs_tree"] {
             let dir = seeds_dir().join(target);
             for entry in std::fs::read_dir(&dir).unwrap() {
                 let path = entry.unwrap().path();
@@ -332,4 +337,46 @@ fn committed_fuzz_seeds_match_the_generator() {
             path.display()
         );
     }
+}
+
+/// The fs_tree target's inputs describe exactly the image they were made from.
+#[test]
+fn fs_tree_inputs_round_trip() {
+    let mut runner = TestRunner::new(Config::with_cases(64));
+    let image = (16u64..64).prop_flat_map(|units| {
+        vec((0..units * 8, any::<u8>()), 0..40).prop_map(move |w| (units, w))
+    });
+    runner
+        .run(&image, |(units, writes)| {
+            let mut img = vec![0u8; (units * 4096) as usize];
+            for (sector, byte) in writes {
+                img[(sector * 512) as usize + (byte as usize % 512)] = byte | 1;
+            }
+            let dev = props::fs_tree::device(&props::fs_tree::encode(&img));
+            let mut back = vec![0u8; img.len()];
+            cowd::device::BlockDevice::read_at(dev.as_ref(), &mut back, 0).unwrap();
+            prop_assert!(back == img);
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// Damaged copies of the committed filesystem seeds (bytes flipped in the sectors they
+/// hold): the readers answer errors, never panic.
+#[test]
+fn fs_tree_seeds_with_flipped_bytes_never_panic() {
+    within(Duration::from_secs(240), || {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for entry in std::fs::read_dir(seeds_dir().join("fs_tree")).unwrap() {
+            let seed = std::fs::read(entry.unwrap().path()).unwrap();
+            for _ in 0..40 {
+                let mut input = seed.clone();
+                for _ in 0..rng.usize(1..64) {
+                    let at = rng.usize(4..input.len());
+                    input[at] = rng.u8(..);
+                }
+                props::fuzz_fs_tree(&input);
+            }
+        }
+    });
 }

@@ -16,6 +16,8 @@
 //! 9. A generation served as an export mounts and shows that generation's files.
 //! 10. A live restore mounts at once, keeps writes made during it, resumes after kill -9, and
 //!     fails only the blocks of a chunk missing from the repository.
+//! 11. The files of a generation without restoring it (ext4 written by the kernel, NTFS by
+//!     ntfs-3g): ls, cat, map, restore --path, mount and diff.
 //!
 //! One file per scenario; the fixtures below are shared (the test's own files on a mounted
 //! filesystem, the paced writer and its checker). `Ctl`, cowctl against one daemon and one
@@ -32,6 +34,7 @@ mod five_generations;
 mod incremental;
 mod live_restore;
 mod live_restore_faults;
+mod ntfs_files;
 mod prune;
 mod serve;
 mod used_only;
