@@ -72,3 +72,42 @@ pub async fn diff(
     let reply: Reply<Diff> = client.clone().with_timeout(READ_TIMEOUT).get(&path).await?;
     print(out, json, &reply, diff_text)
 }
+
+#[cfg(test)]
+mod tests {
+    use cowd_api::files::DiffEntry;
+
+    use super::*;
+
+    #[test]
+    fn one_line_per_path_then_the_counts() {
+        let e = |path: &str, change, kind| DiffEntry {
+            path: path.into(),
+            change,
+            kind,
+        };
+        let d = Diff {
+            from: "a".into(),
+            to: "b".into(),
+            export: "disk".into(),
+            filesystem: "ext4".into(),
+            chunks: 64,
+            chunks_changed: 3,
+            chunks_read: 5,
+            entries: vec![
+                e("/new", Change::Added, FileKind::File),
+                e("/gone", Change::Removed, FileKind::Dir),
+                e("/data", Change::Modified, FileKind::File),
+                e("/mode", Change::Metadata, FileKind::File),
+                e("/was-file", Change::Type, FileKind::Dir),
+            ],
+            elapsed_s: 0.31,
+        };
+        assert_eq!(
+            diff_text(&d),
+            "+    /new\n-    /gone/\nM    /data\nU    /mode\nT    /was-file/\n\n\
+             1 added, 1 removed, 1 modified, 1 with other metadata, 1 of another type; \
+             3 of 64 chunks differ, 5 read, 0.3 s\n"
+        );
+    }
+}
