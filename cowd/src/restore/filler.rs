@@ -104,13 +104,18 @@ impl Filler {
         None
     }
 
-    /// Sleeps until the bytes restored so far are due at the rate limit.
+    /// Sleeps until the bytes restored so far (by every worker) are due at the rate limit, in
+    /// slices of at most a second so that a stop is seen. (Capping the whole sleep at a second
+    /// made each worker restore at least a chunk a second, whatever the limit.)
     fn pace(&self, started: Instant, bytes: u64) {
         let Some(rate) = self.max_rate else { return };
         let total = self.paced.fetch_add(bytes, Ordering::Relaxed) + bytes;
         let due = started + Duration::from_secs_f64(total as f64 / rate as f64);
-        let now = Instant::now();
-        if due > now && !self.stop.load(Ordering::Relaxed) {
+        loop {
+            let now = Instant::now();
+            if due <= now || self.stop.load(Ordering::Relaxed) {
+                return;
+            }
             std::thread::sleep((due - now).min(Duration::from_secs(1)));
         }
     }

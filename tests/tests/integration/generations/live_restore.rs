@@ -53,7 +53,7 @@ fn live_restore_of_ext4_mounts_at_once_and_keeps_new_writes() {
         "--to",
         path_str(&to),
         "--max-rate",
-        "4",
+        "16",
     ]));
     let returned = t.elapsed();
     println!("{}(returned in {returned:?})", out);

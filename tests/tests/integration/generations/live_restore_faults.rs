@@ -61,7 +61,7 @@ fn kill_9_mid_live_restore_resumes_and_keeps_flushed_writes() {
         "--to",
         path_str(&to),
         "--max-rate",
-        "2",
+        "16",
     ]));
     // Written and flushed through the live export: one whole 64 KiB run, one partial sector.
     run(Command::new("qemu-io").args([
