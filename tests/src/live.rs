@@ -152,21 +152,7 @@ impl Writers {
     /// overwrite.py: `threads` writers over the whole export, starting from `initial` (the
     /// device's content now); the model goes to `model`.
     pub fn overwrite(d: &Daemon, initial: &Path, model: &Path, threads: u32, seed: u64) -> Writers {
-        let mut stop = model.as_os_str().to_owned();
-        stop.push(".stop");
-        let stop = PathBuf::from(stop);
-        Writers::spawn(
-            "overwrite.py",
-            Command::new(PYTHON)
-                .arg(script("overwrite.py"))
-                .arg(d.uri("disk"))
-                .arg(initial)
-                .arg(model)
-                .arg(&stop)
-                .args(["--threads", &threads.to_string()])
-                .args(["--seed", &seed.to_string()]),
-            &stop,
-        )
+        Writers::overwrite_with(d, initial, model, threads, seed, false)
     }
 
     /// Like [`overwrite`](Self::overwrite), but the writers, once connected, wait for
@@ -179,26 +165,38 @@ impl Writers {
         threads: u32,
         seed: u64,
     ) -> Writers {
-        let (mut stop, mut go) = (model.as_os_str().to_owned(), model.as_os_str().to_owned());
-        stop.push(".stop");
-        go.push(".go");
-        let (stop, go) = (PathBuf::from(stop), PathBuf::from(go));
-        let _ = std::fs::remove_file(&go);
-        let mut w = Writers::spawn(
-            "overwrite.py",
-            Command::new(PYTHON)
-                .arg(script("overwrite.py"))
-                .arg(d.uri("disk"))
-                .arg(initial)
-                .arg(model)
-                .arg(&stop)
-                .args(["--threads", &threads.to_string()])
-                .args(["--seed", &seed.to_string()])
-                .arg("--go-file")
-                .arg(&go),
-            &stop,
-        );
-        w.go = Some(go);
+        Writers::overwrite_with(d, initial, model, threads, seed, true)
+    }
+
+    /// `MODEL.stop` ends the writers; with `on_go` they wait for `MODEL.go` to begin.
+    fn overwrite_with(
+        d: &Daemon,
+        initial: &Path,
+        model: &Path,
+        threads: u32,
+        seed: u64,
+        on_go: bool,
+    ) -> Writers {
+        let beside = |ext: &str| {
+            let mut p = model.as_os_str().to_owned();
+            p.push(ext);
+            PathBuf::from(p)
+        };
+        let (stop, go) = (beside(".stop"), beside(".go"));
+        let mut cmd = Command::new(PYTHON);
+        cmd.arg(script("overwrite.py"))
+            .arg(d.uri("disk"))
+            .arg(initial)
+            .arg(model)
+            .arg(&stop)
+            .args(["--threads", &threads.to_string()])
+            .args(["--seed", &seed.to_string()]);
+        if on_go {
+            let _ = std::fs::remove_file(&go);
+            cmd.arg("--go-file").arg(&go);
+        }
+        let mut w = Writers::spawn("overwrite.py", &mut cmd, &stop);
+        w.go = on_go.then_some(go);
         w
     }
 
