@@ -26,7 +26,7 @@ use super::super::tree::{
 };
 use super::{FS, INCOMPAT_FILETYPE, MAGIC, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, Step, Super};
 use crate::device::BlockDevice;
-use crate::fs::{le16, le32, read_bytes};
+use crate::fs::{le16, le32, read_bytes, read_into};
 
 const ROOT: Ino = 2;
 const JOURNAL: Ino = 8;
@@ -466,10 +466,7 @@ impl Ext4Tree {
 
     /// Reads device bytes honouring the device's alignment.
     fn read_device(&self, dst: &mut [u8], at: u64) -> Result<(), TreeError> {
-        let data = read_bytes(self.dev.as_ref(), at, dst.len(), FS, || "file data".into())
-            .map_err(fs_error)?;
-        dst.copy_from_slice(&data);
-        Ok(())
+        read_into(self.dev.as_ref(), dst, at, FS, || "file data".into()).map_err(fs_error)
     }
 
     /// The whole content of `n` (a directory or symlink), bounded.

@@ -248,6 +248,29 @@ fn read_bytes(
     })
 }
 
+/// Reads `dst.len()` bytes at `offset` (checked by the caller to lie within the device)
+/// into `dst`: straight in when the device is byte granular, else through [`read_bytes`]'s
+/// aligned buffer. File data goes this way: a fresh buffer per read would cost a page fault
+/// per 4 KiB, more than the copy.
+fn read_into(
+    dev: &dyn BlockDevice,
+    dst: &mut [u8],
+    offset: u64,
+    fs: &'static str,
+    what: impl FnOnce() -> String,
+) -> Result<(), FsError> {
+    if dev.block_sizes().minimum <= 1 {
+        return dev.read_at(dst, offset).map_err(|source| FsError::Read {
+            filesystem: fs,
+            what: what(),
+            source,
+        });
+    }
+    let data = read_bytes(dev, offset, dst.len(), fs, what)?;
+    dst.copy_from_slice(&data);
+    Ok(())
+}
+
 /// Bytes read by [`read_bytes`].
 struct Chunk {
     buf: IoBuf,

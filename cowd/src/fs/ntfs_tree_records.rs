@@ -21,8 +21,8 @@ use super::{
     CACHE_BLOCKS, CACHE_RECORDS, FS, MAX_EXTENSIONS, MAX_LIST_BYTES, MAX_RUNS, META, NtfsTree,
     READ_PIECE, corrupt, fs_error, is_name, lock,
 };
-use crate::fs::read_bytes;
 use crate::fs::tree::{Ino, TreeError};
+use crate::fs::{read_bytes, read_into};
 
 /// A file record with the attributes of its extension records.
 #[derive(Debug)]
@@ -195,11 +195,10 @@ impl NtfsTree {
         let mut done = 0;
         for piece in buf.chunks_mut(READ_PIECE) {
             let pos = at + done;
-            let data = read_bytes(self.dev.as_ref(), pos, piece.len(), FS, || {
+            read_into(self.dev.as_ref(), piece, pos, FS, || {
                 format!("data at {pos}")
             })
             .map_err(fs_error)?;
-            piece.copy_from_slice(&data);
             done += piece.len() as u64;
         }
         Ok(())

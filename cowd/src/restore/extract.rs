@@ -7,6 +7,9 @@
 //! with `/` or `..`, a symlink and a directory of one name) cannot make it write elsewhere.
 //! A directory's own mode and times are set after its entries are written (they change its
 //! mtime); a file's owner before its mode (chown clears set-uid bits).
+//!
+//! A file's data is read by several threads a piece at a time and written by one (see
+//! [`copy_ranges`]): reading a generation is loading, checking and decompressing chunks.
 
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr};
@@ -14,15 +17,18 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use cowd_api::files::ExtractReport;
 
 use super::files::FilesError;
 use crate::fs::tree::{FileTree, Ino, Kind, Stat, Time, lookup};
+use crate::repo::chunk_threads;
 
-/// Bytes read and written at once.
-const PIECE: u64 = 1 << 20;
+/// Bytes read and written at once by one thread: a repository chunk at most, so that threads
+/// copying neighbouring pieces mostly need different chunks.
+const PIECE: u64 = 4 << 20;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FilesError + '_ {
     move |source| FilesError::Io {
@@ -182,24 +188,120 @@ impl Extraction<'_> {
             // A reader without a map for this file: read it all.
             ranges.push((0, st.size));
         }
-        let mut buf = vec![0u8; PIECE as usize];
-        for (start, end) in ranges {
-            let mut at = start;
-            while at < end {
-                let n = (end - at).min(PIECE) as usize;
-                let got = self.tree.read_at(st.ino, at, &mut buf[..n])?;
-                if got == 0 {
-                    break;
-                }
-                f.write_all_at(&buf[..got], at).map_err(io(path))?;
-                self.report.bytes += got as u64;
-                at += got as u64;
-            }
-        }
+        self.report.bytes += copy_ranges(self.tree, st.ino, &ranges, &f, path)?;
         f.set_len(st.size).map_err(io(path))?;
         self.report.files += 1;
         Ok(())
     }
+}
+
+/// Copies the byte ranges `ranges` of file `ino` into `f`, a piece at a time, and returns the
+/// bytes written. Loading, checking and decompressing chunks is most of the work: up to
+/// [`chunk_threads`] threads read the pieces (in file order, each its own), and this thread
+/// alone writes them, since parallel writes to one file only queue on its inode lock. The
+/// first error stops every thread and is returned.
+fn copy_ranges(
+    tree: &dyn FileTree,
+    ino: Ino,
+    ranges: &[(u64, u64)],
+    f: &File,
+    path: &Path,
+) -> Result<u64, FilesError> {
+    let pieces: Vec<(u64, u64)> = ranges
+        .iter()
+        .flat_map(|&(start, end)| {
+            (start..end)
+                .step_by(PIECE as usize)
+                .map(move |at| (at, (at + PIECE).min(end)))
+        })
+        .collect();
+    let threads = chunk_threads().min(pieces.len());
+    if threads <= 1 {
+        let mut buf = vec![0u8; PIECE as usize];
+        let mut total = 0;
+        for &(start, end) in &pieces {
+            let n = read_piece(tree, ino, start, end, &mut buf)?;
+            f.write_all_at(&buf[..n], start).map_err(io(path))?;
+            total += n as u64;
+        }
+        return Ok(total);
+    }
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    // Pieces read, to write; buffers written, to reuse (two per reader keep both sides busy).
+    let (read_tx, read_rx) = crossbeam_channel::bounded(threads);
+    let (free_tx, free_rx) = crossbeam_channel::unbounded();
+    for _ in 0..2 * threads {
+        free_tx
+            .send(vec![0u8; PIECE as usize])
+            .expect("the receiver is here");
+    }
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let (read_tx, free_rx) = (read_tx.clone(), free_rx.clone());
+            let (next, failed, pieces) = (&next, &failed, &pieces);
+            s.spawn(move || {
+                while !failed.load(Ordering::Relaxed) {
+                    let Some(&(start, end)) = pieces.get(next.fetch_add(1, Ordering::Relaxed))
+                    else {
+                        return;
+                    };
+                    let Ok(mut buf) = free_rx.recv() else { return };
+                    let piece = read_piece(tree, ino, start, end, &mut buf).map(|n| (start, n));
+                    if piece.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    if read_tx.send(piece.map(|(at, n)| (at, n, buf))).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(read_tx);
+        let mut total = 0;
+        let mut first_error = None;
+        for piece in read_rx {
+            match piece {
+                Ok((at, n, buf)) => {
+                    if first_error.is_none() {
+                        match f.write_all_at(&buf[..n], at) {
+                            Ok(()) => total += n as u64,
+                            Err(e) => {
+                                failed.store(true, Ordering::Relaxed);
+                                first_error = Some(io(path)(e));
+                            }
+                        }
+                    }
+                    let _ = free_tx.send(buf);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(total), Err)
+    })
+}
+
+/// Reads bytes `start..end` of file `ino` into `buf`; returns how many it got (fewer when the
+/// file is shorter than its map says).
+fn read_piece(
+    tree: &dyn FileTree,
+    ino: Ino,
+    start: u64,
+    end: u64,
+    buf: &mut [u8],
+) -> Result<usize, FilesError> {
+    let want = (end - start) as usize;
+    let mut got = 0;
+    while got < want {
+        let n = tree.read_at(ino, start + got as u64, &mut buf[got..want])?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    Ok(got)
 }
 
 fn timespec(t: Time) -> libc::timespec {
@@ -234,3 +336,7 @@ fn set_meta(path: &Path, st: &Stat, chmod: bool) -> Result<(), FilesError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "extract_tests.rs"]
+mod tests;
