@@ -2,7 +2,8 @@
 //! asked for yet.
 //!
 //! ```text
-//!   workers (N) ── next chunk: prioritized ranges first, then the cursor ──> restore_chunk
+//!   workers (N, nice 10) ── wait while clients fetch (≤ 1 s) ── next chunk: prioritized
+//!                           ranges first, then the cursor ──> restore_chunk
 //!   this thread ── every second: persist the restored map ── at the end: once more
 //! ```
 //!
@@ -18,6 +19,12 @@ use std::time::{Duration, Instant};
 
 use super::live::{By, LiveDevice};
 use crate::device::BlockDevice;
+
+/// The longest a worker waits for client fetches to end before it takes its next chunk.
+const YIELD_AT_MOST: Duration = Duration::from_secs(1);
+
+/// Nice value of the workers: clients' requests (on other threads) get the CPUs first.
+const WORKER_NICE: libc::c_int = 10;
 
 /// How often the restored map is made durable while the filler runs.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
@@ -130,7 +137,9 @@ impl Filler {
                 let done_tx = done_tx.clone();
                 scope.spawn(move || {
                     let _done = done_tx;
+                    lower_priority();
                     while !self.stop.load(Ordering::Relaxed) {
+                        self.device.yield_to_clients(YIELD_AT_MOST);
                         let Some(i) = self.next() else { break };
                         let before = self.device.counters.bytes.load(Ordering::Relaxed);
                         if let Err(why) = self.device.restore_chunk(i, By::Filler) {
@@ -161,5 +170,15 @@ impl Filler {
             0 => Filled::Incomplete(0),
             n => Filled::Incomplete(n),
         }
+    }
+}
+
+/// Lowers the calling thread's CPU priority to [`WORKER_NICE`] (on Linux a nice value is a
+/// thread's own); failing to is harmless.
+fn lower_priority() {
+    // SAFETY: plain syscalls on the calling thread, no memory involved.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, WORKER_NICE);
     }
 }

@@ -22,6 +22,10 @@
 //! one is held, except the map's own short lock. Holding it while the chunk is loaded is what
 //! makes concurrent readers of one chunk fetch it once: the second waits, then finds it done.
 //!
+//! Client fetches come first: while a client request waits for a chunk, the filler starts no
+//! new chunk (see [`LiveDevice::yield_to_clients`]), and its threads run at a lower CPU
+//! priority.
+//!
 //! A chunk the repository cannot supply (missing, corrupt, repository gone) fails only the
 //! requests that need it, with EIO; the reason is kept for `status`. A write covering whole
 //! blocks needs no repository and succeeds.
@@ -31,7 +35,8 @@ use std::collections::BTreeMap;
 use std::io;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
 
 use super::restored::RestoredMap;
 use super::source::ChunkSource;
@@ -40,7 +45,9 @@ use crate::device::{
     push_extent,
 };
 
-const STRIPES: usize = 256;
+/// Chunk lock stripes: enough that a client's chunk rarely shares one with the few chunks the
+/// filler works on (a shared stripe makes the client wait for an unrelated chunk).
+const STRIPES: usize = 4096;
 
 thread_local! {
     static CHUNK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -84,7 +91,31 @@ pub struct LiveDevice {
     failures: Mutex<BTreeMap<usize, String>>,
     /// Every block restored and the map final: a plain pass-through from now on.
     done: AtomicBool,
+    /// Client requests waiting for chunks from the repository.
+    client_fetches: Mutex<usize>,
+    /// Signalled when `client_fetches` drops to zero.
+    no_client_fetches: Condvar,
     pub counters: LiveCounters,
+}
+
+/// A client request waiting for the repository, counted while it lives.
+struct ClientFetch<'d>(&'d LiveDevice);
+
+impl<'d> ClientFetch<'d> {
+    fn new(d: &'d LiveDevice) -> ClientFetch<'d> {
+        *d.client_fetches.lock().unwrap() += 1;
+        ClientFetch(d)
+    }
+}
+
+impl Drop for ClientFetch<'_> {
+    fn drop(&mut self) {
+        let mut n = self.0.client_fetches.lock().unwrap();
+        *n -= 1;
+        if *n == 0 {
+            self.0.no_client_fetches.notify_all();
+        }
+    }
 }
 
 impl LiveDevice {
@@ -108,6 +139,8 @@ impl LiveDevice {
             fresh,
             failures: Mutex::new(BTreeMap::new()),
             done: AtomicBool::new(false),
+            client_fetches: Mutex::new(0),
+            no_client_fetches: Condvar::new(),
             counters: LiveCounters::default(),
         }
     }
@@ -174,6 +207,21 @@ impl LiveDevice {
     /// Chunks that could not be restored (chunk index → why), so far.
     pub fn failures(&self) -> BTreeMap<usize, String> {
         self.failures.lock().unwrap().clone()
+    }
+
+    /// Waits while client requests wait for the repository, for at most `limit` (so that the
+    /// filler still moves when clients fetch without pause); the filler calls it before each
+    /// chunk, which gives client fetches the repository, the disk and the CPUs first.
+    pub fn yield_to_clients(&self, limit: Duration) {
+        let until = Instant::now() + limit;
+        let mut n = self.client_fetches.lock().unwrap();
+        while *n > 0 {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            n = self.no_client_fetches.wait_timeout(n, left).unwrap().0;
+        }
     }
 
     fn lock(&self, i: usize) -> MutexGuard<'_, ()> {
@@ -269,6 +317,7 @@ impl LiveDevice {
         if self.map.contains(self.map.blocks_of(offset, len)) {
             return Ok(());
         }
+        let _fetch = ClientFetch::new(self);
         for i in self.chunks_of(offset, len) {
             self.restore_chunk(i, By::Client)
                 .map_err(|why| unrestorable(op, offset, len, why))?;
@@ -305,6 +354,7 @@ impl LiveDevice {
             let block = e as u32;
             if block < self.map.blocks() && !self.map.contains(block..block + 1) {
                 let i = (e * b / self.chunk_size) as usize;
+                let _fetch = ClientFetch::new(self);
                 self.restore_chunk_locked(i, By::Client)
                     .map_err(|why| unrestorable(op, offset, len, why))?;
             }
