@@ -407,6 +407,8 @@ def report(args):
     fl = [r["r"] for r in f2 if r["what"] == "first-live"]
     fr = [r["r"] for r in f2 if r["what"] == "first-restored"]
     fs = [r["r"] for r in f2 if r["what"] == "first-live-status"]
+    ff = [r["r"] for r in f2 if r["what"] == "first-live-full"]
+    ffs = [r["r"] for r in f2 if r["what"] == "first-live-full-status"]
     if fl or fr:
         out.append("**The first read of each chunk.** Over a run of fio most reads land in "
                    "chunks already fetched (a fetched chunk is also in the page cache), so the "
@@ -414,10 +416,15 @@ def report(args):
                    "read in every chunk holding data, the chunks in random order, one request "
                    "at a time (python3-libnbd, so ~10 µs of client overhead on both sides); on "
                    "the live restore (started right before, same --max-rate) each such read "
-                   "has to fetch its chunk.\n")
+                   "has to fetch its chunk. The third row is the same on a live restore whose "
+                   "filler runs at full speed (no --max-rate): the filler races the reads "
+                   "(fewer of them fetch), and client fetches go first (the filler starts no "
+                   "chunk while one waits, and runs at a lower CPU priority).\n")
         out.append("| export | reads | p50 | p99 | max | mean | chunks fetched on demand |")
         out.append("|---|---:|---:|---:|---:|---:|---:|")
-        for name, rs, st in (("live restore running", fl, fs), ("restore completed (anchor)", fr, [])):
+        for name, rs, st in (("live restore running", fl, fs),
+                             ("live restore, filler at full speed", ff, ffs),
+                             ("restore completed (anchor)", fr, [])):
             if not rs:
                 continue
             c = [str(rs[0]["reads"])]
@@ -436,6 +443,11 @@ def report(args):
         checks.append(f"- [info] first cold 4 KiB read of each chunk while live-restoring: "
                       f"p50 {a50:,.0f} µs vs {b50:,.0f} µs restored = {a50 / b50:.2f}×, p99 "
                       f"{a99 / b99:.2f}× (the chunk fetch; no target)")
+    if ff and fr:
+        a50, a99 = med([r["p50"] for r in ff]), med([r["p99"] for r in ff])
+        amax = med([r["max"] for r in ff])
+        checks.append(f"- [info] the same with the filler at full speed: p50 {a50:,.0f} µs, "
+                      f"p99 {a99:,.0f} µs, max {amax:,.0f} µs (no target)")
 
     # ----- Figure 3
     f3 = fig(3)
@@ -511,6 +523,7 @@ def report(args):
                f"{multi}.\n")
     ex = [r for r in f5 if r["what"] == "extract"]
     off = [r for r in f5 if r["what"] == "offline"]
+    dd = [r for r in f5 if r["what"] == "disk"]
     out.append("| run | time | data | MiB/s |\n|---|---:|---:|---:|")
     if ex:
         out.append(f"| `restore --path /bigfile` + sync | {rng_s([r['wall_s'] for r in ex])} s | "
@@ -525,7 +538,17 @@ def report(args):
                    f"{rng_s([mib(r['bytes']) / r['wall_s'] for r in off], '{:.0f}')} "
                    f"({rng_s([inf['file_img_mib'] / r['wall_s'] for r in off], '{:.0f}')} "
                    "of the device) |")
+    if dd:
+        out.append(f"| the disk: `dd` of the same bytes from tmpfs, `conv=fsync` | "
+                   f"{rng_s([r['wall_s'] for r in dd])} s | {mib(dd[0]['bytes']):.0f} MiB | "
+                   f"{rng_s([mib(r['bytes']) / r['wall_s'] for r in dd], '{:.0f}')} |")
     out.append("")
+    if len(dd) > 1:
+        w = [r["wall_s"] for r in dd]
+        out.append(f"The disk alone varies {max(w) / min(w):.1f}× between trials (the `dd` row: "
+                   "same bytes, same file system, page cache dropped first); one trial's ratio "
+                   "is only as steady as the disk, which is why the medians of interleaved "
+                   "trials are compared.\n")
     if ex and off:
         a = med([mib(r["bytes"]) / r["wall_s"] for r in ex])
         b = med([mib(r["bytes"]) / r["wall_s"] for r in off])
