@@ -132,6 +132,21 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Starts writing back `len` bytes at `offset` of `f` without waiting for it, so that the disk
+/// works while the next data is prepared and a final flush has little left to do (advisory:
+/// an error here is found again by that flush).
+pub fn start_writeback(f: &File, offset: u64, len: usize) {
+    // SAFETY: a plain syscall on a descriptor the caller owns; no memory is passed.
+    unsafe {
+        libc::sync_file_range(
+            std::os::fd::AsRawFd::as_raw_fd(f),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -198,8 +198,9 @@ impl Extraction<'_> {
 /// Copies the byte ranges `ranges` of file `ino` into `f`, a piece at a time, and returns the
 /// bytes written. Loading, checking and decompressing chunks is most of the work: up to
 /// [`chunk_threads`] threads read the pieces (in file order, each its own), and this thread
-/// alone writes them, since parallel writes to one file only queue on its inode lock. The
-/// first error stops every thread and is returned.
+/// alone writes them, since parallel writes to one file only queue on its inode lock, and
+/// starts their writeback at once (as an offline restore does). The first error stops every
+/// thread and is returned.
 fn copy_ranges(
     tree: &dyn FileTree,
     ino: Ino,
@@ -222,6 +223,7 @@ fn copy_ranges(
         for &(start, end) in &pieces {
             let n = read_piece(tree, ino, start, end, &mut buf)?;
             f.write_all_at(&buf[..n], start).map_err(io(path))?;
+            crate::files::start_writeback(f, start, n);
             total += n as u64;
         }
         return Ok(total);
@@ -265,7 +267,10 @@ fn copy_ranges(
                 Ok((at, n, buf)) => {
                     if first_error.is_none() {
                         match f.write_all_at(&buf[..n], at) {
-                            Ok(()) => total += n as u64,
+                            Ok(()) => {
+                                crate::files::start_writeback(f, at, n);
+                                total += n as u64;
+                            }
                             Err(e) => {
                                 failed.store(true, Ordering::Relaxed);
                                 first_error = Some(io(path)(e));

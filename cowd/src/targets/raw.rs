@@ -9,11 +9,11 @@
 //! the disk works while the next data is read and `finish`'s flush has little left to do.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{BackupTarget, TargetError, checksum};
+use crate::files::start_writeback;
 use crate::device::{BlockDevice, FileDevice, FileOptions, ZeroFlags};
 
 /// A raw image target.
@@ -31,20 +31,6 @@ pub struct RawImage {
 
 /// Writes at least this long start their writeback at once.
 const WRITEBACK_MIN: usize = 256 << 10;
-
-/// Starts writing back `len` bytes at `offset` of `f` without waiting for it (advisory: an
-/// error here is found again by the final flush).
-fn start_writeback(f: &File, offset: u64, len: usize) {
-    // SAFETY: a plain syscall on a descriptor we own; no memory is passed.
-    unsafe {
-        libc::sync_file_range(
-            f.as_raw_fd(),
-            offset as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
-}
 
 fn refused(path: &Path, why: impl Into<String>) -> TargetError {
     TargetError::Refused {
