@@ -1,4 +1,4 @@
-//! Properties of cowd's NBD input handling and filesystem readers, checked on arbitrary input.
+//! Properties of cowd's NBD input handling, filesystem readers, iSCSI PDUs and SCSI parameter lists, checked on arbitrary input.
 //!
 //! Shared by the cargo-fuzz targets (`fuzz/fuzz_targets/*.rs`) and the property tests
 //! (`cowd/tests/integration/nbd_props.rs` compiles this file and its modules with `#[path]`),
@@ -17,19 +17,27 @@
 //!   of the fixed newstyle handshake.
 //! - [`fs_tree`]: the filesystem readers (`fs::open::open_tree`, then a bounded walk calling
 //!   every `FileTree` operation) on any sparse device image.
+//! - [`iscsi_pdu`]: the iSCSI target's pure layer on a stream of PDUs: framing with each
+//!   digest setting, the BHS codec, text keys, a login and Text requests.
+//! - [`xcopy`]: EXTENDED COPY parameter lists through `parse` / `encode` under default and
+//!   tiny limits.
 //! - [`wire`]: option payloads and frames as a client sends them; [`seeds`](mod@seeds): the
 //!   seed corpus.
 
 pub mod fs_tree;
 pub mod handshake;
+pub mod iscsi_pdu;
 pub mod options;
 pub mod request;
 pub mod seeds;
 pub mod wire;
+pub mod xcopy;
 
 pub use fs_tree::fuzz_fs_tree;
 pub use handshake::{Setup, check_handshake, fuzz_handshake, runtime};
+pub use iscsi_pdu::fuzz_iscsi_pdu;
 pub use options::{check_options, fuzz_options};
 pub use request::{check_request, check_request_fields, fuzz_request};
 pub use seeds::seeds;
 pub use wire::{info_payload, meta_payload, option_frame};
+pub use xcopy::{check_xcopy, fuzz_xcopy};

@@ -154,5 +154,6 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         option_frame(OPT_EXPORT_NAME, b"disk"),
     ];
     s.push(("handshake", "stopping", hs(stopping, both, &frames)));
+    s.extend(super::iscsi_pdu::seeds());
     s
 }

@@ -300,6 +300,8 @@ fn replay(target: &str, input: &[u8]) {
         "request" => props::fuzz_request(input),
         "handshake" => props::fuzz_handshake(&props::runtime(), input),
         "fs_tree" => props::fuzz_fs_tree(input),
+        "xcopy" => props::fuzz_xcopy(input),
+        "iscsi_pdu" => props::fuzz_iscsi_pdu(input),
         other => panic!("unknown fuzz target {other}"),
     }
 }
@@ -312,7 +314,14 @@ fn seeds_dir() -> std::path::PathBuf {
 fn committed_fuzz_seeds_pass() {
     within(Duration::from_secs(120), || {
         let mut n = 0;
-        for target in ["options", "request", "handshake", "fs_tree"] {
+        for target in [
+            "options",
+            "request",
+            "handshake",
+            "fs_tree",
+            "xcopy",
+            "iscsi_pdu",
+        ] {
             let dir = seeds_dir().join(target);
             for entry in std::fs::read_dir(&dir).unwrap() {
                 let path = entry.unwrap().path();
@@ -361,22 +370,54 @@ fn fs_tree_inputs_round_trip() {
         .unwrap();
 }
 
+/// Runs `check` on `copies` damaged copies of each committed seed of `target`: up to
+/// `max_flips` random bytes from offset `keep` on replaced, and with `truncate` cut short too.
+fn damaged_seeds(
+    target: &str,
+    copies: usize,
+    max_flips: usize,
+    keep: usize,
+    truncate: bool,
+    check: impl Fn(&[u8]),
+) {
+    let mut rng = fastrand::Rng::with_seed(7);
+    for entry in std::fs::read_dir(seeds_dir().join(target)).unwrap() {
+        let seed = std::fs::read(entry.unwrap().path()).unwrap();
+        for _ in 0..copies {
+            let mut input = seed.clone();
+            if input.len() > keep {
+                for _ in 0..rng.usize(1..=max_flips) {
+                    let at = rng.usize(keep..input.len());
+                    input[at] = rng.u8(..);
+                }
+            }
+            if truncate {
+                input.truncate(rng.usize(..=input.len()));
+            }
+            check(&input);
+        }
+    }
+}
+
 /// Damaged copies of the committed filesystem seeds (bytes flipped in the sectors they
 /// hold): the readers answer errors, never panic.
 #[test]
 fn fs_tree_seeds_with_flipped_bytes_never_panic() {
     within(Duration::from_secs(240), || {
-        let mut rng = fastrand::Rng::with_seed(7);
-        for entry in std::fs::read_dir(seeds_dir().join("fs_tree")).unwrap() {
-            let seed = std::fs::read(entry.unwrap().path()).unwrap();
-            for _ in 0..40 {
-                let mut input = seed.clone();
-                for _ in 0..rng.usize(1..64) {
-                    let at = rng.usize(4..input.len());
-                    input[at] = rng.u8(..);
-                }
-                props::fuzz_fs_tree(&input);
-            }
-        }
+        damaged_seeds("fs_tree", 40, 63, 4, false, props::fuzz_fs_tree);
     });
+}
+
+/// Damaged copies of the committed EXTENDED COPY parameter lists: never a panic; accepted
+/// lists round-trip.
+#[test]
+fn xcopy_seeds_with_flipped_bytes() {
+    damaged_seeds("xcopy", 2000, 5, 0, true, props::fuzz_xcopy);
+}
+
+/// Damaged copies of the committed iSCSI PDU streams: never a panic; frames re-encode and read
+/// back; logins stay in the RFC's bounds.
+#[test]
+fn iscsi_pdu_seeds_with_flipped_bytes() {
+    damaged_seeds("iscsi_pdu", 500, 5, 0, true, props::fuzz_iscsi_pdu);
 }
