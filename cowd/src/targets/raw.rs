@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{BackupTarget, TargetError, checksum};
-use crate::files::start_writeback;
 use crate::device::{BlockDevice, FileDevice, FileOptions, ZeroFlags};
+use crate::files::start_writeback;
 
 /// A raw image target.
 #[derive(Debug)]
