@@ -222,9 +222,7 @@ fn copy_ranges(
         let mut total = 0;
         for &(start, end) in &pieces {
             let n = read_piece(tree, ino, start, end, &mut buf)?;
-            f.write_all_at(&buf[..n], start).map_err(io(path))?;
-            crate::files::start_writeback(f, start, n);
-            total += n as u64;
+            total += write_piece(f, path, start, &buf[..n])?;
         }
         return Ok(total);
     }
@@ -266,14 +264,11 @@ fn copy_ranges(
             match piece {
                 Ok((at, n, buf)) => {
                     if first_error.is_none() {
-                        match f.write_all_at(&buf[..n], at) {
-                            Ok(()) => {
-                                crate::files::start_writeback(f, at, n);
-                                total += n as u64;
-                            }
+                        match write_piece(f, path, at, &buf[..n]) {
+                            Ok(n) => total += n,
                             Err(e) => {
                                 failed.store(true, Ordering::Relaxed);
-                                first_error = Some(io(path)(e));
+                                first_error = Some(e);
                             }
                         }
                     }
@@ -286,6 +281,13 @@ fn copy_ranges(
         }
         first_error.map_or(Ok(total), Err)
     })
+}
+
+/// Writes `data` at `at` of `f` and starts its writeback; returns the bytes written.
+fn write_piece(f: &File, path: &Path, at: u64, data: &[u8]) -> Result<u64, FilesError> {
+    f.write_all_at(data, at).map_err(io(path))?;
+    crate::files::start_writeback(f, at, data.len());
+    Ok(data.len() as u64)
 }
 
 /// Reads bytes `start..end` of file `ino` into `buf`; returns how many it got (fewer when the
