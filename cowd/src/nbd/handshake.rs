@@ -228,6 +228,10 @@ where
             if option == OPT_EXPORT_NAME {
                 return Ok(Outcome::Closed("oversized export name"));
             }
+            if option == OPT_SET_META_CONTEXT {
+                // A failed SET_META_CONTEXT leaves no context chosen, whatever it failed on.
+                h.meta = None;
+            }
             h.discard(u64::from(len)).await?;
             h.error(option, REP_ERR_TOO_BIG, "option data too large")
                 .await?;
