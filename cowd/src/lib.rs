@@ -23,6 +23,7 @@ pub mod nbd;
 pub mod notify;
 pub mod repo;
 pub mod restore;
+pub mod scsi;
 pub mod snapshot;
 pub mod targets;
 pub mod xcopy;

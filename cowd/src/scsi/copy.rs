@@ -1,0 +1,34 @@
+//! [`CopyCommands`]: the hook through which a copy manager serves EXTENDED COPY (83h/00h) and
+//! RECEIVE COPY RESULTS (84h) on a logical unit.
+//!
+//! The SCSI layer does not copy anything itself. A [`Disk`] without the hook answers both
+//! operation codes with INVALID COMMAND OPERATION CODE and leaves them out of REPORT SUPPORTED
+//! OPERATION CODES and of the VPD pages. With it:
+//!
+//! - both commands are listed, RECEIVE COPY RESULTS with the service actions COPY STATUS
+//!   (00h), OPERATING PARAMETERS (03h) and FAILED SEGMENT DETAILS (04h); other service actions
+//!   are refused before the hook is asked;
+//! - the third-party copy VPD page 8Fh is offered and the 3PC bit of the standard INQUIRY data
+//!   is set;
+//! - the commands are handed to the hook.
+
+use std::fmt::Debug;
+
+use super::disk::Disk;
+use super::sense::Sense;
+
+/// A copy manager serving the copy commands of one or more logical units.
+pub trait CopyCommands: Send + Sync + Debug {
+    /// Runs an EXTENDED COPY (LID1) whose parameter list is `param_list` (exactly PARAMETER
+    /// LIST LENGTH bytes, or fewer if the initiator sent fewer), received by `disk`.
+    /// Called on a thread that may block until the copy is done.
+    fn extended_copy(&self, disk: &Disk, param_list: &[u8]) -> Result<(), Sense>;
+
+    /// The parameter data of RECEIVE COPY RESULTS for `cdb` (the service action, 00h, 03h or
+    /// 04h, is in bits 4..0 of byte 1), at most `alloc` bytes (the caller cuts it anyway).
+    fn receive_copy_results(&self, cdb: &[u8], alloc: u32) -> Result<Vec<u8>, Sense>;
+
+    /// The third-party copy VPD page 8Fh without its 4-byte header: the third-party copy
+    /// descriptors. The header (device type, page code, page length) is added by the caller.
+    fn third_party_copy_vpd(&self) -> Vec<u8>;
+}

@@ -1,0 +1,231 @@
+//! Property tests of `Disk::execute`.
+//!
+//! - Totality: any CDB, expected length and data-out give a response, never a panic; data-in
+//!   never exceeds the expected length; CHECK CONDITION always carries well-formed sense data
+//!   with a defined key, GOOD never does.
+//! - Data: writes (WRITE 10/16, WRITE SAME with and without UNMAP, UNMAP) then reads at random
+//!   LBAs return what a plain byte array written the same way holds.
+
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::device::{BlockSizes, Capabilities, MemoryDevice};
+use crate::scsi::opcodes::COMMANDS;
+use crate::scsi::response::Status;
+use crate::scsi::testing::*;
+
+/// A byte of a CDB field: mostly small, so that random commands often reach the device.
+fn field_byte() -> impl Strategy<Value = u8> {
+    prop_oneof![3 => Just(0u8), 2 => 0..4u8, 2 => any::<u8>()]
+}
+
+/// A CDB: mostly one of a known command, of its length, often within its usage data (so
+/// that it reaches the device); sometimes anything.
+fn arbitrary_cdb() -> impl Strategy<Value = Vec<u8>> {
+    let known = (
+        prop::sample::select(COMMANDS),
+        prop::collection::vec(field_byte(), 16),
+        prop::bool::weighted(0.75),
+    )
+        .prop_map(|(row, bytes, within_usage)| {
+            let mut cdb: Vec<u8> = bytes[..row.usage.len()].to_vec();
+            if within_usage {
+                cdb.iter_mut().zip(row.usage).for_each(|(b, u)| *b &= u);
+            }
+            cdb[0] = row.opcode;
+            if let Some(sa) = row.service_action {
+                cdb[1] = (cdb[1] & 0xE0) | sa;
+            }
+            cdb
+        });
+    let anything = prop::collection::vec(any::<u8>(), 0..20);
+    prop_oneof![4 => known, 1 => anything]
+}
+
+fn some_disk(kind: u8) -> Disk {
+    match kind {
+        0 => memory_disk(),
+        1 => read_only_disk(),
+        _ => {
+            let caps = Capabilities {
+                trim: true,
+                ..Capabilities::default()
+            };
+            let sizes = BlockSizes {
+                minimum: 512,
+                preferred: 512,
+                maximum: 8192,
+            };
+            disk_over(Arc::new(CapsDevice::new(SIZE, caps, sizes)))
+        }
+    }
+}
+
+/// Checks that encoded sense data is well formed; returns the sense key.
+fn sense_key(s: &[u8]) -> Result<u8, TestCaseError> {
+    let key = match s.first().map(|b| b & 0x7F) {
+        Some(0x70) => {
+            prop_assert_eq!(s.len(), 18);
+            prop_assert_eq!(s[7], 10);
+            s[2] & 0x0F
+        }
+        Some(0x72) => {
+            prop_assert!(s.len() >= 8);
+            prop_assert_eq!(usize::from(s[7]), s.len() - 8);
+            s[1] & 0x0F
+        }
+        other => return Err(TestCaseError::fail(format!("response code {other:?}"))),
+    };
+    prop_assert!(matches!(key, 0x1..=0xB | 0xD..=0xF), "sense key {key:#x}");
+    Ok(key)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn execute_is_total(
+        kind in 0..3u8,
+        cdb in arbitrary_cdb(),
+        expected in prop_oneof![Just(0u32), 0..1100u32, 0..70_000u32],
+        data in prop::collection::vec(any::<u8>(), 0..1100),
+    ) {
+        let disk = some_disk(kind);
+        let r = disk.execute(&cdb, expected, &data);
+        prop_assert!(r.data_in.len() <= expected as usize);
+        match r.status {
+            Status::Good => prop_assert!(r.sense.is_none()),
+            Status::CheckCondition => {
+                prop_assert!(r.data_in.is_empty());
+                sense_key(r.sense.as_deref().unwrap_or_default())?;
+            }
+            other => prop_assert!(false, "status {other:?}"),
+        }
+        if let Residual::Underflow(n) = r.residual {
+            prop_assert!(n <= expected);
+        }
+        if r.status == Status::Good {
+            if let Ok(wanted) = disk.data_out_len(&cdb) {
+                if wanted == 0 && !r.data_in.is_empty() {
+                    let produced = r.data_in.len() as u32;
+                    match r.residual {
+                        Residual::None => prop_assert_eq!(produced, expected),
+                        Residual::Underflow(n) => prop_assert_eq!(produced + n, expected),
+                        Residual::Overflow(_) => prop_assert_eq!(produced, expected),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One step of the data model.
+#[derive(Debug, Clone)]
+enum Step {
+    Write {
+        lba: u64,
+        blocks: u32,
+        seed: u8,
+        long: bool,
+        fua: bool,
+    },
+    WriteSame {
+        lba: u64,
+        blocks: u32,
+        byte: u8,
+        unmap: bool,
+    },
+    Unmap {
+        lba: u64,
+        blocks: u32,
+    },
+    Read {
+        lba: u64,
+        blocks: u32,
+        long: bool,
+    },
+}
+
+const MODEL_BLOCKS: u64 = 2048;
+
+fn step() -> impl Strategy<Value = Step> {
+    let range =
+        (0..MODEL_BLOCKS, 1..32u32).prop_map(|(lba, n)| (lba, n.min((MODEL_BLOCKS - lba) as u32)));
+    prop_oneof![
+        (range.clone(), any::<u8>(), any::<bool>(), any::<bool>()).prop_map(
+            |((lba, blocks), seed, long, fua)| Step::Write {
+                lba,
+                blocks,
+                seed,
+                long,
+                fua
+            }
+        ),
+        (
+            range.clone(),
+            prop_oneof![Just(0u8), any::<u8>()],
+            any::<bool>()
+        )
+            .prop_map(|((lba, blocks), byte, unmap)| Step::WriteSame {
+                lba,
+                blocks,
+                byte,
+                unmap
+            }),
+        range
+            .clone()
+            .prop_map(|(lba, blocks)| Step::Unmap { lba, blocks }),
+        (range, any::<bool>()).prop_map(|((lba, blocks), long)| Step::Read { lba, blocks, long }),
+    ]
+}
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len).map(|i| seed.wrapping_add((i / 7) as u8)).collect()
+}
+
+proptest! {
+    #[test]
+    fn writes_then_reads_match_a_model(steps in prop::collection::vec(step(), 1..40)) {
+        let disk = disk_over(Arc::new(MemoryDevice::new(MODEL_BLOCKS * 512)));
+        let mut model = vec![0u8; (MODEL_BLOCKS * 512) as usize];
+        let span = |lba: u64, blocks: u32| (lba * 512) as usize..((lba + u64::from(blocks)) * 512) as usize;
+        for s in steps {
+            match s {
+                Step::Write { lba, blocks, seed, long, fua } => {
+                    let data = pattern(seed, blocks as usize * 512);
+                    let mut cdb = if long { write16(lba, blocks).to_vec() } else { write10(lba as u32, blocks as u16).to_vec() };
+                    if fua {
+                        cdb[1] |= 0x08;
+                    }
+                    let r = disk.execute(&cdb, data.len() as u32, &data);
+                    prop_assert_eq!(r.status, Status::Good);
+                    model[span(lba, blocks)].copy_from_slice(&data);
+                }
+                Step::WriteSame { lba, blocks, byte, unmap } => {
+                    let block = vec![byte; 512];
+                    let r = disk.execute(&write_same16(lba, blocks, unmap, false), 512, &block);
+                    prop_assert_eq!(r.status, Status::Good);
+                    // LBPRZ: unmapped blocks read as zeroes.
+                    let fill = if unmap { 0 } else { byte };
+                    model[span(lba, blocks)].fill(fill);
+                }
+                Step::Unmap { lba, blocks } => {
+                    let (cdb, params) = unmap(&[(lba, blocks)]);
+                    let r = disk.execute(&cdb, params.len() as u32, &params);
+                    prop_assert_eq!(r.status, Status::Good);
+                    model[span(lba, blocks)].fill(0);
+                }
+                Step::Read { lba, blocks, long } => {
+                    let cdb = if long { read16(lba, blocks).to_vec() } else { read10(lba as u32, blocks as u16).to_vec() };
+                    let r = disk.execute(&cdb, blocks * 512, &[]);
+                    prop_assert_eq!(r.status, Status::Good);
+                    prop_assert_eq!(&r.data_in[..], &model[span(lba, blocks)]);
+                }
+            }
+        }
+        let all = disk.execute(&read16(0, MODEL_BLOCKS as u32), (MODEL_BLOCKS * 512) as u32, &[]);
+        prop_assert!(all.data_in == model, "the whole disk equals the model");
+    }
+}
