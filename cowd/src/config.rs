@@ -6,6 +6,8 @@
 //!
 //! ```toml
 //! nbd = ["unix:/run/cowd/nbd.sock"]
+//! iscsi = ["0.0.0.0:3260"]              # each export is target ISCSI_BASE_NAME:EXPORT, LUN 0
+//! iscsi_base_name = "iqn.2026-12.com.example:storage"
 //! control = "/run/cowd/control.sock"
 //! state_dir = "/var/lib/cowd"
 //!
@@ -28,6 +30,8 @@ use serde::Deserialize;
 
 use crate::backup::manager::Defaults;
 use crate::daemon::{Config, ExportSpec};
+use crate::iscsi::connection::ConnectionConfig;
+use crate::iscsi::server::{IscsiConfig, check_base_name, default_base_name};
 use crate::nbd::server::ServerConfig;
 use crate::nbd::transmission::Limits;
 
@@ -72,6 +76,10 @@ pub struct Settings {
     pub export: Vec<ExportSetting>,
     #[serde(default)]
     pub nbd: Vec<String>,
+    /// iSCSI listen addresses, `HOST[:PORT]`.
+    #[serde(default)]
+    pub iscsi: Vec<String>,
+    pub iscsi_base_name: Option<String>,
     pub control: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub direct: Option<bool>,
@@ -116,6 +124,12 @@ impl Settings {
             } else {
                 self.nbd
             },
+            iscsi: if self.iscsi.is_empty() {
+                base.iscsi
+            } else {
+                self.iscsi
+            },
+            iscsi_base_name: pick!(self, base, iscsi_base_name),
             control: pick!(self, base, control),
             state_dir: pick!(self, base, state_dir),
             direct: pick!(self, base, direct),
@@ -180,6 +194,27 @@ impl Settings {
             io_threads: self.io_threads.unwrap_or(32).max(1),
             ..Limits::default()
         };
+        let handshake_timeout = secs("handshake_timeout_s", self.handshake_timeout_s, 10.0)?;
+        let max_connections = self.max_connections.unwrap_or(1024).max(1);
+        let iscsi = if self.iscsi.is_empty() {
+            None
+        } else {
+            let base_name = self
+                .iscsi_base_name
+                .clone()
+                .unwrap_or_else(default_base_name);
+            check_base_name(&base_name).map_err(|e| format!("iscsi_base_name {e}"))?;
+            Some(IscsiConfig {
+                listen: self.iscsi.clone(),
+                base_name,
+                connection: ConnectionConfig {
+                    login_timeout: handshake_timeout,
+                    io_threads: limits.io_threads,
+                    ..ConnectionConfig::default()
+                },
+                max_connections,
+            })
+        };
         Ok(Config {
             exports: self
                 .export
@@ -196,14 +231,15 @@ impl Settings {
                 .map(|e| e.name.clone())
                 .collect(),
             nbd,
+            iscsi,
             control: Some(
                 self.control
                     .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
             ),
             direct: self.direct.unwrap_or(false),
             server: ServerConfig {
-                handshake_timeout: secs("handshake_timeout_s", self.handshake_timeout_s, 10.0)?,
-                max_connections: self.max_connections.unwrap_or(1024).max(1),
+                handshake_timeout,
+                max_connections,
                 limits,
             },
             stop_timeout: secs("stop_timeout_s", self.stop_timeout_s, 30.0)?,

@@ -1,7 +1,7 @@
 //! The daemon's life: open devices, bind listeners, serve, and stop cleanly on a signal.
 //!
 //! ```text
-//!  start: open every device (exclusive) -> exports -> bind NBD listeners + control socket
+//!  start: open every device (exclusive) -> exports -> bind NBD and iSCSI listeners + control socket
 //!  run:   accept until SIGTERM/SIGINT
 //!  stop:  refuse new clients -> connections finish in-flight requests -> flush devices -> exit 0
 //! ```
@@ -18,6 +18,7 @@ use crate::backup::manager::{Backups, Defaults};
 use crate::control::server::{ControlState, PeerCheckedListener};
 use crate::device::{BlockDevice, FileDevice, FileOptions, OpenError};
 use crate::export::{Export, ExportError, Exports};
+use crate::iscsi::server::{IscsiConfig, IscsiServer};
 use crate::nbd::kernel::Attachments;
 use crate::nbd::server::Listener;
 use crate::nbd::{Endpoint, Server, ServerConfig};
@@ -50,6 +51,8 @@ pub struct Config {
     /// Names of exports served read-only.
     pub read_only: Vec<String>,
     pub nbd: Vec<Endpoint>,
+    /// The iSCSI target port, if any.
+    pub iscsi: Option<IscsiConfig>,
     pub control: Option<PathBuf>,
     /// Open devices with O_DIRECT.
     pub direct: bool,
@@ -116,9 +119,10 @@ pub fn open_exports(cfg: &Config) -> Result<Arc<Exports>, DaemonError> {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(cfg: Config) -> Result<(), DaemonError> {
-    if cfg.nbd.is_empty() {
+    if cfg.nbd.is_empty() && cfg.iscsi.is_none() {
         return Err(DaemonError::Config(
-            "no listener: give at least one --nbd unix:PATH|tcp:HOST:PORT".into(),
+            "no listener: give at least one --nbd unix:PATH|tcp:HOST:PORT or --iscsi HOST[:PORT]"
+                .into(),
         ));
     }
     let exports = open_exports(&cfg)?;
@@ -144,6 +148,16 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
                 source,
             })?;
         listeners.push(l);
+    }
+    let mut iscsi_listeners = Vec::new();
+    for addr in cfg.iscsi.iter().flat_map(|c| &c.listen) {
+        let l = crate::iscsi::server::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Bind {
+                endpoint: format!("iscsi {addr}"),
+                source,
+            })?;
+        iscsi_listeners.push(l);
     }
     let control = match &cfg.control {
         Some(p) => Some(
@@ -178,6 +192,14 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
     for l in listeners {
         tasks.push(tokio::spawn(server.clone().run(l, stop_rx.clone())));
     }
+    let iscsi = cfg
+        .iscsi
+        .clone()
+        .map(|c| IscsiServer::new(exports.clone(), c));
+    for l in iscsi_listeners {
+        let s = iscsi.clone().expect("listeners only with a configuration");
+        tasks.push(tokio::spawn(s.run(l, stop_rx.clone())));
+    }
     if let Some(l) = control {
         let state = ControlState {
             exports: exports.clone(),
@@ -205,10 +227,21 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
     restores.stop_all();
     attachments.detach_all();
     server.shutdown();
+    if let Some(s) = &iscsi {
+        s.shutdown();
+    }
     if !server.wait_closed(cfg.stop_timeout).await {
         warn!(
             open = server.open_connections(),
             "connections still open at the stop timeout"
+        );
+    }
+    if let Some(s) = &iscsi
+        && !s.wait_closed(cfg.stop_timeout).await
+    {
+        warn!(
+            open = s.open_connections(),
+            "iSCSI connections still open at the stop timeout"
         );
     }
     for t in tasks {

@@ -174,6 +174,13 @@ impl Export {
     }
 }
 
+/// A new id for a client connection, unique in this process across every target port (the
+/// key of [`Export::attach`]).
+pub fn connection_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A connection's hold on an export (see [`Export::attach`]).
 #[derive(Debug)]
 pub struct Attached(Arc<Export>, u64);

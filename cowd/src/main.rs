@@ -16,7 +16,7 @@ use cowd_api::backups::OnOverflow;
 #[command(
     name = "cowd",
     version,
-    about = "Copy-on-write online snapshot block driver (NBD server with live backups)"
+    about = "Copy-on-write online snapshot block driver (NBD and iSCSI server with live backups)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -25,7 +25,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve devices over NBD and take backups when asked (flags override --config).
+    /// Serve devices over NBD and iSCSI and take backups when asked (flags override --config).
     Serve(ServeArgs),
 }
 
@@ -57,6 +57,13 @@ struct ServeArgs {
     /// Listen for NBD clients: unix:PATH or tcp:HOST:PORT. Repeatable.
     #[arg(long = "nbd", value_name = "ENDPOINT")]
     nbd: Vec<Endpoint>,
+    /// Serve every export over iSCSI on HOST[:PORT] (port 3260 when left out), as target
+    /// BASE:EXPORT with one logical unit, LUN 0. Repeatable.
+    #[arg(long = "iscsi", value_name = "HOST[:PORT]")]
+    iscsi: Vec<String>,
+    /// The iSCSI name targets are named under [default: iqn.2026-12.local.cowd.HOSTNAME].
+    #[arg(long, value_name = "IQN")]
+    iscsi_base_name: Option<String>,
     /// Control API socket [default: /run/cowd/control.sock].
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
@@ -118,6 +125,8 @@ impl ServeArgs {
         let flags = Settings {
             export: Vec::new(),
             nbd: self.nbd.iter().map(|e| e.to_string()).collect(),
+            iscsi: self.iscsi,
+            iscsi_base_name: self.iscsi_base_name,
             control: self.control,
             state_dir: self.state_dir,
             direct: self.direct.then_some(true),

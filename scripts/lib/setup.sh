@@ -3,7 +3,7 @@
 
 install_packages() {
     [ "${SKIP_INSTALL:-0}" = 1 ] && return 0
-    local want=(libnbd-bin python3-libnbd nbdfuse nbdkit fio e2fsprogs fuse3 curl util-linux fdisk ntfs-3g)
+    local want=(libnbd-bin python3-libnbd nbdfuse nbdkit fio e2fsprogs fuse3 curl util-linux fdisk ntfs-3g libiscsi-bin tgt)
     # qemu-utils: keep whatever version the machine has (Debian backports may be newer).
     { command -v qemu-img && command -v qemu-io; } >/dev/null || want+=(qemu-utils)
     local missing=() p

@@ -1,25 +1,35 @@
-//! iSCSI target port (RFC 7143), the pure layer: PDU headers and framing, digests, text keys,
-//! and the login with its key negotiation. Sessions and SCSI block commands come next.
+//! iSCSI target port (RFC 7143): every export a target with one logical unit, served by
+//! [`scsi::Disk`](crate::scsi::Disk).
 //!
 //! ```text
+//!  server: listeners, a target per export ─> connection: login ─> full_feature: commands
+//!                                                │                    │ window (CmdSN), dataout (R2T),
+//!  wire: whole PDUs over a socket                │                    │ datain (Data-In, status), workers
+//!  ────────────────────── pure below ────────────┼────────────────────┼──────────────────────────────
 //!  bytes ─frame─> Frame { Header (pdu, opcodes), AHS, data }     digest: CRC32C
-//!                    │ Login Request + data
-//!                    v
 //!  login: stages, transit, status ─> negotiate: keys -> SessionParams ─> chap: security
-//!                    │                    │ config: what the target offers
-//!  text: key=value\0, the C bit           values: numbers, binary, booleans, lists
+//!  text: key=value\0, the C bit      values: numbers, binary, booleans, lists      config: limits
 //! ```
 //!
-//! Nothing here does I/O: every function takes bytes or values and returns values. Randomness
-//! (CHAP challenges) and sequence numbers come from the caller.
+//! The pure modules do no I/O: every function takes bytes or values and returns values.
+//! Randomness (CHAP challenges) and sequence numbers come from the caller. `wire`,
+//! `connection`, `full_feature`, `workers` and `server` run them over sockets and threads.
 
 pub mod chap;
 pub mod config;
+pub mod connection;
+pub mod datain;
+pub mod dataout;
 pub mod digest;
 pub mod frame;
+pub mod full_feature;
 pub mod login;
 pub mod negotiate;
 pub mod opcodes;
 pub mod pdu;
+pub mod server;
 pub mod text;
 pub mod values;
+pub mod window;
+pub mod wire;
+pub mod workers;

@@ -10,7 +10,7 @@ use std::fmt;
 use std::net::Shutdown;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -137,7 +137,6 @@ pub struct Server {
     exports: Arc<Exports>,
     config: ServerConfig,
     open: AtomicUsize,
-    next_id: AtomicU64,
     stopping: AtomicBool,
     /// Turns true at shutdown; handshakes in progress watch it.
     stop: tokio::sync::watch::Sender<bool>,
@@ -159,7 +158,6 @@ impl Server {
             exports,
             config,
             open: AtomicUsize::new(0),
-            next_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             stop: tokio::sync::watch::channel(false).0,
             live: Mutex::new(HashMap::new()),
@@ -204,7 +202,7 @@ impl Server {
             return;
         }
         let slot = Slot(self.clone());
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = crate::export::connection_id();
         let span = info_span!("conn", id, %peer);
         tokio::spawn(self.handshake(s, slot, id).instrument(span));
     }

@@ -9,7 +9,7 @@
 //! mtime); a file's owner before its mode (chown clears set-uid bits).
 //!
 //! A file's data is read by several threads a piece at a time and written by one (see
-//! [`copy_ranges`]): reading a generation is loading, checking and decompressing chunks.
+//! `copy_ranges`): reading a generation is loading, checking and decompressing chunks.
 
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr};

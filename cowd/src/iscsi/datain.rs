@@ -1,0 +1,125 @@
+//! The PDUs that answer one SCSI command (RFC 7143 §11.4, §11.7): its data-in cut into
+//! Data-In PDUs, and its status, either in the last Data-In (GOOD without sense data) or in a
+//! SCSI Response (pure).
+//!
+//! ```text
+//!   data-in ── pieces of at most MaxXmitDataSegmentLength, F at each MaxBurstLength ──>
+//!     Data-In DataSN 0, 1, ..., n-1   [S=1 with status and residual on the last, if GOOD]
+//!     SCSI Response (status, sense data, residual, ExpDataSN = n)   otherwise
+//! ```
+//!
+//! The status takes one StatSN; Data-In PDUs without status carry none.
+
+use crate::scsi::{self, Response, Status};
+
+use super::frame::Frame;
+use super::login::Sequence;
+use super::pdu::{
+    DataIn, DataInStatus, Header, Lun, Pdu, RESERVED_TAG, RESPONSE_COMPLETED, Residual,
+    ScsiResponse,
+};
+
+/// Data-In sizes the initiator accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The initiator's MaxRecvDataSegmentLength.
+    pub max_xmit_data_segment_length: u32,
+    pub max_burst_length: u32,
+}
+
+/// The residual of a SCSI response in its iSCSI form.
+pub fn residual(r: scsi::Residual) -> Residual {
+    match r {
+        scsi::Residual::None => Residual::None,
+        scsi::Residual::Underflow(n) => Residual::Underflow(n),
+        scsi::Residual::Overflow(n) => Residual::Overflow(n),
+    }
+}
+
+/// The answer to the command `itt`: its Data-In PDUs, then a SCSI Response unless the status
+/// went out with the data. `seq` is the StatSN the status takes and the window to advertise.
+pub fn answer(resp: &Response, itt: u32, limits: Limits, seq: Sequence) -> Vec<Frame> {
+    let pieces = pieces(resp.data_in.len(), limits);
+    let collapse = resp.status == Status::Good && resp.sense.is_none() && !pieces.is_empty();
+    let mut frames = Vec::with_capacity(pieces.len() + 1);
+    let last = pieces.len().saturating_sub(1);
+    for (i, &(offset, len, final_)) in pieces.iter().enumerate() {
+        let status = (collapse && i == last).then_some(DataInStatus {
+            status: resp.status as u8,
+            stat_sn: seq.stat_sn,
+            residual: residual(resp.residual),
+        });
+        let header = Header {
+            ahs_words: 0,
+            data_len: 0,
+            pdu: Pdu::DataIn(DataIn {
+                final_: final_ || status.is_some(),
+                ack: false,
+                status,
+                lun: Lun::ZERO,
+                itt,
+                ttt: RESERVED_TAG,
+                exp_cmd_sn: seq.exp_cmd_sn,
+                max_cmd_sn: seq.max_cmd_sn,
+                data_sn: i as u32,
+                buffer_offset: offset as u32,
+            }),
+        };
+        frames.push(Frame::new(
+            header,
+            resp.data_in[offset..offset + len].to_vec(),
+        ));
+    }
+    if !collapse {
+        frames.push(response(resp, itt, pieces.len() as u32, seq));
+    }
+    frames
+}
+
+/// The SCSI Response PDU: status, residual and sense data (SenseLength, then the sense).
+fn response(resp: &Response, itt: u32, exp_data_sn: u32, seq: Sequence) -> Frame {
+    let data = match &resp.sense {
+        Some(sense) => {
+            let mut d = (sense.len() as u16).to_be_bytes().to_vec();
+            d.extend_from_slice(sense);
+            d
+        }
+        None => Vec::new(),
+    };
+    let header = Header {
+        ahs_words: 0,
+        data_len: 0,
+        pdu: Pdu::ScsiResponse(ScsiResponse {
+            bidi_residual: Residual::None,
+            residual: residual(resp.residual),
+            response: RESPONSE_COMPLETED,
+            status: resp.status as u8,
+            itt,
+            snack_tag: 0,
+            stat_sn: seq.stat_sn,
+            exp_cmd_sn: seq.exp_cmd_sn,
+            max_cmd_sn: seq.max_cmd_sn,
+            exp_data_sn,
+        }),
+    };
+    Frame::new(header, data)
+}
+
+/// (offset, length, ends a sequence) of each Data-In PDU for `len` bytes.
+fn pieces(len: usize, limits: Limits) -> Vec<(usize, usize, bool)> {
+    let seg = limits.max_xmit_data_segment_length.max(1) as usize;
+    let burst = limits.max_burst_length.max(1) as usize;
+    let mut out = Vec::new();
+    let mut offset = 0;
+    while offset < len {
+        let burst_end = (offset / burst + 1) * burst;
+        let end = (offset + seg).min(burst_end).min(len);
+        out.push((offset, end - offset, end == burst_end || end == len));
+        offset = end;
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "datain_tests.rs"]
+mod tests;

@@ -1,0 +1,611 @@
+//! The full feature phase of one connection: commands, their data-out and answers, NOP,
+//! Text (SendTargets), task management and logout.
+//!
+//! ```text
+//!  reader thread: PDU ─┬─ SCSI Command ── CmdSN window ── data-out? ─ R2Ts ... Data-Out ─┐
+//!                      ├─ NOP-Out, Text, Task Management, Logout: answered here          │
+//!                      └─ anything else: Reject                                          v
+//!  workers:                          Disk::execute ─> Data-In ... + status (one StatSN) ─> socket
+//! ```
+//!
+//! Everything sent goes through `Shared::send`: under one lock it takes the StatSN (for
+//! PDUs that carry a status), reads the window and writes the PDUs whole, so StatSN values go
+//! out in order. A non-immediate command opens the window by one when it is answered (or
+//! aborted). A protocol error ends the connection (error recovery level 0); commands already
+//! running finish first and their answers are sent if the socket still takes them.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use tracing::debug;
+
+use super::connection::ConnectionError;
+use super::datain;
+use super::dataout::{self, Collect};
+use super::digest::Digests;
+use super::frame::Frame;
+use super::login::Sequence;
+use super::negotiate::{Negotiation, SessionParams};
+use super::pdu::*;
+use super::text::{Accumulator, Outgoing, encode};
+use super::window::{Admit, Window};
+use super::wire::{Incoming, PduReader, encode_all};
+use super::workers::Workers;
+use crate::scsi::{self, Disk, LunList, Response, SenseFormat, luns};
+
+/// A logged-in connection, ready for the full feature phase.
+#[derive(Debug)]
+pub struct Session {
+    pub params: SessionParams,
+    pub negotiation: Negotiation,
+    /// The logical unit (LUN 0) of a normal session; `None` in a discovery session.
+    pub disk: Option<Arc<Disk>>,
+    /// StatSN of the next status.
+    pub stat_sn: u32,
+    pub window: Window,
+    pub io_threads: usize,
+}
+
+/// The sending side.
+struct Out {
+    stream: TcpStream,
+    stat_sn: u32,
+    broken: bool,
+}
+
+/// What the reader and the workers share.
+struct Shared {
+    out: Mutex<Out>,
+    window: Mutex<Window>,
+    /// ITTs of commands handed to the workers and not yet answered.
+    running: Mutex<HashSet<u32>>,
+    ran: Condvar,
+    digests: Digests,
+    data_in: datain::Limits,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether the PDUs sent take a StatSN, and whether they answer a non-immediate command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// R2T, unsolicited NOP-In: the current StatSN, not taken.
+    Plain,
+    /// A status: takes a StatSN.
+    Status,
+    /// The status of a non-immediate command: takes a StatSN and opens the window by one.
+    Answer,
+}
+
+impl Shared {
+    /// Builds PDUs with the sequence numbers of the moment and sends them.
+    fn send(&self, kind: Kind, build: impl FnOnce(Sequence) -> Vec<Frame>) {
+        let mut out = lock(&self.out);
+        let seq = {
+            let mut w = lock(&self.window);
+            if kind == Kind::Answer {
+                w.answered();
+            }
+            Sequence {
+                stat_sn: out.stat_sn,
+                exp_cmd_sn: w.exp_cmd_sn(),
+                max_cmd_sn: w.max_cmd_sn(),
+            }
+        };
+        if kind != Kind::Plain {
+            out.stat_sn = out.stat_sn.wrapping_add(1);
+        }
+        if out.broken {
+            return;
+        }
+        let frames = build(seq);
+        let written = encode_all(&frames, self.digests)
+            .map_err(std::io::Error::other)
+            .and_then(|b| out.stream.write_all(&b));
+        if let Err(e) = written {
+            debug!(error = %e, "iSCSI connection: cannot send; closing");
+            out.broken = true;
+            let _ = out.stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Commands admitted but never to be answered (aborted): the window opens for them.
+    fn forget(&self, n: usize) {
+        let mut w = lock(&self.window);
+        for _ in 0..n {
+            w.answered();
+        }
+    }
+
+    fn finished(&self, itt: u32) {
+        lock(&self.running).remove(&itt);
+        self.ran.notify_all();
+    }
+
+    /// Waits until none of `itts` (all, if `None`) is running.
+    fn wait_for(&self, itt: Option<u32>) {
+        let mut running = lock(&self.running);
+        while match itt {
+            Some(t) => running.contains(&t),
+            None => !running.is_empty(),
+        } {
+            running = self.ran.wait(running).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// A write command whose data-out is still arriving.
+struct Pending {
+    cmd: ScsiCommand,
+    cdb: Vec<u8>,
+    collect: Collect,
+}
+
+/// Whether the connection goes on after a PDU.
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// The reader side of the full feature phase.
+struct Phase {
+    shared: Arc<Shared>,
+    params: SessionParams,
+    negotiation: Negotiation,
+    disk: Option<Arc<Disk>>,
+    workers: Workers,
+    pending: HashMap<u32, Pending>,
+    next_ttt: u32,
+    text_in: Accumulator,
+    /// A Text answer being sent in pieces, and the TTT that asks for the next.
+    text_out: Option<(u32, Outgoing)>,
+}
+
+/// Runs the full feature phase until logout, close or error.
+pub fn run(
+    s: Session,
+    mut reader: PduReader<TcpStream>,
+    stream: TcpStream,
+) -> Result<(), ConnectionError> {
+    let digests = s.params.digests;
+    let max_recv = s.params.max_recv_data_segment_length;
+    let shared = Arc::new(Shared {
+        out: Mutex::new(Out {
+            stream: stream.try_clone()?,
+            stat_sn: s.stat_sn,
+            broken: false,
+        }),
+        window: Mutex::new(s.window),
+        running: Mutex::new(HashSet::new()),
+        ran: Condvar::new(),
+        digests,
+        data_in: datain::Limits {
+            max_xmit_data_segment_length: s.params.max_xmit_data_segment_length,
+            max_burst_length: s.params.max_burst_length,
+        },
+    });
+    let mut phase = Phase {
+        shared,
+        params: s.params,
+        negotiation: s.negotiation,
+        disk: s.disk,
+        workers: Workers::new(s.io_threads, "cowd-iscsi-io"),
+        pending: HashMap::new(),
+        next_ttt: 1,
+        text_in: Accumulator::default(),
+        text_out: None,
+    };
+    let result = loop {
+        match reader.read(digests, max_recv) {
+            Ok(Incoming::Pdu(f)) => match phase.handle(f) {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Close) => break Ok(()),
+                Err(e) => break Err(e),
+            },
+            Ok(Incoming::Bad(e, bhs)) => {
+                debug!(error = %e, "iSCSI: rejecting a PDU");
+                let reason = e.reject_reason().unwrap_or(RejectReason::ProtocolError);
+                phase.reject(reason, bhs.to_vec());
+            }
+            Ok(Incoming::Closed) => break Ok(()),
+            Err(e) => break Err(ConnectionError::Protocol(e.to_string())),
+        }
+    };
+    // Running commands finish (their answers go out if the socket takes them).
+    phase.workers.finish();
+    let _ = stream.shutdown(Shutdown::Both);
+    result
+}
+
+impl Phase {
+    fn handle(&mut self, f: Frame) -> Result<Flow, ConnectionError> {
+        match f.header.pdu {
+            Pdu::ScsiCommand(cmd) => self.command(cmd, &f),
+            Pdu::DataOut(h) => self.data_out(&h, &f.data),
+            Pdu::NopOut(n) => Ok(self.nop(&n, f.data)),
+            Pdu::TextRequest(t) => self.text(&t, &f.data),
+            Pdu::TaskRequest(t) => Ok(self.task_management(&t)),
+            Pdu::LogoutRequest(l) => Ok(self.logout(&l)),
+            _ => {
+                debug!(opcode = ?f.header.opcode(), "iSCSI: unexpected PDU in full feature phase");
+                self.reject(RejectReason::ProtocolError, f.header.encode().to_vec());
+                Ok(Flow::Continue)
+            }
+        }
+    }
+
+    /// Admits a CmdSN; `None` if the PDU is to be ignored.
+    fn admit(&self, cmd_sn: u32, immediate: bool) -> Option<Kind> {
+        match lock(&self.shared.window).admit(cmd_sn, immediate) {
+            Admit::Next => Some(Kind::Answer),
+            Admit::Immediate => Some(Kind::Status),
+            Admit::Ignore => {
+                debug!(cmd_sn, "iSCSI: CmdSN outside the window; ignored");
+                None
+            }
+        }
+    }
+
+    fn ttt(&mut self) -> u32 {
+        next_tag(&mut self.next_ttt)
+    }
+
+    fn limits(&self) -> dataout::Limits {
+        let p = &self.params;
+        dataout::Limits {
+            first_burst_length: p.first_burst_length,
+            max_burst_length: p.max_burst_length,
+            max_outstanding_r2t: p.max_outstanding_r2t,
+            initial_r2t: p.initial_r2t,
+            immediate_data: p.immediate_data,
+        }
+    }
+
+    fn command(&mut self, cmd: ScsiCommand, f: &Frame) -> Result<Flow, ConnectionError> {
+        let Some(disk) = self.disk.clone() else {
+            self.reject(RejectReason::ProtocolError, f.header.encode().to_vec());
+            return Ok(Flow::Continue);
+        };
+        let Some(kind) = self.admit(cmd.cmd_sn, cmd.immediate) else {
+            return Ok(Flow::Continue);
+        };
+        if self.pending.contains_key(&cmd.itt) || lock(&self.shared.running).contains(&cmd.itt) {
+            return Err(ConnectionError::Protocol(format!(
+                "initiator task tag {:#x} is already in use",
+                cmd.itt
+            )));
+        }
+        let cdb = f.cdb().unwrap_or_default();
+        if cmd.lun.to_single_level() != Some(0) {
+            let resp = luns::absent(&cdb, cmd.expected_len, &LunList::default());
+            let limits = self.shared.data_in;
+            self.shared
+                .send(kind, |seq| datain::answer(&resp, cmd.itt, limits, seq));
+            return Ok(Flow::Continue);
+        }
+        if !cmd.write && f.data.is_empty() {
+            self.dispatch(disk, cmd, cdb, Vec::new(), kind);
+            return Ok(Flow::Continue);
+        }
+        // A refused command solicits nothing; execute reports why.
+        let wanted = disk.data_out_len(&cdb).unwrap_or(0);
+        let mut collect = match Collect::new(self.limits(), &cmd, wanted, &f.data) {
+            Ok(c) => c,
+            Err(e) => {
+                self.fail_transfer(&cmd, kind, &e);
+                return Ok(Flow::Continue);
+            }
+        };
+        if collect.is_complete() {
+            self.dispatch(disk, cmd, cdb, collect.into_data(), kind);
+            return Ok(Flow::Continue);
+        }
+        let r2ts = collect.r2ts(|| self.ttt());
+        self.send_r2ts(&cmd, &r2ts);
+        self.pending.insert(cmd.itt, Pending { cmd, cdb, collect });
+        Ok(Flow::Continue)
+    }
+
+    fn data_out(&mut self, h: &DataOut, data: &[u8]) -> Result<Flow, ConnectionError> {
+        let Some(p) = self.pending.get_mut(&h.itt) else {
+            // Of an ignored or aborted command.
+            debug!(
+                itt = h.itt,
+                "iSCSI: Data-Out for no pending command; dropped"
+            );
+            return Ok(Flow::Continue);
+        };
+        let kind = if p.cmd.immediate {
+            Kind::Status
+        } else {
+            Kind::Answer
+        };
+        if let Err(e) = p.collect.data_out(h, data) {
+            let cmd = p.cmd;
+            self.pending.remove(&h.itt);
+            self.fail_transfer(&cmd, kind, &e);
+            return Ok(Flow::Continue);
+        }
+        if p.collect.is_complete() {
+            let p = self.pending.remove(&h.itt).expect("just found");
+            let disk = self.disk.clone().expect("commands only in normal sessions");
+            self.dispatch(disk, p.cmd, p.cdb, p.collect.into_data(), kind);
+            return Ok(Flow::Continue);
+        }
+        let counter = &mut self.next_ttt;
+        let r2ts = p.collect.r2ts(|| next_tag(counter));
+        let cmd = p.cmd;
+        self.send_r2ts(&cmd, &r2ts);
+        Ok(Flow::Continue)
+    }
+
+    /// Fails a command whose data-out broke the rules; the connection goes on.
+    fn fail_transfer(&self, cmd: &ScsiCommand, kind: Kind, e: &dataout::DataOutError) {
+        debug!(itt = cmd.itt, error = %e, "iSCSI: data-out refused; the command fails");
+        let resp = Response::check_condition(&e.sense(), SenseFormat::Fixed, scsi::Residual::None);
+        let limits = self.shared.data_in;
+        self.shared
+            .send(kind, |seq| datain::answer(&resp, cmd.itt, limits, seq));
+    }
+
+    fn send_r2ts(&self, cmd: &ScsiCommand, r2ts: &[dataout::R2tRequest]) {
+        if r2ts.is_empty() {
+            return;
+        }
+        self.shared.send(Kind::Plain, |seq| {
+            r2ts.iter()
+                .map(|r| {
+                    let pdu = Pdu::R2t(R2t {
+                        lun: cmd.lun,
+                        itt: cmd.itt,
+                        ttt: r.ttt,
+                        stat_sn: seq.stat_sn,
+                        exp_cmd_sn: seq.exp_cmd_sn,
+                        max_cmd_sn: seq.max_cmd_sn,
+                        r2t_sn: r.r2t_sn,
+                        buffer_offset: r.offset,
+                        desired_len: r.len,
+                    });
+                    Frame::new(header(pdu), Vec::new())
+                })
+                .collect()
+        });
+    }
+
+    /// Runs a command on a worker; its answer is sent from there.
+    fn dispatch(
+        &mut self,
+        disk: Arc<Disk>,
+        cmd: ScsiCommand,
+        cdb: Vec<u8>,
+        data: Vec<u8>,
+        kind: Kind,
+    ) {
+        lock(&self.shared.running).insert(cmd.itt);
+        let shared = self.shared.clone();
+        self.workers.submit(move || {
+            let resp = disk.execute(&cdb, cmd.expected_len, &data);
+            if let Some(sense) = &resp.sense {
+                debug!(target: "cowd::data", itt = cmd.itt, opcode = cdb.first().copied().unwrap_or(0), sense = ?&sense[..sense.len().min(18)], "SCSI command failed");
+            }
+            let limits = shared.data_in;
+            shared.send(kind, |seq| datain::answer(&resp, cmd.itt, limits, seq));
+            shared.finished(cmd.itt);
+        });
+    }
+
+    fn nop(&mut self, n: &NopOut, mut data: Vec<u8>) -> Flow {
+        if n.itt == RESERVED_TAG {
+            // An answer to a NOP-In of ours, or a ping that wants no answer.
+            return Flow::Continue;
+        }
+        let Some(kind) = self.admit(n.cmd_sn, n.immediate) else {
+            return Flow::Continue;
+        };
+        data.truncate(self.params.max_xmit_data_segment_length as usize);
+        self.shared.send(kind, |seq| {
+            let pdu = Pdu::NopIn(NopIn {
+                lun: n.lun,
+                itt: n.itt,
+                ttt: RESERVED_TAG,
+                stat_sn: seq.stat_sn,
+                exp_cmd_sn: seq.exp_cmd_sn,
+                max_cmd_sn: seq.max_cmd_sn,
+            });
+            vec![Frame::new(header(pdu), data)]
+        });
+        Flow::Continue
+    }
+
+    fn text(&mut self, t: &TextRequest, data: &[u8]) -> Result<Flow, ConnectionError> {
+        let Some(kind) = self.admit(t.cmd_sn, t.immediate) else {
+            return Ok(Flow::Continue);
+        };
+        let max = self.params.max_xmit_data_segment_length as usize;
+        let (chunk, more) = match self.text_out.take() {
+            Some((ttt, mut out)) if t.ttt == ttt && data.is_empty() => {
+                let (chunk, more) = out.next_chunk(max);
+                if more {
+                    self.text_out = Some((ttt, out));
+                }
+                (chunk, more)
+            }
+            _ => {
+                let keys = self
+                    .text_in
+                    .push(data, t.cont)
+                    .map_err(|e| ConnectionError::Protocol(format!("Text request: {e}")))?;
+                match keys {
+                    // More of the request is coming: an empty answer asks for it.
+                    None => (Vec::new(), true),
+                    Some(keys) => {
+                        let answers = self
+                            .negotiation
+                            .offer(&keys)
+                            .map_err(|e| ConnectionError::Protocol(format!("Text request: {e}")))?;
+                        let mut out = Outgoing::new(encode(&answers));
+                        let (chunk, more) = out.next_chunk(max);
+                        if more {
+                            let ttt = self.ttt();
+                            self.text_out = Some((ttt, out));
+                        }
+                        (chunk, more)
+                    }
+                }
+            }
+        };
+        let ttt = match &self.text_out {
+            Some((ttt, _)) => *ttt,
+            None if more => self.ttt(),
+            None => RESERVED_TAG,
+        };
+        let (itt, lun) = (t.itt, t.lun);
+        self.shared.send(kind, |seq| {
+            let pdu = Pdu::TextResponse(TextResponse {
+                final_: !more,
+                cont: more && !chunk.is_empty(),
+                lun,
+                itt,
+                ttt,
+                stat_sn: seq.stat_sn,
+                exp_cmd_sn: seq.exp_cmd_sn,
+                max_cmd_sn: seq.max_cmd_sn,
+            });
+            vec![Frame::new(header(pdu), chunk)]
+        });
+        Ok(Flow::Continue)
+    }
+
+    /// Drops every command still collecting data-out.
+    fn drop_pending(&mut self) {
+        let aborted = self
+            .pending
+            .drain()
+            .filter(|(_, p)| !p.cmd.immediate)
+            .count();
+        self.shared.forget(aborted);
+    }
+
+    fn task_management(&mut self, t: &TaskRequest) -> Flow {
+        let Some(kind) = self.admit(t.cmd_sn, t.immediate) else {
+            return Flow::Continue;
+        };
+        let lun_ok = t.lun.to_single_level() == Some(0);
+        let mut flow = Flow::Continue;
+        let response = match t.function {
+            TaskFunction::AbortTask => {
+                if let Some(p) = self.pending.remove(&t.referenced_tag) {
+                    self.shared.forget(usize::from(!p.cmd.immediate));
+                    TMF_COMPLETE
+                } else if lock(&self.shared.running).contains(&t.referenced_tag) {
+                    // A running command cannot be stopped inside the device: it is
+                    // answered, and then the abort finds no task (as for a command answered
+                    // before the abort arrived).
+                    self.shared.wait_for(Some(t.referenced_tag));
+                    TMF_NO_TASK
+                } else {
+                    TMF_NO_TASK
+                }
+            }
+            TaskFunction::AbortTaskSet
+            | TaskFunction::ClearTaskSet
+            | TaskFunction::LogicalUnitReset
+                if !lun_ok =>
+            {
+                TMF_NO_LUN
+            }
+            TaskFunction::AbortTaskSet
+            | TaskFunction::ClearTaskSet
+            | TaskFunction::LogicalUnitReset
+            | TaskFunction::TargetWarmReset
+            | TaskFunction::TargetColdReset => {
+                self.drop_pending();
+                self.shared.wait_for(None);
+                if t.function == TaskFunction::TargetColdReset {
+                    flow = Flow::Close;
+                }
+                TMF_COMPLETE
+            }
+            TaskFunction::ClearAca => TMF_NOT_SUPPORTED,
+            TaskFunction::TaskReassign => TMF_REASSIGN_UNSUPPORTED,
+        };
+        let itt = t.itt;
+        self.shared.send(kind, |seq| {
+            let pdu = Pdu::TaskResponse(TaskResponse {
+                response,
+                itt,
+                stat_sn: seq.stat_sn,
+                exp_cmd_sn: seq.exp_cmd_sn,
+                max_cmd_sn: seq.max_cmd_sn,
+            });
+            vec![Frame::new(header(pdu), Vec::new())]
+        });
+        flow
+    }
+
+    fn logout(&mut self, l: &LogoutRequest) -> Flow {
+        let Some(kind) = self.admit(l.cmd_sn, l.immediate) else {
+            return Flow::Continue;
+        };
+        let (response, flow) = match l.reason {
+            LogoutReason::CloseSession | LogoutReason::CloseConnection => {
+                self.drop_pending();
+                self.shared.wait_for(None);
+                (LOGOUT_CLOSED, Flow::Close)
+            }
+            LogoutReason::RemoveConnectionForRecovery => {
+                (LOGOUT_RECOVERY_UNSUPPORTED, Flow::Continue)
+            }
+        };
+        let itt = l.itt;
+        self.shared.send(kind, |seq| {
+            let pdu = Pdu::LogoutResponse(LogoutResponse {
+                response,
+                itt,
+                stat_sn: seq.stat_sn,
+                exp_cmd_sn: seq.exp_cmd_sn,
+                max_cmd_sn: seq.max_cmd_sn,
+                time2wait: 0,
+                time2retain: 0,
+            });
+            vec![Frame::new(header(pdu), Vec::new())]
+        });
+        flow
+    }
+
+    /// Rejects a PDU whose BHS is `bhs`.
+    fn reject(&self, reason: RejectReason, bhs: Vec<u8>) {
+        self.shared.send(Kind::Status, |seq| {
+            let pdu = Pdu::Reject(Reject {
+                reason,
+                stat_sn: seq.stat_sn,
+                exp_cmd_sn: seq.exp_cmd_sn,
+                max_cmd_sn: seq.max_cmd_sn,
+                data_sn: 0,
+            });
+            vec![Frame::new(header(pdu), bhs)]
+        });
+    }
+}
+
+/// A target transfer tag from `counter`: never 0 or the reserved tag.
+fn next_tag(counter: &mut u32) -> u32 {
+    let t = *counter;
+    *counter = match t.wrapping_add(1) {
+        RESERVED_TAG => 1,
+        n => n,
+    };
+    t
+}
+
+fn header(pdu: Pdu) -> Header {
+    Header {
+        ahs_words: 0,
+        data_len: 0,
+        pdu,
+    }
+}

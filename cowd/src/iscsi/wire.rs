@@ -1,0 +1,240 @@
+//! Whole PDUs over a blocking byte stream: [`PduReader`] frames what arrives (many PDUs per
+//! `read`), [`encode_all`] turns PDUs into one buffer for a single `write`.
+//!
+//! A PDU whose header cannot be decoded, or whose data digest is wrong, is skipped whole
+//! (its length is in the BHS) and reported as [`Incoming::Bad`], so that the connection can
+//! answer it with a Reject; a wrong header digest, or a data segment beyond what we declared,
+//! leaves nothing to trust and is an error.
+
+use std::io::{self, Read};
+
+use super::digest::Digests;
+use super::frame::{Frame, frame, wire_len};
+use super::pdu::{BHS_LEN, PduError};
+
+/// What one read of a PDU gives.
+#[derive(Debug)]
+pub enum Incoming {
+    Pdu(Frame),
+    /// A PDU that was skipped: why, and its BHS (for the Reject's data segment).
+    Bad(PduError, Box<[u8; BHS_LEN]>),
+    /// The peer closed the stream at a PDU boundary.
+    Closed,
+}
+
+/// Why reading PDUs must stop.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Pdu(PduError),
+    #[error("the connection closed inside a PDU")]
+    Truncated,
+}
+
+/// Frames PDUs out of a stream.
+#[derive(Debug)]
+pub struct PduReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+/// Bytes asked of the stream at a time (more when one PDU is larger).
+const READ_SIZE: usize = 256 << 10;
+
+impl<R: Read> PduReader<R> {
+    pub fn new(inner: R) -> PduReader<R> {
+        PduReader {
+            inner,
+            buf: vec![0; READ_SIZE],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    /// Whether bytes of a next PDU are already buffered (so the caller need not flush its
+    /// answers before reading).
+    pub fn has_buffered(&self) -> bool {
+        self.end > self.start
+    }
+
+    /// The next PDU. `max_data_len` is our MaxRecvDataSegmentLength.
+    pub fn read(&mut self, digests: Digests, max_data_len: u32) -> Result<Incoming, WireError> {
+        loop {
+            match frame(&self.buf[self.start..self.end], digests, max_data_len) {
+                Ok(Some((f, used))) => {
+                    self.start += used;
+                    return Ok(Incoming::Pdu(f));
+                }
+                Ok(None) => {}
+                Err(e @ (PduError::HeaderDigest { .. } | PduError::DataSegmentTooLong { .. })) => {
+                    return Err(WireError::Pdu(e));
+                }
+                Err(e) => {
+                    // The BHS is here (a header error) or the whole PDU is (a data digest
+                    // error): skip the PDU once all of it has arrived, if it is not longer
+                    // than any we accept.
+                    let bhs = self.bhs().expect("an error needs a whole BHS");
+                    let data_len = u32::from_be_bytes([0, bhs[5], bhs[6], bhs[7]]);
+                    if data_len > max_data_len {
+                        let max = max_data_len;
+                        return Err(WireError::Pdu(PduError::DataSegmentTooLong {
+                            len: data_len,
+                            max,
+                        }));
+                    }
+                    let total = wire_len(&bhs, digests);
+                    if self.end - self.start >= total {
+                        self.start += total;
+                        return Ok(Incoming::Bad(e, Box::new(bhs)));
+                    }
+                }
+            }
+            let want = match self.bhs() {
+                Some(bhs) => wire_len(&bhs, digests),
+                None => BHS_LEN,
+            };
+            if self.buf.len() - self.start < want || self.end == self.buf.len() {
+                self.make_room(want);
+            }
+            let n = match self.inner.read(&mut self.buf[self.end..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if n == 0 {
+                if self.start == self.end {
+                    return Ok(Incoming::Closed);
+                }
+                return Err(WireError::Truncated);
+            }
+            self.end += n;
+        }
+    }
+
+    /// The BHS at the front of the buffered bytes, if it has arrived.
+    fn bhs(&self) -> Option<[u8; BHS_LEN]> {
+        self.buf[self.start..self.end]
+            .first_chunk::<BHS_LEN>()
+            .copied()
+    }
+
+    /// Moves the buffered bytes to the front, and grows the buffer to hold `pdu` bytes.
+    fn make_room(&mut self, pdu: usize) {
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        if self.buf.len() < pdu {
+            self.buf.resize(pdu, 0);
+        } else if self.buf.len() > READ_SIZE && pdu <= READ_SIZE && self.end <= READ_SIZE {
+            // A large PDU is gone: do not keep its buffer.
+            self.buf.truncate(READ_SIZE);
+            self.buf.shrink_to_fit();
+        }
+    }
+}
+
+/// The PDUs as one buffer, ready for one `write_all`.
+pub fn encode_all(frames: &[Frame], digests: Digests) -> Result<Vec<u8>, PduError> {
+    let mut out = Vec::new();
+    for f in frames {
+        out.extend_from_slice(&f.encode(digests)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iscsi::pdu::{Header, Lun, NopOut, Pdu};
+
+    fn nop(itt: u32, data: Vec<u8>) -> Frame {
+        let h = Header {
+            ahs_words: 0,
+            data_len: 0,
+            pdu: Pdu::NopOut(NopOut {
+                immediate: true,
+                lun: Lun::ZERO,
+                itt,
+                ttt: 0xffff_ffff,
+                cmd_sn: 1,
+                exp_stat_sn: 1,
+            }),
+        };
+        Frame::new(h, data)
+    }
+
+    /// A reader that hands out at most `step` bytes per read.
+    struct Trickle(Vec<u8>, usize, usize);
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.2.min(buf.len()).min(self.0.len() - self.1);
+            buf[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
+            self.1 += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn frames_whatever_the_read_sizes() {
+        let frames: Vec<Frame> = (0..20)
+            .map(|i| nop(i, vec![i as u8; (i as usize * 977) % 5000]))
+            .chain([nop(99, vec![7; 600_000])])
+            .collect();
+        for digests in [
+            Digests::NONE,
+            Digests {
+                header: true,
+                data: true,
+            },
+        ] {
+            let bytes = encode_all(&frames, digests).unwrap();
+            for step in [1, 7, 48, 4096, 1 << 20] {
+                let mut r = PduReader::new(Trickle(bytes.clone(), 0, step));
+                for f in &frames {
+                    match r.read(digests, 1 << 20).unwrap() {
+                        Incoming::Pdu(got) => assert_eq!(&got, f),
+                        other => panic!("{other:?}"),
+                    }
+                }
+                assert!(matches!(
+                    r.read(digests, 1 << 20).unwrap(),
+                    Incoming::Closed
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_data_digest_skips_the_pdu_and_a_cut_one_is_an_error() {
+        let d = Digests {
+            header: true,
+            data: true,
+        };
+        let mut bytes = nop(1, vec![1; 100]).encode(d).unwrap();
+        let n = bytes.len();
+        bytes[n - 1] ^= 1;
+        bytes.extend_from_slice(&nop(2, vec![2; 10]).encode(d).unwrap());
+        let mut r = PduReader::new(Trickle(bytes.clone(), 0, 13));
+        assert!(matches!(
+            r.read(d, 8192).unwrap(),
+            Incoming::Bad(PduError::DataDigest { .. }, _)
+        ));
+        match r.read(d, 8192).unwrap() {
+            Incoming::Pdu(f) => assert_eq!(f.data, vec![2; 10]),
+            other => panic!("{other:?}"),
+        }
+        let mut cut = PduReader::new(Trickle(bytes[..60].to_vec(), 0, 1000));
+        assert!(matches!(cut.read(d, 8192), Err(WireError::Truncated)));
+        let mut long = PduReader::new(Trickle(bytes, 0, 1000));
+        assert!(matches!(long.read(d, 64), Err(WireError::Pdu(_))));
+    }
+}
