@@ -57,9 +57,9 @@ struct ServeArgs {
     /// Listen for NBD clients: unix:PATH or tcp:HOST:PORT. Repeatable.
     #[arg(long = "nbd", value_name = "ENDPOINT")]
     nbd: Vec<Endpoint>,
-    /// Serve every export over iSCSI on HOST[:PORT] (port 3260 when left out), as target
+    /// Serve every export over iSCSI on [tcp:]HOST[:PORT] (port 3260 when left out), as target
     /// BASE:EXPORT with one logical unit, LUN 0. Repeatable.
-    #[arg(long = "iscsi", value_name = "HOST[:PORT]")]
+    #[arg(long = "iscsi", value_name = "[tcp:]HOST[:PORT]")]
     iscsi: Vec<String>,
     /// The iSCSI name targets are named under [default: iqn.2026-12.local.cowd.HOSTNAME].
     #[arg(long, value_name = "IQN")]

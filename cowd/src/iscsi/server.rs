@@ -196,8 +196,9 @@ pub struct IscsiServer {
     live: Mutex<HashMap<u64, TcpStream>>,
 }
 
-/// Binds `HOST[:PORT]`.
+/// Binds `HOST[:PORT]` (also written `tcp:HOST[:PORT]`).
 pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let addr = addr.strip_prefix("tcp:").unwrap_or(addr);
     let with_port = if addr.parse::<SocketAddr>().is_ok() || has_port(addr) {
         addr.to_owned()
     } else if addr.parse::<std::net::Ipv6Addr>().is_ok() {
