@@ -1,5 +1,5 @@
 //! The block commands (SBC-3) against a device: READ, WRITE, VERIFY, WRITE SAME, UNMAP,
-//! SYNCHRONIZE CACHE and PRE-FETCH.
+//! SYNCHRONIZE CACHE, PRE-FETCH and GET LBA STATUS.
 //!
 //! Each command is checked in the same order: CDB limits (INVALID FIELD IN CDB), the range
 //! against the capacity (LOGICAL BLOCK ADDRESS OUT OF RANGE, also for zero blocks beyond the
@@ -20,6 +20,10 @@ use super::sense::Sense;
 
 /// Largest buffer a WRITE SAME or zero fallback fills (1 MiB).
 const FILL_BUFFER: usize = 1 << 20;
+
+/// Bytes of the device one GET LBA STATUS looks at (a caller asks again from where the
+/// answer ends).
+pub const LBA_STATUS_SPAN: u64 = 1 << 30;
 
 /// The block commands of one logical unit.
 #[derive(Debug, Clone, Copy)]
@@ -202,6 +206,62 @@ impl Block<'_> {
             let _ = self.device.cache(b.lba * bs, count * bs);
         }
         Ok(())
+    }
+
+    /// GET LBA STATUS: the provisioning status of the blocks from `lba`, as many descriptors
+    /// as `alloc` bytes hold (at least one), over at most [`LBA_STATUS_SPAN`] bytes of the
+    /// device: mapped (00h) or deallocated (01h, reads zeroes: LBPRZ).
+    pub fn get_lba_status(&self, lba: u64, alloc: u32) -> Result<Vec<u8>, Sense> {
+        if lba >= self.profile.blocks {
+            return Err(Sense::lba_out_of_range());
+        }
+        let bs = u64::from(self.profile.block_size);
+        let len = ((self.profile.blocks - lba) * bs).min(LBA_STATUS_SPAN);
+        let extents = self
+            .device
+            .extents(self.profile.offset(lba), len)
+            .map_err(|e| self.device_error(&e))?;
+        let max = (alloc.saturating_sub(8) / 16).max(1) as usize;
+        // (first block, end block, deallocated), runs of one state merged. A block is
+        // deallocated only when it lies wholly in a hole.
+        let mut runs: Vec<(u64, u64, bool)> = Vec::new();
+        let mut at = 0u64;
+        for e in extents {
+            let (a, b) = (at, at + e.length);
+            at = b;
+            let (mut first, end) = if e.hole {
+                (lba + a.div_ceil(bs), lba + b / bs)
+            } else {
+                (lba + a / bs, lba + b.div_ceil(bs))
+            };
+            if let Some(last) = runs.last() {
+                first = first.max(last.1);
+            }
+            if first >= end {
+                continue;
+            }
+            match runs.last_mut() {
+                Some(last) if last.2 == e.hole && last.1 == first => last.1 = end,
+                _ => runs.push((first, end, e.hole)),
+            }
+            if runs.len() > max {
+                break;
+            }
+        }
+        let runs: Vec<(u64, u64, bool)> = runs
+            .into_iter()
+            .map(|(first, end, hole)| (first, end - first, hole))
+            .collect();
+        let runs = &runs[..runs.len().min(max)];
+        let mut out = Vec::with_capacity(8 + 16 * runs.len());
+        out.extend_from_slice(&(4 + 16 * runs.len() as u32).to_be_bytes());
+        out.extend_from_slice(&[0; 4]);
+        for &(first, count, hole) in runs {
+            out.extend_from_slice(&first.to_be_bytes());
+            out.extend_from_slice(&(count.min(u64::from(u32::MAX)) as u32).to_be_bytes());
+            out.extend_from_slice(&[u8::from(hole), 0, 0, 0]);
+        }
+        Ok(out)
     }
 
     /// Range of a command where zero blocks mean "to the last block"; returns the count.

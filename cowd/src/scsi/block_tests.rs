@@ -444,3 +444,52 @@ fn read_only_disks_refuse_every_write() {
         LBA_OUT_OF_RANGE
     );
 }
+
+fn get_lba_status(lba: u64, alloc: u32) -> [u8; 16] {
+    let mut c = [0u8; 16];
+    c[0] = 0x9E;
+    c[1] = 0x12;
+    c[2..10].copy_from_slice(&lba.to_be_bytes());
+    c[10..14].copy_from_slice(&alloc.to_be_bytes());
+    c
+}
+
+/// (first block, blocks, provisioning status) of each descriptor.
+fn lba_status(d: &Disk, lba: u64, alloc: u32) -> Vec<(u64, u32, u8)> {
+    let data = good(d, &get_lba_status(lba, alloc), alloc);
+    let len = u32::from_be_bytes(data[..4].try_into().unwrap()) as usize;
+    assert_eq!((len - 4) % 16, 0);
+    data[8..4 + len.min(data.len() - 4)]
+        .chunks_exact(16)
+        .map(|c| {
+            let lba = u64::from_be_bytes(c[..8].try_into().unwrap());
+            let n = u32::from_be_bytes(c[8..12].try_into().unwrap());
+            (lba, n, c[12])
+        })
+        .collect()
+}
+
+#[test]
+fn get_lba_status_reports_mapped_and_deallocated_runs() {
+    let d = memory_disk();
+    let blocks = BLOCKS;
+    // Nothing written: one deallocated run to the end.
+    assert_eq!(lba_status(&d, 0, 4096), vec![(0, blocks as u32, 1)]);
+    // One block written maps the memory device's page around it (64 KiB = 128 blocks).
+    assert_eq!(write(&d, &write10(300, 1), &[1; 512]).status, Status::Good);
+    assert_eq!(
+        lba_status(&d, 0, 4096),
+        vec![(0, 256, 1), (256, 128, 0), (384, blocks as u32 - 384, 1)]
+    );
+    assert_eq!(
+        lba_status(&d, 300, 4096)[0],
+        (300, 84, 0),
+        "from inside a run"
+    );
+    // Room for one descriptor: the first only.
+    assert_eq!(lba_status(&d, 0, 24), vec![(0, 256, 1)]);
+    assert_eq!(
+        sense_of(&run(&d, &get_lba_status(blocks, 64), 64)),
+        LBA_OUT_OF_RANGE
+    );
+}

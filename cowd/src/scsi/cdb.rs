@@ -101,6 +101,11 @@ pub enum Command {
     ReadCapacity16 {
         alloc: u32,
     },
+    /// GET LBA STATUS (9Eh/12h): provisioning status from `lba`.
+    GetLbaStatus {
+        lba: u64,
+        alloc: u32,
+    },
     Read(ReadWrite),
     Write(ReadWrite),
     Verify {
@@ -171,6 +176,7 @@ impl Command {
             | Command::StartStopUnit { .. }
             | Command::ReadCapacity10
             | Command::ReadCapacity16 { .. }
+            | Command::GetLbaStatus { .. }
             | Command::Read(_)
             | Command::SynchronizeCache { .. }
             | Command::PreFetch { .. }
@@ -301,6 +307,10 @@ fn parse(c: &[u8]) -> Result<Command, Sense> {
             check_pmi(be32(c, 2) != 0, bit(c[8], 0x01))?;
             Command::ReadCapacity10
         }
+        0x9E if c[1] & SERVICE_ACTION_MASK == 0x12 => Command::GetLbaStatus {
+            lba: be64(c, 2),
+            alloc: be32(c, 10),
+        },
         0x9E => {
             check_pmi(be64(c, 2) != 0, bit(c[14], 0x01))?;
             Command::ReadCapacity16 { alloc: be32(c, 10) }

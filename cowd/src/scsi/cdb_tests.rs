@@ -72,10 +72,10 @@ fn protection_information_is_refused_at_its_field() {
 fn refusals_and_their_pointers() {
     // Unknown operation code.
     assert_eq!(decode(&[0xC0, 0, 0, 0, 0, 0]), Err(Sense::invalid_opcode()));
-    // Unknown service action of SERVICE ACTION IN (16): GET LBA STATUS.
+    // Unknown service action of SERVICE ACTION IN (16).
     let mut c = [0u8; 16];
     c[0] = 0x9E;
-    c[1] = 0x12;
+    c[1] = 0x1F;
     assert_eq!(
         pointer(&decode(&c).unwrap_err()),
         (0x24, 0, Some((1, Some(4))))

@@ -260,6 +260,9 @@ impl Disk {
             }
             Command::ReadCapacity10 => Ok(Done::DataIn(self.profile.read_capacity10())),
             Command::ReadCapacity16 { alloc } => data(Ok(self.profile.read_capacity16()), alloc),
+            Command::GetLbaStatus { lba, alloc } => {
+                data(self.block().get_lba_status(lba, alloc), alloc)
+            }
             Command::Read(rw) => self.block().read(opcode, &rw).map(Done::DataIn),
             Command::Write(rw) => nothing(self.block().write(opcode, &rw, data_out)),
             Command::Verify { blocks, check } => {

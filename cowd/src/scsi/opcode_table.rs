@@ -317,6 +317,16 @@ pub static COMMANDS: &[CommandInfo] = &[
         Always,
     ),
     row(
+        "GET LBA STATUS",
+        0x9E,
+        Some(0x12),
+        &[
+            0x9E, 0x12, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0,
+        ],
+        QUICK,
+        WithUnmap,
+    ),
+    row(
         "REPORT LUNS",
         0xA0,
         None,

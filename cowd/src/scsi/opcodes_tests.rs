@@ -116,7 +116,7 @@ fn one_command_formats() {
     assert_eq!(
         one(Reporting::ServiceAction {
             opcode: 0x9E,
-            service_action: 0x12
+            service_action: 0x1F
         })
         .unwrap(),
         [0, 1, 0, 0]
