@@ -114,7 +114,11 @@ pub struct DaemonBuilder {
     exports: Vec<(String, PathBuf)>,
     args: Vec<String>,
     tcp: bool,
+    iscsi: bool,
 }
+
+/// The base name of the iSCSI targets of test daemons ([`DaemonBuilder::iscsi`]).
+pub const ISCSI_BASE: &str = "iqn.2026-12.test.cowd";
 
 impl DaemonBuilder {
     /// Adds an export backed by a new sparse file of `size` bytes.
@@ -143,6 +147,12 @@ impl DaemonBuilder {
         self
     }
 
+    /// Also serves the exports over iSCSI on a loopback port, as targets `ISCSI_BASE:EXPORT`.
+    pub fn iscsi(mut self) -> Self {
+        self.iscsi = true;
+        self
+    }
+
     /// Starts `cowd serve` and waits until it accepts NBD clients.
     pub fn start(self) -> Daemon {
         let sock = self.dir.path().join("nbd.sock");
@@ -157,6 +167,11 @@ impl DaemonBuilder {
         let tcp_port = self.tcp.then(free_port);
         if let Some(port) = tcp_port {
             cmd.arg("--nbd").arg(format!("tcp:127.0.0.1:{port}"));
+        }
+        let iscsi_port = self.iscsi.then(free_port);
+        if let Some(port) = iscsi_port {
+            cmd.arg("--iscsi").arg(format!("tcp:127.0.0.1:{port}"));
+            cmd.arg("--iscsi-base-name").arg(ISCSI_BASE);
         }
         for (n, p) in &self.exports {
             cmd.arg("--export").arg(format!("{n}={}", p.display()));
@@ -178,13 +193,15 @@ impl DaemonBuilder {
             log,
             exports: self.exports,
             tcp_port,
+            iscsi_port,
         };
         d.wait_ready();
         d
     }
 }
 
-fn free_port() -> u16 {
+/// A loopback TCP port nobody listens on now.
+pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
@@ -199,6 +216,7 @@ pub struct Daemon {
     log: PathBuf,
     exports: Vec<(String, PathBuf)>,
     tcp_port: Option<u16>,
+    iscsi_port: Option<u16>,
 }
 
 impl Daemon {
@@ -209,6 +227,7 @@ impl Daemon {
             exports: Vec::new(),
             args: Vec::new(),
             tcp: false,
+            iscsi: false,
         }
     }
 
@@ -250,6 +269,17 @@ impl Daemon {
             "nbd://127.0.0.1:{}/{export}",
             self.tcp_port.expect("daemon started with .tcp()")
         )
+    }
+
+    /// `iscsi://127.0.0.1:PORT/ISCSI_BASE:EXPORT/0` (needs [`DaemonBuilder::iscsi`]).
+    pub fn iscsi_url(&self, export: &str) -> String {
+        format!("{}/{ISCSI_BASE}:{export}/0", self.iscsi_portal())
+    }
+
+    /// `iscsi://127.0.0.1:PORT` (needs [`DaemonBuilder::iscsi`]).
+    pub fn iscsi_portal(&self) -> String {
+        let port = self.iscsi_port.expect("daemon started with .iscsi()");
+        format!("iscsi://127.0.0.1:{port}")
     }
 
     /// The backing file of an export.
