@@ -15,6 +15,13 @@
 //! name = "disk"
 //! path = "/dev/vdb"
 //!
+//! [iscsi_auth]                         # CHAP; secrets only here, never as flags
+//! user = "iqn.1993-08.org.debian:01:host1"
+//! secret = "at least 12 bytes"
+//! target_user = "cowd"                  # mutual CHAP (optional)
+//! target_secret = "another secret"
+//! discovery = true                      # discovery sessions authenticate too
+//!
 //! [backup]
 //! container_size = "4G"
 //! block_size = "64K"
@@ -30,6 +37,8 @@ use serde::Deserialize;
 
 use crate::backup::manager::Defaults;
 use crate::daemon::{Config, ExportSpec};
+use crate::iscsi::chap::{ChapCredentials, ChapIdentity};
+use crate::iscsi::config::{AuthPolicy, TargetConfig};
 use crate::iscsi::connection::ConnectionConfig;
 use crate::iscsi::server::{IscsiConfig, check_base_name, default_base_name};
 use crate::nbd::server::ServerConfig;
@@ -68,6 +77,61 @@ pub struct BackupSettings {
     pub neighbours: Option<u32>,
 }
 
+/// CHAP for the iSCSI target (the `[iscsi_auth]` table).
+#[derive(Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IscsiAuthSettings {
+    /// The CHAP name initiators log in with.
+    pub user: String,
+    pub secret: String,
+    /// Mutual CHAP: the name and secret the target answers with.
+    pub target_user: Option<String>,
+    pub target_secret: Option<String>,
+    /// Discovery sessions authenticate too (default: yes).
+    pub discovery: Option<bool>,
+}
+
+impl std::fmt::Debug for IscsiAuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IscsiAuthSettings")
+            .field("user", &self.user)
+            .field("target_user", &self.target_user)
+            .field("discovery", &self.discovery)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IscsiAuthSettings {
+    /// The policies of normal and discovery sessions.
+    fn policies(&self) -> Result<(AuthPolicy, AuthPolicy), String> {
+        let target = match (&self.target_user, &self.target_secret) {
+            (Some(name), Some(secret)) => Some(ChapIdentity {
+                name: name.clone(),
+                secret: secret.as_bytes().to_vec(),
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "iscsi_auth: target_user and target_secret go together (mutual CHAP)".into(),
+                );
+            }
+        };
+        let chap = AuthPolicy::Chap(ChapCredentials {
+            initiator: ChapIdentity {
+                name: self.user.clone(),
+                secret: self.secret.as_bytes().to_vec(),
+            },
+            target,
+        });
+        let discovery = if self.discovery.unwrap_or(true) {
+            chap.clone()
+        } else {
+            AuthPolicy::None
+        };
+        Ok((chap, discovery))
+    }
+}
+
 /// All settings; `None` means "not given here".
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -80,6 +144,7 @@ pub struct Settings {
     #[serde(default)]
     pub iscsi: Vec<String>,
     pub iscsi_base_name: Option<String>,
+    pub iscsi_auth: Option<IscsiAuthSettings>,
     pub control: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub direct: Option<bool>,
@@ -130,6 +195,7 @@ impl Settings {
                 self.iscsi
             },
             iscsi_base_name: pick!(self, base, iscsi_base_name),
+            iscsi_auth: pick!(self, base, iscsi_auth),
             control: pick!(self, base, control),
             state_dir: pick!(self, base, state_dir),
             direct: pick!(self, base, direct),
@@ -204,9 +270,21 @@ impl Settings {
                 .clone()
                 .unwrap_or_else(default_base_name);
             check_base_name(&base_name).map_err(|e| format!("iscsi_base_name {e}"))?;
+            let (auth, discovery_auth) = match &self.iscsi_auth {
+                Some(a) => a.policies()?,
+                None => (AuthPolicy::None, AuthPolicy::None),
+            };
+            let check = TargetConfig {
+                auth: auth.clone(),
+                discovery_auth: discovery_auth.clone(),
+                ..TargetConfig::default()
+            };
+            check.validate().map_err(|e| format!("iscsi_auth: {e}"))?;
             Some(IscsiConfig {
                 listen: self.iscsi.clone(),
                 base_name,
+                auth,
+                discovery_auth,
                 connection: ConnectionConfig {
                     login_timeout: handshake_timeout,
                     io_threads: limits.io_threads,

@@ -127,6 +127,7 @@ impl ServeArgs {
             nbd: self.nbd.iter().map(|e| e.to_string()).collect(),
             iscsi: self.iscsi,
             iscsi_base_name: self.iscsi_base_name,
+            iscsi_auth: None,
             control: self.control,
             state_dir: self.state_dir,
             direct: self.direct.then_some(true),

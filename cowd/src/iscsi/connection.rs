@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use tracing::{debug, info};
 
-use super::config::TargetConfig;
+use super::chap::Challenge;
+use super::config::{AuthPolicy, TargetConfig};
 use super::digest::Digests;
 use super::frame::Frame;
 use super::full_feature::{self, Session};
@@ -135,7 +136,15 @@ fn login(
     cfg: ConnectionConfig,
     tsih: u16,
 ) -> Result<Option<LoggedIn>, ConnectionError> {
-    let mut login = Login::new(Negotiation::new(targets.config()), tsih);
+    let mut negotiation = Negotiation::new(targets.config());
+    let config = negotiation.config();
+    if [&config.auth, &config.discovery_auth]
+        .iter()
+        .any(|a| matches!(a, AuthPolicy::Chap(_)))
+    {
+        negotiation = negotiation.with_chap_challenge(challenge()?);
+    }
+    let mut login = Login::new(negotiation, tsih);
     let mut window: Option<Window> = None;
     let mut stat_sn = 0u32;
     loop {
@@ -187,6 +196,29 @@ fn login(
             }
         }
     }
+}
+
+/// A CHAP challenge from the kernel's random source: an identifier and 16 bytes (RFC 7143
+/// §12.1.3: challenges must be unpredictable).
+fn challenge() -> Result<Challenge, ConnectionError> {
+    let mut b = [0u8; 17];
+    let mut got = 0;
+    while got < b.len() {
+        // SAFETY: getrandom(2) writes at most the given length into the buffer.
+        let n = unsafe { libc::getrandom(b[got..].as_mut_ptr().cast(), b.len() - got, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e.into());
+            }
+            continue;
+        }
+        got += n as usize;
+    }
+    Ok(Challenge {
+        id: b[0],
+        bytes: b[1..].to_vec(),
+    })
 }
 
 fn send(out: &mut TcpStream, frame: Frame) -> Result<(), ConnectionError> {

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tracing::{debug, info, info_span, warn};
 
-use super::config::{MAX_NAME_LEN, TargetConfig, TargetEntry};
+use super::config::{AuthPolicy, MAX_NAME_LEN, TargetConfig, TargetEntry};
 use super::connection::{self, ConnectionConfig, TargetTable};
 use crate::export::{Export, Exports};
 use crate::scsi::{Disk, LunIdentity};
@@ -36,6 +36,9 @@ pub struct IscsiConfig {
     pub listen: Vec<String>,
     /// Targets are named `BASE:EXPORT`.
     pub base_name: String,
+    /// Authentication of normal and of discovery sessions.
+    pub auth: AuthPolicy,
+    pub discovery_auth: AuthPolicy,
     pub connection: ConnectionConfig,
     /// Open connections beyond which new ones are refused.
     pub max_connections: usize,
@@ -96,6 +99,8 @@ pub fn check_base_name(base: &str) -> Result<(), String> {
 pub struct ExportTargets {
     exports: Arc<Exports>,
     base: String,
+    auth: AuthPolicy,
+    discovery_auth: AuthPolicy,
     /// Addresses SendTargets reports (`host:port`).
     portals: Mutex<Vec<String>>,
     /// One logical unit per export, kept while the export is the same (MODE SELECT state
@@ -111,10 +116,12 @@ struct Served {
 }
 
 impl ExportTargets {
-    pub fn new(exports: Arc<Exports>, base: &str) -> ExportTargets {
+    pub fn new(exports: Arc<Exports>, config: &IscsiConfig) -> ExportTargets {
         ExportTargets {
             exports,
-            base: base.to_owned(),
+            base: config.base_name.clone(),
+            auth: config.auth.clone(),
+            discovery_auth: config.discovery_auth.clone(),
             portals: Mutex::new(Vec::new()),
             disks: Mutex::new(HashMap::new()),
         }
@@ -156,6 +163,8 @@ impl TargetTable for ExportTargets {
             .collect();
         TargetConfig {
             targets,
+            auth: self.auth.clone(),
+            discovery_auth: self.discovery_auth.clone(),
             ..TargetConfig::default()
         }
     }
@@ -224,7 +233,7 @@ fn has_port(addr: &str) -> bool {
 impl IscsiServer {
     pub fn new(exports: Arc<Exports>, config: IscsiConfig) -> Arc<IscsiServer> {
         Arc::new(IscsiServer {
-            targets: Arc::new(ExportTargets::new(exports, &config.base_name)),
+            targets: Arc::new(ExportTargets::new(exports, &config)),
             config,
             open: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),

@@ -149,3 +149,91 @@ fn a_live_backup_while_an_iscsi_initiator_writes_is_exact() {
     }
     assert_same_file(&image, &model);
 }
+
+/// `iscsi-inq URL`: (succeeded, what it printed).
+fn inquiry(url: &str) -> (bool, String) {
+    let o = Command::new("iscsi-inq").arg(url).output().unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success() && out.contains("Vendor:COWD"), out)
+}
+
+#[test]
+fn chap_from_the_settings_file_with_mutual_authentication() {
+    require("iscsi-inq");
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("cowd.toml");
+    std::fs::write(
+        &conf,
+        "[iscsi_auth]\nuser = \"alice\"\nsecret = \"alice-secret-123\"\n\
+         target_user = \"cowd\"\ntarget_secret = \"cowd-secret-456\"\n",
+    )
+    .unwrap();
+    let d = start(
+        Daemon::builder()
+            .export("disk", 16 * MIB)
+            .iscsi()
+            .args(&["--config", conf.to_str().unwrap()]),
+    );
+    let url = d.iscsi_url("disk");
+    let with = |user: &str, query: &str| {
+        let (scheme, rest) = url.split_once("://").unwrap();
+        format!("{scheme}://{user}@{rest}{query}")
+    };
+    let (ok, out) = inquiry(&url);
+    assert!(!ok && out.contains("Authentication failure"), "{out}");
+    let (ok, out) = inquiry(&with("alice%wrong-secret-99", ""));
+    assert!(!ok && out.contains("Authentication failure"), "{out}");
+    let (ok, out) = inquiry(&with("alice%alice-secret-123", ""));
+    assert!(ok, "{out}");
+    // Mutual: the target proves it knows its secret; a wrong one is refused by the initiator.
+    let mutual = "?target_user=cowd&target_password=cowd-secret-456";
+    let (ok, out) = inquiry(&with("alice%alice-secret-123", mutual));
+    assert!(ok, "{out}");
+    let wrong = "?target_user=cowd&target_password=not-the-secret";
+    let (ok, out) = inquiry(&with("alice%alice-secret-123", wrong));
+    assert!(!ok && out.contains("CHAP_R"), "{out}");
+    // Discovery authenticates too.
+    let o = Command::new("iscsi-ls")
+        .arg("-s")
+        .arg(d.iscsi_portal())
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "discovery without CHAP succeeded");
+}
+
+#[test]
+fn bad_chap_settings_stop_the_daemon_with_a_clear_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (conf, want) in [
+        (
+            "user = \"a\"\nsecret = \"short\"\n",
+            "shorter than 12 bytes",
+        ),
+        (
+            "user = \"a\"\nsecret = \"long-enough-123\"\ntarget_user = \"t\"\n",
+            "target_user and target_secret go together",
+        ),
+        (
+            "user = \"a\"\nsecret = \"long-enough-123\"\ntarget_user = \"t\"\n\
+             target_secret = \"long-enough-123\"\n",
+            "are the same",
+        ),
+    ] {
+        let path = tmp.path().join("cowd.toml");
+        std::fs::write(&path, format!("[iscsi_auth]\n{conf}")).unwrap();
+        let o = Command::new(cowd_tests::bin("cowd"))
+            .args(["serve", "--export"])
+            .arg(format!("disk={}", path.display()))
+            .args(["--iscsi", "127.0.0.1:1", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains(want), "{conf}: {err}");
+    }
+}
