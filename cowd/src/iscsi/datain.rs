@@ -12,10 +12,13 @@
 
 use crate::scsi::{self, Response, Status};
 
-use super::frame::Frame;
+use std::ops::Range;
+
+use super::digest::Digests;
+use super::frame::{Frame, encode_pdu};
 use super::login::Sequence;
 use super::pdu::{
-    DataIn, DataInStatus, Header, Lun, Pdu, RESERVED_TAG, RESPONSE_COMPLETED, Residual,
+    DataIn, DataInStatus, Header, Lun, Pdu, PduError, RESERVED_TAG, RESPONSE_COMPLETED, Residual,
     ScsiResponse,
 };
 
@@ -39,41 +42,74 @@ pub fn residual(r: scsi::Residual) -> Residual {
 /// The answer to the command `itt`: its Data-In PDUs, then a SCSI Response unless the status
 /// went out with the data. `seq` is the StatSN the status takes and the window to advertise.
 pub fn answer(resp: &Response, itt: u32, limits: Limits, seq: Sequence) -> Vec<Frame> {
+    let (data_in, status) = plan(resp, itt, limits, seq);
+    let mut frames: Vec<Frame> = data_in
+        .into_iter()
+        .map(|(h, r)| Frame::new(h, resp.data_in[r].to_vec()))
+        .collect();
+    frames.extend(status);
+    frames
+}
+
+/// [`answer`] on the wire, appended to `out` without copying the data-in twice.
+pub fn encode_answer(
+    resp: &Response,
+    itt: u32,
+    limits: Limits,
+    seq: Sequence,
+    digests: Digests,
+    out: &mut Vec<u8>,
+) -> Result<(), PduError> {
+    let (data_in, status) = plan(resp, itt, limits, seq);
+    for (h, r) in data_in {
+        encode_pdu(&h, &[], &resp.data_in[r], digests, out)?;
+    }
+    if let Some(f) = status {
+        f.encode_into(digests, out)?;
+    }
+    Ok(())
+}
+
+/// The Data-In headers with the part of the data-in each carries, and the SCSI Response.
+fn plan(
+    resp: &Response,
+    itt: u32,
+    limits: Limits,
+    seq: Sequence,
+) -> (Vec<(Header, Range<usize>)>, Option<Frame>) {
     let pieces = pieces(resp.data_in.len(), limits);
     let collapse = resp.status == Status::Good && resp.sense.is_none() && !pieces.is_empty();
-    let mut frames = Vec::with_capacity(pieces.len() + 1);
     let last = pieces.len().saturating_sub(1);
-    for (i, &(offset, len, final_)) in pieces.iter().enumerate() {
-        let status = (collapse && i == last).then_some(DataInStatus {
-            status: resp.status as u8,
-            stat_sn: seq.stat_sn,
-            residual: residual(resp.residual),
-        });
-        let header = Header {
-            ahs_words: 0,
-            data_len: 0,
-            pdu: Pdu::DataIn(DataIn {
-                final_: final_ || status.is_some(),
-                ack: false,
-                status,
-                lun: Lun::ZERO,
-                itt,
-                ttt: RESERVED_TAG,
-                exp_cmd_sn: seq.exp_cmd_sn,
-                max_cmd_sn: seq.max_cmd_sn,
-                data_sn: i as u32,
-                buffer_offset: offset as u32,
-            }),
-        };
-        frames.push(Frame::new(
-            header,
-            resp.data_in[offset..offset + len].to_vec(),
-        ));
-    }
-    if !collapse {
-        frames.push(response(resp, itt, pieces.len() as u32, seq));
-    }
-    frames
+    let data_in = pieces
+        .iter()
+        .enumerate()
+        .map(|(i, &(offset, len, final_))| {
+            let status = (collapse && i == last).then_some(DataInStatus {
+                status: resp.status as u8,
+                stat_sn: seq.stat_sn,
+                residual: residual(resp.residual),
+            });
+            let header = Header {
+                ahs_words: 0,
+                data_len: len as u32,
+                pdu: Pdu::DataIn(DataIn {
+                    final_: final_ || status.is_some(),
+                    ack: false,
+                    status,
+                    lun: Lun::ZERO,
+                    itt,
+                    ttt: RESERVED_TAG,
+                    exp_cmd_sn: seq.exp_cmd_sn,
+                    max_cmd_sn: seq.max_cmd_sn,
+                    data_sn: i as u32,
+                    buffer_offset: offset as u32,
+                }),
+            };
+            (header, offset..offset + len)
+        })
+        .collect();
+    let status = (!collapse).then(|| response(resp, itt, pieces.len() as u32, seq));
+    (data_in, status)
 }
 
 /// The SCSI Response PDU: status, residual and sense data (SenseLength, then the sense).

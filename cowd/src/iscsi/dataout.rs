@@ -150,7 +150,7 @@ impl Collect {
             limits,
             expected,
             wanted,
-            buf: Vec::with_capacity(wanted as usize),
+            buf: crate::scsi::buffers::empty(wanted as usize),
             received: 0,
             unsolicited: (!cmd.final_).then_some(Unsolicited {
                 data_sn: 0,

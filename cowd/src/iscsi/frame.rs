@@ -176,36 +176,56 @@ impl Frame {
     /// The PDU as sent on the wire, with TotalAHSLength and DataSegmentLength computed from
     /// the segments (whatever the header says). Errors if the segments do not fit the fields.
     pub fn encode(&self, digests: Digests) -> Result<Vec<u8>, PduError> {
+        let mut out = Vec::new();
+        self.encode_into(digests, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`encode`](Self::encode), appended to `out`.
+    pub fn encode_into(&self, digests: Digests, out: &mut Vec<u8>) -> Result<(), PduError> {
         let mut ahs = Vec::new();
         for a in &self.ahs {
             a.encode_into(&mut ahs);
         }
-        if ahs.len() > usize::from(u8::MAX) * 4 {
-            return Err(PduError::Ahs("segments longer than 1020 bytes"));
-        }
-        if self.data.len() > MAX_DATA_SEGMENT_LEN as usize {
-            return Err(PduError::DataSegmentTooLong {
-                len: self.data.len().min(u32::MAX as usize) as u32,
-                max: MAX_DATA_SEGMENT_LEN,
-            });
-        }
-        let mut header = self.header;
-        header.ahs_words = (ahs.len() / 4) as u8;
-        header.data_len = self.data.len() as u32;
-        let mut out = Vec::with_capacity(pdu_len(header.ahs_words, header.data_len, digests));
-        out.extend_from_slice(&header.encode());
-        out.extend_from_slice(&ahs);
-        if digests.header {
-            let hd = digest::header_digest(&out[..BHS_LEN], &ahs);
-            out.extend_from_slice(&hd);
-        }
-        out.extend_from_slice(&self.data);
-        out.resize(out.len() + padded_len(self.data.len()) - self.data.len(), 0);
-        if digests.data && !self.data.is_empty() {
-            out.extend_from_slice(&digest::data_digest(&self.data));
-        }
-        Ok(out)
+        encode_pdu(&self.header, &ahs, &self.data, digests, out)
     }
+}
+
+/// Appends the PDU of `header`, the encoded additional header segments `ahs` and the data
+/// segment `data` to `out`, the lengths taken from the segments; digests as negotiated.
+pub fn encode_pdu(
+    header: &Header,
+    ahs: &[u8],
+    data: &[u8],
+    digests: Digests,
+    out: &mut Vec<u8>,
+) -> Result<(), PduError> {
+    if ahs.len() > usize::from(u8::MAX) * 4 {
+        return Err(PduError::Ahs("segments longer than 1020 bytes"));
+    }
+    if data.len() > MAX_DATA_SEGMENT_LEN as usize {
+        return Err(PduError::DataSegmentTooLong {
+            len: data.len().min(u32::MAX as usize) as u32,
+            max: MAX_DATA_SEGMENT_LEN,
+        });
+    }
+    let mut header = *header;
+    header.ahs_words = (ahs.len() / 4) as u8;
+    header.data_len = data.len() as u32;
+    out.reserve(pdu_len(header.ahs_words, header.data_len, digests));
+    let start = out.len();
+    out.extend_from_slice(&header.encode());
+    out.extend_from_slice(ahs);
+    if digests.header {
+        let hd = digest::header_digest(&out[start..start + BHS_LEN], ahs);
+        out.extend_from_slice(&hd);
+    }
+    out.extend_from_slice(data);
+    out.resize(out.len() + padded_len(data.len()) - data.len(), 0);
+    if digests.data && !data.is_empty() {
+        out.extend_from_slice(&digest::data_digest(data));
+    }
+    Ok(())
 }
 
 fn received_digest(b: &[u8]) -> u32 {

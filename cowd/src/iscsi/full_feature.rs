@@ -31,9 +31,9 @@ use super::negotiate::{Negotiation, SessionParams};
 use super::pdu::*;
 use super::text::{Accumulator, Outgoing, encode};
 use super::window::{Admit, Window};
-use super::wire::{Incoming, PduReader, encode_all};
+use super::wire::{Incoming, PduReader};
 use super::workers::Workers;
-use crate::scsi::{self, Disk, LunList, Response, SenseFormat, luns};
+use crate::scsi::{self, Disk, LunList, Response, SenseFormat, buffers, luns};
 
 /// A logged-in connection, ready for the full feature phase.
 #[derive(Debug)]
@@ -53,7 +53,12 @@ struct Out {
     stream: TcpStream,
     stat_sn: u32,
     broken: bool,
+    /// The bytes of the PDUs being sent, kept for the next (no allocation per answer).
+    buf: Vec<u8>,
 }
+
+/// The sending buffer is kept up to this size between sends.
+const KEEP_SEND_BUFFER: usize = 4 << 20;
 
 /// What the reader and the workers share.
 struct Shared {
@@ -84,6 +89,29 @@ enum Kind {
 impl Shared {
     /// Builds PDUs with the sequence numbers of the moment and sends them.
     fn send(&self, kind: Kind, build: impl FnOnce(Sequence) -> Vec<Frame>) {
+        let digests = self.digests;
+        self.send_encoded(kind, |seq, buf| {
+            build(seq)
+                .iter()
+                .try_for_each(|f| f.encode_into(digests, buf))
+        });
+    }
+
+    /// The answer to command `itt`: its Data-In PDUs and status.
+    fn send_answer(&self, kind: Kind, resp: &Response, itt: u32) {
+        let (digests, limits) = (self.digests, self.data_in);
+        self.send_encoded(kind, |seq, buf| {
+            datain::encode_answer(resp, itt, limits, seq, digests, buf)
+        });
+    }
+
+    /// Encodes PDUs with the sequence numbers of the moment into the send buffer and writes
+    /// them with one call.
+    fn send_encoded(
+        &self,
+        kind: Kind,
+        encode: impl FnOnce(Sequence, &mut Vec<u8>) -> Result<(), PduError>,
+    ) {
         let mut out = lock(&self.out);
         let seq = {
             let mut w = lock(&self.window);
@@ -102,10 +130,14 @@ impl Shared {
         if out.broken {
             return;
         }
-        let frames = build(seq);
-        let written = encode_all(&frames, self.digests)
+        let out = &mut *out;
+        out.buf.clear();
+        let written = encode(seq, &mut out.buf)
             .map_err(std::io::Error::other)
-            .and_then(|b| out.stream.write_all(&b));
+            .and_then(|()| out.stream.write_all(&out.buf));
+        if out.buf.capacity() > KEEP_SEND_BUFFER {
+            out.buf = Vec::new();
+        }
         if let Err(e) = written {
             debug!(error = %e, "iSCSI connection: cannot send; closing");
             out.broken = true;
@@ -178,6 +210,7 @@ pub fn run(
             stream: stream.try_clone()?,
             stat_sn: s.stat_sn,
             broken: false,
+            buf: Vec::new(),
         }),
         window: Mutex::new(s.window),
         running: Mutex::new(HashSet::new()),
@@ -282,9 +315,7 @@ impl Phase {
         let cdb = f.cdb().unwrap_or_default();
         if cmd.lun.to_single_level() != Some(0) {
             let resp = luns::absent(&cdb, cmd.expected_len, &LunList::default());
-            let limits = self.shared.data_in;
-            self.shared
-                .send(kind, |seq| datain::answer(&resp, cmd.itt, limits, seq));
+            self.shared.send_answer(kind, &resp, cmd.itt);
             return Ok(Flow::Continue);
         }
         if !cmd.write && f.data.is_empty() {
@@ -347,9 +378,7 @@ impl Phase {
     fn fail_transfer(&self, cmd: &ScsiCommand, kind: Kind, e: &dataout::DataOutError) {
         debug!(itt = cmd.itt, error = %e, "iSCSI: data-out refused; the command fails");
         let resp = Response::check_condition(&e.sense(), SenseFormat::Fixed, scsi::Residual::None);
-        let limits = self.shared.data_in;
-        self.shared
-            .send(kind, |seq| datain::answer(&resp, cmd.itt, limits, seq));
+        self.shared.send_answer(kind, &resp, cmd.itt);
     }
 
     fn send_r2ts(&self, cmd: &ScsiCommand, r2ts: &[dataout::R2tRequest]) {
@@ -392,9 +421,10 @@ impl Phase {
             if let Some(sense) = &resp.sense {
                 debug!(target: "cowd::data", itt = cmd.itt, opcode = cdb.first().copied().unwrap_or(0), sense = ?&sense[..sense.len().min(18)], "SCSI command failed");
             }
-            let limits = shared.data_in;
-            shared.send(kind, |seq| datain::answer(&resp, cmd.itt, limits, seq));
+            buffers::recycle(data);
+            shared.send_answer(kind, &resp, cmd.itt);
             shared.finished(cmd.itt);
+            buffers::recycle(resp.data_in);
         });
     }
 

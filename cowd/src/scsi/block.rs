@@ -14,6 +14,7 @@
 
 use crate::device::{BlockDevice, DeviceError, ZeroFlags, is_zero};
 
+use super::buffers;
 use super::cdb::{Blocks, ByteCheck, ReadWrite, length_field};
 use super::profile::{MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS, Profile, Unmapping};
 use super::sense::Sense;
@@ -322,7 +323,7 @@ impl Block<'_> {
     }
 
     fn read_blocks(&self, lba: u64, count: u32) -> Result<Vec<u8>, Sense> {
-        let mut buf = vec![0u8; count as usize * self.profile.block_size as usize];
+        let mut buf = buffers::zeroed(count as usize * self.profile.block_size as usize);
         let mut offset = self.profile.offset(lba);
         for chunk in buf.chunks_mut(self.profile.device_chunk) {
             self.device

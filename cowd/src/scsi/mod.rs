@@ -16,6 +16,7 @@
 //! ```
 
 pub mod block;
+pub mod buffers;
 pub mod cdb;
 pub mod copy;
 pub mod disk;
