@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -24,7 +24,8 @@ use tracing::{debug, info, info_span, warn};
 use super::config::{AuthPolicy, MAX_NAME_LEN, TargetConfig, TargetEntry};
 use super::connection::{self, ConnectionConfig, TargetTable};
 use crate::export::{Export, Exports};
-use crate::scsi::{Disk, LunIdentity};
+use crate::scsi::{Disk, LunIdentity, inquiry};
+use crate::xcopy::{CopyManager, LocalUnit, LocalUnits};
 
 /// The iSCSI port number (RFC 7143 §13.2).
 pub const DEFAULT_PORT: u16 = 3260;
@@ -103,27 +104,97 @@ pub struct ExportTargets {
     discovery_auth: AuthPolicy,
     /// Addresses SendTargets reports (`host:port`).
     portals: Mutex<Vec<String>>,
-    /// One logical unit per export, kept while the export is the same (MODE SELECT state
-    /// lasts across sessions).
-    disks: Mutex<HashMap<String, Served>>,
+    units: Arc<Units>,
 }
 
-/// The logical unit made for an export.
+/// The logical units of the exports, and how their copy managers find one another's.
+#[derive(Debug)]
+struct Units {
+    exports: Arc<Exports>,
+    /// One logical unit per export, kept while the export is the same (MODE SELECT state and
+    /// held copy results last across sessions). Locked to look up or add an entry only, never
+    /// while a command runs (a copy manager resolving a target comes here too).
+    disks: Mutex<HashMap<String, Served>>,
+    /// Shared by every unit's copy manager; it holds `Units` weakly, since each `Disk` holds
+    /// its manager.
+    resolver: Arc<dyn LocalUnits>,
+}
+
+/// The logical unit made for an export, and its copy manager.
 #[derive(Debug)]
 struct Served {
     export: Arc<Export>,
     disk: Arc<Disk>,
+    copy: Arc<CopyManager>,
+}
+
+impl Units {
+    fn new(exports: Arc<Exports>) -> Arc<Units> {
+        Arc::new_cyclic(|me| Units {
+            exports,
+            disks: Mutex::new(HashMap::new()),
+            resolver: Arc::new(ExportUnits(me.clone())),
+        })
+    }
+
+    /// The logical unit of `export` and its copy manager, made on first use the same way
+    /// for a session and for a copy that names it.
+    fn served(&self, export: &Arc<Export>) -> Option<(Arc<Disk>, Arc<CopyManager>)> {
+        let mut disks = self.disks.lock().unwrap();
+        if let Some(s) = disks.get(export.name())
+            && Arc::ptr_eq(&s.export, export)
+        {
+            return Some((s.disk.clone(), s.copy.clone()));
+        }
+        let copy = Arc::new(CopyManager::new(self.resolver.clone()));
+        let disk = Disk::new(export.device().clone(), identity(export))
+            .map_err(|e| warn!(export = export.name(), error = %e, "cannot serve over iSCSI"))
+            .ok()?
+            .with_copy(copy.clone());
+        let disk = Arc::new(disk);
+        let served = Served {
+            export: export.clone(),
+            disk: disk.clone(),
+            copy: copy.clone(),
+        };
+        disks.insert(export.name().to_owned(), served);
+        Some((disk, copy))
+    }
+}
+
+/// Finds, for a copy manager, the export whose logical unit has a NAA designator: any
+/// export, whether or not a session has it open.
+#[derive(Debug)]
+struct ExportUnits(Weak<Units>);
+
+impl LocalUnits for ExportUnits {
+    fn find(&self, naa: &[u8]) -> Option<LocalUnit> {
+        let units = self.0.upgrade()?;
+        let export = units
+            .exports
+            .all()
+            .into_iter()
+            .find(|e| inquiry::naa(identity(e).id).as_slice() == naa)?;
+        // Attached like a connection while the copy runs: the export is not removed or
+        // replaced under it.
+        let hold = export.attach(crate::export::connection_id(), None)?;
+        let (disk, _) = units.served(&export)?;
+        Some(LocalUnit {
+            disk,
+            hold: Some(Box::new(hold)),
+        })
+    }
 }
 
 impl ExportTargets {
     pub fn new(exports: Arc<Exports>, config: &IscsiConfig) -> ExportTargets {
         ExportTargets {
+            units: Units::new(exports.clone()),
             exports,
             base: config.base_name.clone(),
             auth: config.auth.clone(),
             discovery_auth: config.discovery_auth.clone(),
             portals: Mutex::new(Vec::new()),
-            disks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -172,25 +243,10 @@ impl TargetTable for ExportTargets {
     fn open(&self, target: &str) -> Option<(Arc<Disk>, Box<dyn Send>)> {
         let export = self.export(target)?;
         let guard = export.attach(crate::export::connection_id(), None)?;
-        let mut disks = self.disks.lock().unwrap();
-        let disk = match disks.get(export.name()) {
-            Some(s) if Arc::ptr_eq(&s.export, &export) => s.disk.clone(),
-            _ => {
-                let disk = Disk::new(export.device().clone(), identity(&export))
-                    .map_err(
-                        |e| warn!(export = export.name(), error = %e, "cannot serve over iSCSI"),
-                    )
-                    .ok()?;
-                let disk = Arc::new(disk);
-                let served = Served {
-                    export: export.clone(),
-                    disk: disk.clone(),
-                };
-                disks.insert(export.name().to_owned(), served);
-                disk
-            }
-        };
-        Some((disk, Box::new(guard)))
+        let (disk, copy) = self.units.served(&export)?;
+        // The session is an I_T nexus to the unit: copy results held for the unit last while
+        // one is open.
+        Some((disk, Box::new((guard, copy.nexus()))))
     }
 }
 
