@@ -205,3 +205,113 @@ impl Collect {
         copy.data_out(h, &vec![0; len]).err()
     }
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// An initiator that follows the rules: immediate data, unsolicited Data-Out up to the
+    /// first burst when allowed, then each R2T answered in pieces of at most `piece` bytes.
+    fn transfer(
+        limits: Limits,
+        expected: u32,
+        wanted: u32,
+        immediate: u32,
+        piece: u32,
+        unsolicited: bool,
+    ) -> Vec<u8> {
+        let src: Vec<u8> = (0..expected).map(|i| (i % 251) as u8).collect();
+        let first_burst = limits.first_burst_length.min(expected);
+        let immediate = immediate.min(first_burst) as usize;
+        let unsolicited = unsolicited && !limits.initial_r2t && immediate < first_burst as usize;
+        let cmd = write(expected, !unsolicited);
+        let mut c = Collect::new(limits, &cmd, wanted, &src[..immediate]).unwrap();
+        let mut at = immediate as u32;
+        if unsolicited {
+            let mut sn = 0;
+            while at < first_burst {
+                let n = piece.min(first_burst - at);
+                let h = data_out(RESERVED_TAG, sn, at, at + n == first_burst);
+                c.data_out(&h, &src[at as usize..(at + n) as usize])
+                    .unwrap();
+                at += n;
+                sn += 1;
+            }
+        }
+        let mut tag = 0;
+        loop {
+            let r2ts = c.r2ts(|| {
+                tag += 1;
+                tag
+            });
+            if r2ts.is_empty() {
+                break;
+            }
+            for r in r2ts {
+                assert_eq!(r.offset, at, "R2Ts continue where the data stopped");
+                let mut got = 0;
+                let mut sn = 0;
+                while got < r.len {
+                    let n = piece.min(r.len - got);
+                    let h = data_out(r.ttt, sn, at, got + n == r.len);
+                    c.data_out(&h, &src[at as usize..(at + n) as usize])
+                        .unwrap();
+                    got += n;
+                    at += n;
+                    sn += 1;
+                }
+            }
+        }
+        assert!(c.is_complete());
+        let data = c.into_data();
+        assert_eq!(data, src[..wanted.min(expected) as usize]);
+        data
+    }
+
+    proptest! {
+        #[test]
+        fn every_lawful_transfer_collects_exactly_what_the_command_uses(
+            expected in 0u32..200_000,
+            wanted_frac in 0u32..=100,
+            immediate in 0u32..70_000,
+            piece in 1u32..20_000,
+            first_burst in 512u32..70_000,
+            max_burst in 512u32..100_000,
+            outstanding in 1u16..4,
+            initial_r2t: bool,
+            unsolicited: bool,
+        ) {
+            let limits = Limits {
+                first_burst_length: first_burst.min(max_burst),
+                max_burst_length: max_burst,
+                max_outstanding_r2t: outstanding,
+                initial_r2t,
+                immediate_data: true,
+            };
+            let wanted = (u64::from(expected) * u64::from(wanted_frac) / 100) as u32;
+            transfer(limits, expected, wanted, immediate, piece, unsolicited);
+        }
+
+        #[test]
+        fn any_data_out_is_taken_or_refused_without_panicking(
+            expected in 0u32..100_000,
+            wanted in 0u32..100_000,
+            pdus in proptest::collection::vec(
+                (any::<bool>(), 0u32..8, 0u32..8, 0u32..120_000, 0usize..30_000, any::<bool>()),
+                0..20,
+            ),
+        ) {
+            let limits = Limits { initial_r2t: false, ..limits() };
+            let Ok(mut c) = Collect::new(limits, &write(expected, false), wanted, &[]) else {
+                return Ok(());
+            };
+            let mut tags = vec![RESERVED_TAG];
+            for (solicited, tag, sn, offset, len, final_) in pdus {
+                tags.extend(c.r2ts(|| tags.len() as u32).iter().map(|r| r.ttt));
+                let ttt = if solicited { tags[tag as usize % tags.len()] } else { RESERVED_TAG };
+                let _ = c.data_out(&data_out(ttt, sn, offset, final_), &vec![0; len]);
+                let _ = c.is_complete();
+            }
+        }
+    }
+}
