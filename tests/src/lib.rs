@@ -14,6 +14,7 @@
 pub mod cli;
 pub mod files;
 pub mod fswriter;
+pub mod iscsi;
 pub mod lazyfs;
 pub mod live;
 pub mod mounts;

@@ -14,6 +14,7 @@ mod filesystem;
 mod fs_backup;
 mod generations;
 mod hardening;
+mod iscsi_conformance;
 mod iscsi_peers;
 mod live_backup;
 mod nbdsh;
