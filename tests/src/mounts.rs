@@ -50,14 +50,36 @@ impl Attached {
         self.mounts.retain(|m| m != dir);
     }
 
-    /// umount(2) of `dir` right now, without the few milliseconds of spawning `umount`:
-    /// panics if the mount is busy.
+    /// umount(2) of `dir`, which this process must not hold: panics if one of its open files
+    /// is under `dir`, or if the mount stays busy.
+    ///
+    /// Busy for a moment is not a hold: another test thread spawning a program forks a child
+    /// that shares this process's open files (close-on-exec ones too) until it calls exec, so
+    /// umount may see EBUSY for those microseconds. What this process itself holds is read
+    /// from /proc/self/fd first, which no other thread's spawn can disturb.
     pub fn umount_at_once(&mut self, dir: &Path) {
+        let held: Vec<PathBuf> = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| target.starts_with(dir))
+            .collect();
+        assert!(held.is_empty(), "{} is held open: {held:?}", dir.display());
         let c = std::ffi::CString::new(path_str(dir)).unwrap();
-        // SAFETY: a NUL-terminated path that outlives the call.
-        let r = unsafe { libc::umount2(c.as_ptr(), 0) };
-        let e = std::io::Error::last_os_error();
-        assert_eq!(r, 0, "umount {}: {e}", dir.display());
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            // SAFETY: a NUL-terminated path that outlives the call.
+            let r = unsafe { libc::umount2(c.as_ptr(), 0) };
+            let e = std::io::Error::last_os_error();
+            if r == 0 {
+                break;
+            }
+            assert!(
+                e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline,
+                "umount {}: {e}",
+                dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         self.mounts.retain(|m| m != dir);
     }
 
