@@ -113,10 +113,9 @@ pub fn serve(
         stat_sn: done.stat_sn,
         window: done.window,
         io_threads: cfg.io_threads,
+        hold: guard,
     };
-    let result = full_feature::run(session, reader, stream);
-    drop(guard);
-    result
+    full_feature::run(session, reader, stream)
 }
 
 /// What a successful login leaves for the full feature phase.

@@ -36,7 +36,6 @@ use super::workers::Workers;
 use crate::scsi::{self, Disk, LunList, Response, SenseFormat, buffers, luns};
 
 /// A logged-in connection, ready for the full feature phase.
-#[derive(Debug)]
 pub struct Session {
     pub params: SessionParams,
     pub negotiation: Negotiation,
@@ -46,6 +45,22 @@ pub struct Session {
     pub stat_sn: u32,
     pub window: Window,
     pub io_threads: usize,
+    /// What keeps the target's unit in use (the export, the I_T nexus of held copy results):
+    /// let go before the initiator can see the session end, so that its next login never
+    /// finds this one still open.
+    pub hold: Option<Box<dyn Send>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("params", &self.params)
+            .field("disk", &self.disk)
+            .field("stat_sn", &self.stat_sn)
+            .field("window", &self.window)
+            .field("held", &self.hold.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The sending side.
@@ -195,6 +210,7 @@ struct Phase {
     text_in: Accumulator,
     /// A Text answer being sent in pieces, and the TTT that asks for the next.
     text_out: Option<(u32, Outgoing)>,
+    hold: Option<Box<dyn Send>>,
 }
 
 /// Runs the full feature phase until logout, close or error.
@@ -231,6 +247,7 @@ pub fn run(
         next_ttt: 1,
         text_in: Accumulator::default(),
         text_out: None,
+        hold: s.hold,
     };
     let result = loop {
         match reader.read(digests, max_recv) {
@@ -250,6 +267,7 @@ pub fn run(
     };
     // Running commands finish (their answers go out if the socket takes them).
     phase.workers.finish();
+    drop(phase.hold.take());
     let _ = stream.shutdown(Shutdown::Both);
     result
 }
@@ -585,6 +603,8 @@ impl Phase {
             LogoutReason::CloseSession | LogoutReason::CloseConnection => {
                 self.drop_pending();
                 self.shared.wait_for(None);
+                // The session is over for the initiator once it has the answer.
+                drop(self.hold.take());
                 (LOGOUT_CLOSED, Flow::Close)
             }
             LogoutReason::RemoveConnectionForRecovery => {
