@@ -181,6 +181,19 @@ pub fn connection_id() -> u64 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Waits up to `limit` until `open()` (a target port's count of open connections) is 0;
+/// whether it got there.
+pub async fn wait_until_closed(open: impl Fn() -> usize, limit: std::time::Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while open() > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    true
+}
+
 /// A connection's hold on an export (see [`Export::attach`]).
 #[derive(Debug)]
 pub struct Attached(Arc<Export>, u64);

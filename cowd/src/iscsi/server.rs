@@ -400,14 +400,7 @@ impl IscsiServer {
 
     /// Waits up to `limit` for every connection to close; whether they did.
     pub async fn wait_closed(&self, limit: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        while self.open_connections() > 0 {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        true
+        crate::export::wait_until_closed(|| self.open_connections(), limit).await
     }
 }
 

@@ -288,14 +288,7 @@ impl Server {
 
     /// Waits until no connection is open, or `limit` passes; returns whether all closed.
     pub async fn wait_closed(&self, limit: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        while self.open_connections() > 0 {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        true
+        crate::export::wait_until_closed(|| self.open_connections(), limit).await
     }
 }
 
