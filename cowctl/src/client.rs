@@ -226,6 +226,16 @@ impl Client {
         self.request(Method::POST, path, Some(json)).await
     }
 
+    /// `PUT path` with `body` as JSON, decoding a 2xx answer as `T`.
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<Reply<T>, Error> {
+        let json = serde_json::to_vec(body).map_err(|e| Error::BadRequest(e.to_string()))?;
+        self.request(Method::PUT, path, Some(json)).await
+    }
+
     /// `GET path` of raw bytes (a file's content): a 2xx answer's body as it is.
     pub async fn get_bytes(&self, path: &str) -> Result<Bytes, Error> {
         let what = format!("GET {path}");
@@ -398,6 +408,7 @@ mod tests {
                 backups,
                 attachments: Default::default(),
                 restores: Default::default(),
+                copies: cowd::jobs::CopyService::idle(),
                 limits: Default::default(),
             };
             tokio::spawn(serve(listener, state, rx));

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use cowctl::client::{self, Client, Reply};
 use cowctl::commands::Outcome;
+use cowctl::commands::copies::{self, PortsArgs};
 use cowctl::commands::devices::{self, AttachArgs, DetachArgs};
 use cowctl::commands::diff::{self, DiffArgs};
 use cowctl::commands::files::{self, CatArgs, LsArgs, MapArgs};
@@ -185,6 +186,14 @@ enum Command {
     /// List the restores of this run of the daemon, newest first.
     #[command(after_help = EXIT_STATUS)]
     Restores,
+    /// List copy jobs run by data movers: state, mover, path, bytes; why a mover could not
+    /// reach a copy target, why a job failed.
+    #[command(after_help = EXIT_STATUS)]
+    Copies,
+    /// List target and initiator ports with their groups; `ports set PORT --role R --group G`
+    /// changes one while cowd runs.
+    #[command(after_help = EXIT_STATUS)]
+    Ports(PortsArgs),
     /// Serve a backup of a repository as a new read-only export.
     #[command(after_help = EXIT_STATUS)]
     Serve(ServeArgs),
@@ -220,6 +229,8 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Command::Prune(a) => repo::prune(&client, a, json, out).await,
         Command::Restore(a) => restore::restore(&client, a, json, out).await,
         Command::Restores => restore::restores(&client, json, out).await,
+        Command::Copies => copies::copies(&client, json, out).await,
+        Command::Ports(a) => copies::ports(&client, a, json, out).await,
         Command::Ls(a) => files::ls(&client, a, json, out).await,
         Command::Cat(a) => files::cat(&client, a, out).await,
         Command::Map(a) => files::map(&client, a, json, out).await,

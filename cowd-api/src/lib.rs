@@ -34,12 +34,16 @@
 //! | GET    | /v1/restores                    |                               | [`restores::RestoreStatus`] list |
 //! | GET    | /v1/restores/{id}?timeout_s=    |                               | [`restores::RestoreStatus`]   |
 //! | POST   | /v1/restores/{id}/prioritize    | [`backups::Prioritize`]       | [`restores::RestoreStatus`]   |
+//! | GET    | /v1/copies                      |                               | [`copies::CopyJob`] list      |
+//! | GET    | /v1/ports                       |                               | [`copies::PortInfo`] list     |
+//! | PUT    | /v1/ports/{name}                | [`copies::PortChange`]        | [`copies::PortInfo`]          |
 //! | any    | (any error)                     |                               | [`ErrorBody`]                 |
 //!
 //! `docs/openapi.yaml` describes each route in full; a test of cowd's router checks that the
 //! daemon serves exactly the (method, path) pairs listed there.
 
 pub mod backups;
+pub mod copies;
 pub mod digest;
 pub mod exports;
 pub mod files;

@@ -36,13 +36,17 @@ use cowd_api::backups::OnOverflow;
 use serde::Deserialize;
 
 use crate::backup::manager::Defaults;
-use crate::daemon::{Config, ExportSpec};
+use crate::daemon::{Config, CopyConfig, ExportSpec};
 use crate::iscsi::chap::{ChapCredentials, ChapIdentity};
 use crate::iscsi::config::{AuthPolicy, TargetConfig};
 use crate::iscsi::connection::ConnectionConfig;
 use crate::iscsi::server::{IscsiConfig, check_base_name, default_base_name};
+use crate::jobs::etcd::EtcdConfig;
+use crate::jobs::service::MoverSetting;
 use crate::nbd::server::ServerConfig;
 use crate::nbd::transmission::Limits;
+use crate::san::copy_targets::{self, CopyTargetSetting};
+use crate::san::ports::{Port, Role};
 
 pub use cowd_api::units::{Secs, Size, parse_duration, parse_size};
 
@@ -158,6 +162,22 @@ pub struct Settings {
     pub allow_fault_injection: Option<bool>,
     #[serde(default)]
     pub backup: BackupSettings,
+    /// Backup devices the copy manager's movers reach (`[[copy_target]]`).
+    #[serde(default)]
+    pub copy_target: Vec<CopyTargetSetting>,
+    /// Target and initiator ports and their groups (`[[port]]`).
+    #[serde(default)]
+    pub port: Vec<Port>,
+    /// The daemon's mover threads (`[[mover]]`).
+    #[serde(default)]
+    pub mover: Vec<MoverSetting>,
+    /// Run mover threads in the daemon (default: yes; `false`: only `cowd mover` processes).
+    pub local_movers: Option<bool>,
+    /// etcd's client URL (`http://HOST:2379`): the job table lives there, shared with
+    /// `cowd mover` processes on other hosts.
+    pub etcd: Option<String>,
+    /// The job table's key prefix in etcd (default `/cowd/`).
+    pub etcd_prefix: Option<String>,
 }
 
 fn secs(name: &str, v: Option<Secs>, default: f64) -> Result<Duration, String> {
@@ -204,6 +224,12 @@ impl Settings {
             max_connections: pick!(self, base, max_connections),
             io_threads: pick!(self, base, io_threads),
             allow_fault_injection: pick!(self, base, allow_fault_injection),
+            copy_target: base.copy_target,
+            port: base.port,
+            mover: base.mover,
+            local_movers: pick!(self, base, local_movers),
+            etcd: pick!(self, base, etcd),
+            etcd_prefix: pick!(self, base, etcd_prefix),
             backup: BackupSettings {
                 repo: pick!(self, base, backup.repo),
                 container_dir: pick!(self, base, backup.container_dir),
@@ -222,6 +248,7 @@ impl Settings {
 
     /// The daemon configuration, with defaults filled in and everything checked.
     pub fn into_config(self) -> Result<Config, String> {
+        let copy = self.copy_config()?;
         let nbd = self
             .nbd
             .iter()
@@ -322,6 +349,64 @@ impl Settings {
             },
             stop_timeout: secs("stop_timeout_s", self.stop_timeout_s, 30.0)?,
             backup,
+            copy,
+        })
+    }
+}
+
+impl Settings {
+    /// Copy targets, ports, movers and the job table, checked together (also what a
+    /// `cowd mover` takes from its `--config`).
+    pub fn copy_config(&self) -> Result<CopyConfig, String> {
+        // Checked by `Ports::new` when the daemon starts; the names are needed here.
+        crate::san::Ports::new(self.port.clone())?;
+        let initiators: Vec<String> = self
+            .port
+            .iter()
+            .filter(|p| p.role == Role::Initiator)
+            .map(|p| p.name.clone())
+            .collect();
+        let targets = copy_targets::check_all(&self.copy_target, &initiators)?;
+        for (i, m) in self.mover.iter().enumerate() {
+            if m.name.is_empty() || self.mover[..i].iter().any(|o| o.name == m.name) {
+                return Err(format!(
+                    "mover {:?}: names are unique and not empty",
+                    m.name
+                ));
+            }
+            if let Some(p) = m.ports.iter().find(|p| !initiators.contains(p)) {
+                return Err(format!(
+                    "mover {}: port {p:?} is not an initiator port",
+                    m.name
+                ));
+            }
+        }
+        let local = self.local_movers.unwrap_or(true);
+        if !local && !self.mover.is_empty() {
+            return Err("local_movers = false, yet [[mover]] tables are given: keep one".into());
+        }
+        let movers = if !local {
+            Vec::new()
+        } else if self.mover.is_empty() && !targets.is_empty() {
+            vec![MoverSetting {
+                name: "local".into(),
+                ports: Vec::new(),
+            }]
+        } else {
+            self.mover.clone()
+        };
+        let etcd = match &self.etcd {
+            Some(url) => Some(EtcdConfig::new(url, self.etcd_prefix.as_deref())?),
+            None if self.etcd_prefix.is_some() => {
+                return Err("etcd_prefix is given without etcd = \"http://HOST:2379\"".into());
+            }
+            None => None,
+        };
+        Ok(CopyConfig {
+            ports: self.port.clone(),
+            targets,
+            movers,
+            etcd,
         })
     }
 }
@@ -401,6 +486,39 @@ mod tests {
         assert_eq!(c.backup.policy.on_overflow, OnOverflow::BlockWrites);
         assert_eq!(c.backup.quiet_period, Duration::from_millis(1500));
         assert_eq!(c.control, Some(PathBuf::from(DEFAULT_SOCKET)));
+    }
+
+    #[test]
+    fn the_job_table_goes_to_etcd_and_local_movers_can_be_turned_off() {
+        let target =
+            "[[copy_target]]\nname = \"v\"\nnaa = \"5001405000000a01\"\npaths = [\"/v\"]\n";
+        let copy = |text: &str| toml::from_str::<Settings>(text).unwrap().copy_config();
+        let c = copy(target).unwrap();
+        assert_eq!(
+            (c.movers.len(), c.etcd),
+            (1, None),
+            "a local mover, a local table"
+        );
+        let c = copy(&format!(
+            "etcd = \"http://10.0.0.5:2379\"\nlocal_movers = false\n{target}"
+        ))
+        .unwrap();
+        assert!(c.movers.is_empty());
+        let etcd = c.etcd.unwrap();
+        assert_eq!(
+            (etcd.endpoint.as_str(), etcd.prefix.as_str()),
+            ("http://10.0.0.5:2379", "/cowd/")
+        );
+        let c = copy("etcd = \"http://h:2379\"\netcd_prefix = \"/site-a\"").unwrap();
+        assert_eq!(c.etcd.unwrap().prefix, "/site-a/");
+        for (bad, why) in [
+            ("etcd = \"https://h:2379\"", "https is not supported"),
+            ("etcd_prefix = \"/x/\"", "without etcd"),
+            ("local_movers = false\n[[mover]]\nname = \"m\"", "keep one"),
+        ] {
+            let e = copy(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

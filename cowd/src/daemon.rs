@@ -61,6 +61,20 @@ pub struct Config {
     pub stop_timeout: Duration,
     /// Backup defaults and the state directory.
     pub backup: Defaults,
+    /// Copy targets, ports and movers (server-free copies).
+    pub copy: CopyConfig,
+}
+
+/// Copy targets, ports and the daemon's movers.
+#[derive(Debug, Clone, Default)]
+pub struct CopyConfig {
+    pub ports: Vec<crate::san::Port>,
+    pub targets: Vec<crate::san::CopyTarget>,
+    /// Mover threads of the daemon (one, `local`, when copy targets are configured and no
+    /// `[[mover]]` is).
+    pub movers: Vec<crate::jobs::service::MoverSetting>,
+    /// The job table in etcd (shared with `cowd mover` processes); `None`: in this process.
+    pub etcd: Option<crate::jobs::etcd::EtcdConfig>,
 }
 
 /// Why the daemon could not start or stopped with an error.
@@ -157,6 +171,16 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
                 endpoint: format!("iscsi {addr}"),
                 source,
             })?;
+        let open_to_all = cfg
+            .iscsi
+            .as_ref()
+            .is_some_and(|c| c.auth == crate::iscsi::config::AuthPolicy::None);
+        if let Ok(local) = l.local_addr()
+            && open_to_all
+            && !local.ip().is_loopback()
+        {
+            warn!(address = %local, "iSCSI listens beyond this host without CHAP: any initiator that reaches it can read and write every export ([iscsi_auth] in the config)");
+        }
         iscsi_listeners.push(l);
     }
     let control = match &cfg.control {
@@ -192,10 +216,20 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
     for l in listeners {
         tasks.push(tokio::spawn(server.clone().run(l, stop_rx.clone())));
     }
+    let ports = crate::san::Ports::new(cfg.copy.ports.clone()).map_err(DaemonError::Config)?;
+    let table: Arc<dyn crate::jobs::JobTable> = match &cfg.copy.etcd {
+        Some(e) => {
+            info!(etcd = %e.endpoint, prefix = %e.prefix, "the job table is in etcd");
+            Arc::new(e.table().map_err(DaemonError::Config)?)
+        }
+        None => Arc::new(crate::jobs::LocalTable::new()),
+    };
+    let copies = crate::jobs::CopyService::new(table, Arc::new(ports), cfg.copy.targets.clone());
+    copies.start_movers(exports.clone(), &cfg.copy.movers);
     let iscsi = cfg
         .iscsi
         .clone()
-        .map(|c| IscsiServer::new(exports.clone(), c));
+        .map(|c| IscsiServer::new(exports.clone(), c, copies.clone()));
     for l in iscsi_listeners {
         let s = iscsi.clone().expect("listeners only with a configuration");
         tasks.push(tokio::spawn(s.run(l, stop_rx.clone())));
@@ -206,6 +240,7 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
             backups: backups.clone(),
             attachments: attachments.clone(),
             restores: restores.clone(),
+            copies: copies.clone(),
             limits: cfg.server.limits,
         };
         let rx = stop_rx.clone();
@@ -224,6 +259,7 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
     let _ = crate::notify::notify("STOPPING=1");
     let _ = stop_tx.send(true);
     backups.stop_all("cowd was stopped (SIGTERM/SIGINT) during the backup");
+    copies.stop_movers();
     restores.stop_all();
     attachments.detach_all();
     server.shutdown();

@@ -194,6 +194,14 @@ pub async fn wait_until_closed(open: impl Fn() -> usize, limit: std::time::Durat
     true
 }
 
+/// The stable identity of an export's logical unit (its NAA designator is
+/// `scsi::inquiry::naa(unit_id(name))`), from its name.
+pub fn unit_id(name: &str) -> u64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("cowd logical unit {name}"));
+    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
 /// A connection's hold on an export (see [`Export::attach`]).
 #[derive(Debug)]
 pub struct Attached(Arc<Export>, u64);

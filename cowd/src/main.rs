@@ -27,6 +27,59 @@ struct Cli {
 enum Command {
     /// Serve devices over NBD and iSCSI and take backups when asked (flags override --config).
     Serve(ServeArgs),
+    /// Run a data mover for a cowd whose job table is in etcd (`etcd = ...` in its cowd.toml),
+    /// on this or another host; stops on SIGTERM or SIGINT.
+    Mover(MoverArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct MoverArgs {
+    /// This mover's name, unique among the movers of the job table.
+    #[arg(long)]
+    name: String,
+    /// etcd's client URL, http://HOST:2379 [default: `etcd` of --config].
+    #[arg(long, value_name = "URL")]
+    etcd: Option<String>,
+    /// The job table's key prefix in etcd [default: `etcd_prefix` of --config, or /cowd/].
+    #[arg(long, value_name = "PREFIX")]
+    prefix: Option<String>,
+    /// The cowd whose exports the jobs copy, as an NBD server: nbd://HOST:PORT (or
+    /// nbd+unix:///?socket=PATH); each export is reached by its name.
+    #[arg(long, value_name = "URI")]
+    source: String,
+    /// A cowd.toml whose [[copy_target]] and [[port]] tables say what this mover reaches
+    /// from this host (its other settings are not used).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// An initiator port of --config to reach copy targets through; repeat, in the order to
+    /// try them [default: every initiator port].
+    #[arg(long = "port", value_name = "NAME")]
+    ports: Vec<String>,
+    /// The mover's lease: silent this long, it loses its jobs to the other movers; seconds
+    /// or units [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    lease: Option<Secs>,
+}
+
+impl MoverArgs {
+    fn run(self) -> Result<(), String> {
+        let lease = match self.lease {
+            Some(Secs(s)) => std::time::Duration::try_from_secs_f64(s)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("--lease {s}: not a duration"))?,
+            None => cowd::jobs::mover::MoverConfig::new(&self.name).lease,
+        };
+        cowd::jobs::remote::run(cowd::jobs::remote::RemoteMover {
+            name: self.name,
+            etcd: self.etcd,
+            prefix: self.prefix,
+            source: self.source,
+            config: self.config,
+            ports: self.ports,
+            lease,
+        })
+    }
 }
 
 fn size(s: &str) -> Result<Size, String> {
@@ -144,6 +197,8 @@ impl ServeArgs {
                 on_overflow: self.on_overflow,
                 ..BackupSettings::default()
             },
+            // Copy targets, ports and movers come from the file only.
+            ..Settings::default()
         };
         let mut merged = flags.over(file);
         merged.export.append(&mut export);
@@ -173,6 +228,7 @@ fn main() -> ExitCode {
             .and_then(Settings::into_config)
             .map_err(anyhow::Error::msg)
             .and_then(|c| Ok(daemon::run(c)?)),
+        Command::Mover(a) => a.run().map_err(anyhow::Error::msg),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,4 @@
-//! Properties of cowd's NBD input handling, filesystem readers, iSCSI PDUs and SCSI parameter lists, checked on arbitrary input.
+//! Properties of cowd's NBD input handling, filesystem readers, iSCSI PDUs, SCSI parameter lists and stream records, checked on arbitrary input.
 //!
 //! Shared by the cargo-fuzz targets (`fuzz/fuzz_targets/*.rs`) and the property tests
 //! (`cowd/tests/integration/nbd_props.rs` compiles this file and its modules with `#[path]`),
@@ -21,6 +21,8 @@
 //!   digest setting, the BHS codec, text keys, a login and Text requests.
 //! - [`xcopy`]: EXTENDED COPY parameter lists through `parse` / `encode` under default and
 //!   tiny limits.
+//! - [`stream_record`]: stream (tape) records through `decode` / `encode`, raw and with their
+//!   checksums made good.
 //! - [`wire`]: option payloads and frames as a client sends them; [`seeds`](mod@seeds): the
 //!   seed corpus.
 
@@ -30,6 +32,7 @@ pub mod iscsi_pdu;
 pub mod options;
 pub mod request;
 pub mod seeds;
+pub mod stream_record;
 pub mod wire;
 pub mod xcopy;
 
@@ -39,5 +42,6 @@ pub use iscsi_pdu::fuzz_iscsi_pdu;
 pub use options::{check_options, fuzz_options};
 pub use request::{check_request, check_request_fields, fuzz_request};
 pub use seeds::seeds;
+pub use stream_record::fuzz_stream_record;
 pub use wire::{info_payload, meta_payload, option_frame};
 pub use xcopy::fuzz_xcopy;

@@ -4,6 +4,9 @@
 install_packages() {
     [ "${SKIP_INSTALL:-0}" = 1 ] && return 0
     local want=(libnbd-bin python3-libnbd nbdfuse nbdkit fio e2fsprogs fuse3 curl util-linux fdisk ntfs-3g libiscsi-bin tgt)
+    # etcd (the job table shared with `cowd mover`; the tests start their own on free ports;
+    # etcdctl to look at it) and ip (network namespaces: the movers' hosts).
+    want+=(etcd-server etcd-client iproute2)
     # qemu-utils: keep whatever version the machine has (Debian backports may be newer).
     { command -v qemu-img && command -v qemu-io; } >/dev/null || want+=(qemu-utils)
     local missing=() p

@@ -9,9 +9,10 @@
 //! needs lives here, once: the daemon and `cowctl` ([`cli`]), files ([`files`]), mounts and
 //! ext4 on an export ([`mounts`]), a raw NBD client ([`nbd`]), the live-backup runner
 //! ([`live`]), a repository driven and inspected ([`repo`]), a changing filesystem and its
-//! check ([`fswriter`]).
+//! check ([`fswriter`]), etcd ([`etcd`]), hosts as network namespaces ([`netns`]).
 
 pub mod cli;
+pub mod etcd;
 pub mod files;
 pub mod fswriter;
 pub mod iscsi;
@@ -19,8 +20,10 @@ pub mod lazyfs;
 pub mod live;
 pub mod mounts;
 pub mod nbd;
+pub mod netns;
 pub mod power;
 pub mod repo;
+pub mod scsi_host;
 
 use std::fs::File;
 use std::io::Read;

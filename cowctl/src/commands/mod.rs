@@ -3,6 +3,7 @@
 //!
 //! Every command is one or a few requests; what a backup does is decided by the daemon.
 
+pub mod copies;
 pub mod devices;
 pub mod diff;
 pub mod files;

@@ -2,10 +2,11 @@
 //!
 //! The request and answer types are the `cowd-api` crate's (shared with `cowctl`, which links
 //! only that); [`api`] re-exports them at their old paths. [`server`] binds the socket (mode
-//! 0600, peers checked) and builds the router from its route table; [`handlers`], [`repo`] and
-//! [`files`] answer the requests, sharing [`request`] (state, extractors, error replies).
+//! 0600, peers checked) and builds the router from its route table; [`handlers`], [`repo`],
+//! [`files`] and [`copies`] answer the requests, sharing [`request`] (state, extractors, error replies).
 
 pub mod api;
+pub mod copies;
 pub mod files;
 pub mod handlers;
 pub mod repo;

@@ -25,6 +25,8 @@ pub struct ControlState {
     pub backups: Arc<Backups>,
     pub attachments: Arc<Attachments>,
     pub restores: Arc<crate::restore::Restores>,
+    /// Copy jobs, copy targets and ports.
+    pub copies: Arc<crate::jobs::CopyService>,
     /// Limits of connections served for attached kernel devices.
     pub limits: Limits,
 }

@@ -17,7 +17,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tracing::{info, warn};
 
 pub use super::request::{ControlState, error};
-use super::{files, handlers, repo};
+use super::{copies, files, handlers, repo};
 
 /// One route of the API: the method and path it answers, and its handler.
 #[derive(Debug)]
@@ -66,6 +66,9 @@ pub fn routes() -> Vec<Route> {
         route(M::GET, "/v1/resolve", handlers::resolve),
         route(M::POST, "/v1/exports/{name}/attach", handlers::attach),
         route(M::POST, "/v1/detach", handlers::detach),
+        route(M::GET, "/v1/copies", copies::list),
+        route(M::GET, "/v1/ports", copies::ports),
+        route(M::PUT, "/v1/ports/{name}", copies::set_port),
         route(M::POST, "/v1/repo/init", repo::init),
         route(M::GET, "/v1/repo/backups", repo::list),
         route(M::GET, "/v1/repo/backups/{id}/files", files::list),
@@ -323,6 +326,7 @@ mod tests {
             backups: Arc::new(backups),
             attachments: Arc::default(),
             restores: Arc::default(),
+            copies: crate::jobs::CopyService::idle(),
             limits: Limits::default(),
         };
         let (stop, rx) = tokio::sync::watch::channel(false);

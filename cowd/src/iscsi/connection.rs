@@ -106,7 +106,12 @@ pub fn serve(
         data_digest = done.params.digests.data,
         "iSCSI session in full feature phase"
     );
+    let nexus = Arc::new(crate::scsi::Nexus {
+        initiator: done.params.initiator_name.clone().unwrap_or_default(),
+        target_port: stream.local_addr().ok(),
+    });
     let session = Session {
+        nexus,
         params: done.params,
         negotiation: done.negotiation,
         disk,

@@ -49,6 +49,8 @@ pub struct Session {
     /// let go before the initiator can see the session end, so that its next login never
     /// finds this one still open.
     pub hold: Option<Box<dyn Send>>,
+    /// Who the session is and where it arrived, for the copy manager.
+    pub nexus: Arc<scsi::Nexus>,
 }
 
 impl std::fmt::Debug for Session {
@@ -211,6 +213,7 @@ struct Phase {
     /// A Text answer being sent in pieces, and the TTT that asks for the next.
     text_out: Option<(u32, Outgoing)>,
     hold: Option<Box<dyn Send>>,
+    nexus: Arc<scsi::Nexus>,
 }
 
 /// Runs the full feature phase until logout, close or error.
@@ -248,6 +251,7 @@ pub fn run(
         text_in: Accumulator::default(),
         text_out: None,
         hold: s.hold,
+        nexus: s.nexus,
     };
     let result = loop {
         match reader.read(digests, max_recv) {
@@ -434,8 +438,9 @@ impl Phase {
     ) {
         lock(&self.shared.running).insert(cmd.itt);
         let shared = self.shared.clone();
+        let nexus = self.nexus.clone();
         self.workers.submit(move || {
-            let resp = disk.execute(&cdb, cmd.expected_len, &data);
+            let resp = disk.execute_from(&nexus, &cdb, cmd.expected_len, &data);
             if let Some(sense) = &resp.sense {
                 debug!(target: "cowd::data", itt = cmd.itt, opcode = cdb.first().copied().unwrap_or(0), sense = ?&sense[..sense.len().min(18)], "SCSI command failed");
             }

@@ -17,13 +17,13 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tracing::{debug, info, info_span, warn};
 
 use super::config::{AuthPolicy, MAX_NAME_LEN, TargetConfig, TargetEntry};
 use super::connection::{self, ConnectionConfig, TargetTable};
 use crate::export::{Export, Exports};
+use crate::jobs::CopyService;
 use crate::scsi::{Disk, LunIdentity, inquiry};
 use crate::xcopy::{CopyManager, LocalUnit, LocalUnits};
 
@@ -118,6 +118,8 @@ struct Units {
     /// Shared by every unit's copy manager; it holds `Units` weakly, since each `Disk` holds
     /// its manager.
     resolver: Arc<dyn LocalUnits>,
+    /// Where lists naming a copy target go.
+    service: Arc<CopyService>,
 }
 
 /// The logical unit made for an export, and its copy manager.
@@ -129,9 +131,10 @@ struct Served {
 }
 
 impl Units {
-    fn new(exports: Arc<Exports>) -> Arc<Units> {
+    fn new(exports: Arc<Exports>, service: Arc<CopyService>) -> Arc<Units> {
         Arc::new_cyclic(|me| Units {
             exports,
+            service,
             disks: Mutex::new(HashMap::new()),
             resolver: Arc::new(ExportUnits(me.clone())),
         })
@@ -146,7 +149,8 @@ impl Units {
         {
             return Some((s.disk.clone(), s.copy.clone()));
         }
-        let copy = Arc::new(CopyManager::new(self.resolver.clone()));
+        let copy =
+            Arc::new(CopyManager::new(self.resolver.clone()).with_service(self.service.clone()));
         let disk = Disk::new(export.device().clone(), identity(export))
             .map_err(|e| warn!(export = export.name(), error = %e, "cannot serve over iSCSI"))
             .ok()?
@@ -187,9 +191,13 @@ impl LocalUnits for ExportUnits {
 }
 
 impl ExportTargets {
-    pub fn new(exports: Arc<Exports>, config: &IscsiConfig) -> ExportTargets {
+    pub fn new(
+        exports: Arc<Exports>,
+        config: &IscsiConfig,
+        service: Arc<CopyService>,
+    ) -> ExportTargets {
         ExportTargets {
-            units: Units::new(exports.clone()),
+            units: Units::new(exports.clone(), service),
             exports,
             base: config.base_name.clone(),
             auth: config.auth.clone(),
@@ -209,8 +217,7 @@ impl ExportTargets {
 
 /// A stable identity of an export's logical unit, from its name.
 fn identity(export: &Export) -> LunIdentity {
-    let digest = Sha256::digest(format!("cowd logical unit {}", export.name()));
-    let id = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
+    let id = crate::export::unit_id(export.name());
     LunIdentity {
         id,
         serial: format!("{id:016x}"),
@@ -254,6 +261,7 @@ impl TargetTable for ExportTargets {
 #[derive(Debug)]
 pub struct IscsiServer {
     targets: Arc<ExportTargets>,
+    service: Arc<CopyService>,
     config: IscsiConfig,
     open: AtomicUsize,
     stopping: AtomicBool,
@@ -287,9 +295,14 @@ fn has_port(addr: &str) -> bool {
 }
 
 impl IscsiServer {
-    pub fn new(exports: Arc<Exports>, config: IscsiConfig) -> Arc<IscsiServer> {
+    pub fn new(
+        exports: Arc<Exports>,
+        config: IscsiConfig,
+        service: Arc<CopyService>,
+    ) -> Arc<IscsiServer> {
         Arc::new(IscsiServer {
-            targets: Arc::new(ExportTargets::new(exports, &config)),
+            targets: Arc::new(ExportTargets::new(exports, &config, service.clone())),
+            service,
             config,
             open: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
@@ -316,6 +329,9 @@ impl IscsiServer {
         if let Some(a) = local.filter(|a| !a.ip().is_unspecified()) {
             self.targets.portals.lock().unwrap().push(a.to_string());
         }
+        if let Some(a) = local {
+            self.service.ports().add_portal(a);
+        }
         info!(address = ?local, base = %self.config.base_name, "listening for iSCSI initiators");
         loop {
             let accepted = tokio::select! {
@@ -337,6 +353,12 @@ impl IscsiServer {
     fn admit(self: Arc<Self>, s: tokio::net::TcpStream, peer: SocketAddr) {
         if self.stopping.load(Ordering::Acquire) {
             return;
+        }
+        // A port the operator made an initiator port takes no logins.
+        if let Ok(local) = s.local_addr()
+            && self.service.ports().target_port(local).is_none()
+        {
+            return debug!(%peer, %local, "not a target port now; connection refused");
         }
         if self.open.fetch_add(1, Ordering::AcqRel) >= self.config.max_connections {
             self.open.fetch_sub(1, Ordering::AcqRel);

@@ -6,7 +6,11 @@
 //! ```
 //!
 //! This layer knows exports and the `BlockDevice` trait; it knows nothing of backups.
+//!
+//! The client side ([`client`], addressed by [`uri`]) reaches other NBD servers as a
+//! `BlockDevice`: copy targets that cowd's data movers write to.
 
+pub mod client;
 pub mod handshake;
 pub mod kernel;
 pub mod options;
@@ -16,5 +20,6 @@ pub mod request;
 pub mod server;
 pub mod stream;
 pub mod transmission;
+pub mod uri;
 
 pub use server::{Endpoint, Server, ServerConfig};

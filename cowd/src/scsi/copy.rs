@@ -13,16 +13,27 @@
 //! - the commands are handed to the hook.
 
 use std::fmt::Debug;
+use std::net::SocketAddr;
 
 use super::disk::Disk;
 use super::sense::Sense;
 
+/// The I_T nexus a command came on, as far as a copy manager cares: who sent it and on which
+/// target port it arrived (the port's group decides which movers may serve it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Nexus {
+    /// The initiator's name (iSCSI InitiatorName), empty when unknown.
+    pub initiator: String,
+    /// The local address the command arrived on (the target port), when known.
+    pub target_port: Option<SocketAddr>,
+}
+
 /// A copy manager serving the copy commands of one or more logical units.
 pub trait CopyCommands: Send + Sync + Debug {
     /// Runs an EXTENDED COPY (LID1) whose parameter list is `param_list` (exactly PARAMETER
-    /// LIST LENGTH bytes, or fewer if the initiator sent fewer), received by `disk`.
-    /// Called on a thread that may block until the copy is done.
-    fn extended_copy(&self, disk: &Disk, param_list: &[u8]) -> Result<(), Sense>;
+    /// LIST LENGTH bytes, or fewer if the initiator sent fewer), received by `disk` on
+    /// `nexus`. Called on a thread that may block until the copy is done.
+    fn extended_copy(&self, disk: &Disk, nexus: &Nexus, param_list: &[u8]) -> Result<(), Sense>;
 
     /// The parameter data of RECEIVE COPY RESULTS for `cdb` (the service action, 00h, 03h or
     /// 04h, is in bits 4..0 of byte 1), at most `alloc` bytes (the caller cuts it anyway).

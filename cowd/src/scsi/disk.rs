@@ -20,7 +20,7 @@ use crate::device::{BlockDevice, MAX_PAYLOAD};
 
 use super::block::Block;
 use super::cdb::{self, ByteCheck, Command};
-use super::copy::CopyCommands;
+use super::copy::{CopyCommands, Nexus};
 use super::inquiry::{self, Inquiry, LunIdentity};
 use super::luns::{self, LunList};
 use super::mode::{ModePages, ModeState};
@@ -134,6 +134,17 @@ impl Disk {
     /// Runs one command. `expected_len` is the initiator's expected data transfer length,
     /// `data_out` the data-out received (for a command that has none, it is ignored).
     pub fn execute(&self, cdb: &[u8], expected_len: u32, data_out: &[u8]) -> Response {
+        self.execute_from(&Nexus::default(), cdb, expected_len, data_out)
+    }
+
+    /// [`execute`](Self::execute) for a command that came on `nexus`.
+    pub fn execute_from(
+        &self,
+        nexus: &Nexus,
+        cdb: &[u8],
+        expected_len: u32,
+        data_out: &[u8],
+    ) -> Response {
         let cmd = match self.decode(cdb) {
             Ok(cmd) => cmd,
             Err(sense) => return self.fail(&sense, Residual::None),
@@ -155,7 +166,7 @@ impl Disk {
         } else {
             Residual::None
         };
-        match self.run(&cmd, cdb, expected_len, &data_out[..usable]) {
+        match self.run(nexus, &cmd, cdb, expected_len, &data_out[..usable]) {
             Ok(Done::DataIn(data)) => Response::data_in(data, expected_len),
             Ok(Done::Nothing) => Response::good(Residual::of(wanted_out, expected_len)),
             Err(sense) => self.fail(&sense, failed_residual),
@@ -213,6 +224,7 @@ impl Disk {
     /// Runs a decoded command; `data_out` is already cut to what the command may use.
     fn run(
         &self,
+        nexus: &Nexus,
         cmd: &Command,
         cdb: &[u8],
         expected_len: u32,
@@ -294,7 +306,7 @@ impl Disk {
             Command::ExtendedCopy { len } => match &self.copy {
                 None => Err(Sense::invalid_opcode()),
                 Some(_) if len == 0 => Ok(Done::Nothing),
-                Some(copy) => nothing(copy.extended_copy(self, data_out)),
+                Some(copy) => nothing(copy.extended_copy(self, nexus, data_out)),
             },
             Command::ReceiveCopyResults { alloc, .. } => match &self.copy {
                 None => Err(Sense::invalid_opcode()),

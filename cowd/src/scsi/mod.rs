@@ -32,7 +32,7 @@ pub mod sense;
 #[cfg(test)]
 mod testing;
 
-pub use copy::CopyCommands;
+pub use copy::{CopyCommands, Nexus};
 pub use disk::Disk;
 pub use inquiry::LunIdentity;
 pub use luns::LunList;

@@ -88,6 +88,12 @@ impl Progress {
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Acquire)
     }
+
+    /// Sets both at once (a job a mover ran).
+    pub fn set(&self, segments: u32, bytes: u64) {
+        self.bytes.store(bytes, Ordering::Release);
+        self.segments.store(segments, Ordering::Release);
+    }
 }
 
 /// Which side of a transfer failed.

@@ -59,8 +59,9 @@ use super::results::{
     FailedSegmentDetails, OperatingParameters, SA_COPY_STATUS, SA_FAILED_SEGMENT_DETAILS,
     SA_OPERATING_PARAMETERS, operating_parameters,
 };
-use super::vpd;
-use crate::scsi::{CopyCommands, Disk, FieldPointer, Sense, SenseFormat, SenseKey};
+use super::{remote, vpd};
+use crate::jobs::{CopyService, JobError, JobSpec, Outcome};
+use crate::scsi::{self, CopyCommands, Disk, FieldPointer, Sense, SenseFormat, SenseKey};
 
 /// SCSI status CHECK CONDITION, as held for FAILED SEGMENT DETAILS.
 const CHECK_CONDITION: u8 = 0x02;
@@ -73,6 +74,8 @@ pub struct CopyManager {
     limits: Limits,
     units: Arc<dyn LocalUnits>,
     lists: Arc<Lists>,
+    /// The daemon's copy service: lists naming a copy target go to its movers.
+    service: Option<Arc<CopyService>>,
 }
 
 impl CopyManager {
@@ -87,6 +90,7 @@ impl CopyManager {
             limits,
             units,
             lists: Arc::new(Lists::default()),
+            service: None,
         }
     }
 
@@ -96,11 +100,67 @@ impl CopyManager {
         self.lists.nexus()
     }
 
-    /// Resolves and runs a list in place.
-    fn run(&self, disk: &Disk, list: &CopyList, progress: &Progress) -> Result<(), Failure> {
+    /// A copy manager that hands lists naming a copy target to `service`'s movers.
+    pub fn with_service(mut self, service: Arc<CopyService>) -> CopyManager {
+        self.limits.fc_n_port_names = service.targets().iter().any(|t| t.fc_name.is_some());
+        self.service = Some(service);
+        self
+    }
+
+    /// Runs a list: in place between cowd's own units, by the movers when it names a copy
+    /// target.
+    fn run(
+        &self,
+        disk: &Disk,
+        nexus: &scsi::Nexus,
+        list: &CopyList,
+        progress: &Progress,
+    ) -> Result<(), Failure> {
+        if let Some(service) = &self.service {
+            let group = service.group_of(nexus.target_port);
+            let spec = remote::spec(list, disk, self.units.as_ref(), service.targets(), group)
+                .map_err(|e| Failure::resolve(&e))?;
+            if let Some(spec) = spec {
+                return self.run_by_movers(service, spec, list, progress);
+            }
+        }
         let job =
             resolve::resolve(list, disk, self.units.as_ref()).map_err(|e| Failure::resolve(&e))?;
         engine::run(&job, progress).map_err(|e| Failure::transfer(&e, &Layout::of(list)))
+    }
+
+    fn run_by_movers(
+        &self,
+        service: &CopyService,
+        spec: JobSpec,
+        list: &CopyList,
+        progress: &Progress,
+    ) -> Result<(), Failure> {
+        let segments = spec.transfers.len() as u32;
+        let (id, outcome) = service.run(spec).map_err(|e| Failure {
+            sense: Sense::new(SenseKey::CopyAborted, 0x0D, 0x01),
+            segment: 0,
+            why: e.to_string(),
+        })?;
+        match outcome {
+            Outcome::Done { bytes } => {
+                progress.set(segments, bytes);
+                debug!(job = id, bytes, "EXTENDED COPY done by a mover");
+                Ok(())
+            }
+            Outcome::Failed {
+                error,
+                segment,
+                source,
+                reason,
+            } => Err(Failure::job(
+                error,
+                segment,
+                source,
+                reason,
+                &Layout::of(list),
+            )),
+        }
     }
 
     fn operating_parameters(&self) -> OperatingParameters {
@@ -113,7 +173,12 @@ impl CopyManager {
 }
 
 impl CopyCommands for CopyManager {
-    fn extended_copy(&self, disk: &Disk, param_list: &[u8]) -> Result<(), Sense> {
+    fn extended_copy(
+        &self,
+        disk: &Disk,
+        nexus: &scsi::Nexus,
+        param_list: &[u8],
+    ) -> Result<(), Sense> {
         let list = parse(param_list, &self.limits).map_err(|e| {
             debug!(error = %e, "EXTENDED COPY refused");
             param_sense(&e)
@@ -123,7 +188,7 @@ impl CopyCommands for CopyManager {
             .lists
             .begin(list.list_id, usage)
             .map_err(refused_sense)?;
-        match self.run(disk, &list, ticket.progress()) {
+        match self.run(disk, nexus, &list, ticket.progress()) {
             Ok(()) => {
                 let p = ticket.progress();
                 debug!(
@@ -243,6 +308,18 @@ impl Failure {
             ResolveError::WriteProtected { .. } => (0x27, 0x00),
         };
         Failure::copy_aborted(asc, ascq, e.at(), e.segment(), e.to_string())
+    }
+
+    /// A job the movers ended in failure.
+    fn job(error: JobError, segment: u16, source: bool, why: String, layout: &Layout) -> Failure {
+        let (asc, ascq) = match error {
+            JobError::NotReachable => (0x0D, 0x02),
+            JobError::DeviceType => (0x0D, 0x03),
+            JobError::DeviceFailure | JobError::Cancelled => (0x0D, 0x01),
+        };
+        let field = if source { SEG_SRC_ID } else { SEG_DST_ID };
+        let at = layout.segment(segment) + field;
+        Failure::copy_aborted(asc, ascq, at, segment, why)
     }
 
     fn transfer(e: &TransferError, layout: &Layout) -> Failure {

@@ -29,12 +29,17 @@ pub mod engine;
 pub mod lists;
 pub mod manager;
 pub mod params;
+pub mod remote;
 pub mod resolve;
 pub mod results;
 pub mod vpd;
 
 #[cfg(test)]
 mod testing;
+
+#[cfg(test)]
+#[path = "remote_tests.rs"]
+mod remote_tests;
 
 pub use engine::Job;
 pub use manager::CopyManager;

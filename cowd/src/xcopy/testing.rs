@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::device::{BlockDevice, BlockSizes, Capabilities, MemoryDevice, Result};
+use crate::jobs::CopyService;
 use crate::scsi::{Disk, LunIdentity, Response, Status};
 use crate::xcopy::params::Limits;
 use crate::xcopy::{CopyManager, LocalUnit, LocalUnits};
@@ -67,11 +68,32 @@ impl Rig {
 
     /// A unit over each device, its copy manager parsing with `limits`.
     pub fn over(devices: Vec<Arc<dyn BlockDevice>>, limits: Limits) -> Rig {
+        Rig::build(devices, limits, None)
+    }
+
+    /// `n` units over 4 MiB memory devices whose copy managers hand lists naming a copy
+    /// target to `service`.
+    pub fn with_service(n: usize, service: Arc<CopyService>) -> Rig {
+        let devices = (0..n)
+            .map(|_| Arc::new(MemoryDevice::new(SIZE)) as Arc<dyn BlockDevice>)
+            .collect();
+        Rig::build(devices, Limits::default(), Some(service))
+    }
+
+    fn build(
+        devices: Vec<Arc<dyn BlockDevice>>,
+        limits: Limits,
+        service: Option<Arc<CopyService>>,
+    ) -> Rig {
         let units = Arc::new(Units::default());
         let mut disks = Vec::new();
         let mut managers = Vec::new();
         for (i, device) in devices.into_iter().enumerate() {
-            let manager = Arc::new(CopyManager::with_limits(units.clone(), limits));
+            let mut manager = CopyManager::with_limits(units.clone(), limits);
+            if let Some(s) = &service {
+                manager = manager.with_service(s.clone());
+            }
+            let manager = Arc::new(manager);
             let identity = LunIdentity {
                 id: 0x0C0D_0000 + i as u64,
                 serial: format!("xcopy-{i}"),
@@ -262,10 +284,15 @@ pub fn block_stream(code: u8, src: u16, dst: u16, blocks: u16, lba: u64) -> Vec<
 
 /// EXTENDED COPY (LID1) of `list` on `disk`.
 pub fn xcopy(disk: &Disk, list: &[u8]) -> Response {
+    xcopy_from(disk, &crate::scsi::Nexus::default(), list)
+}
+
+/// EXTENDED COPY (LID1) of `list` on `disk`, arriving on `nexus`.
+pub fn xcopy_from(disk: &Disk, nexus: &crate::scsi::Nexus, list: &[u8]) -> Response {
     let mut cdb = [0u8; 16];
     cdb[0] = 0x83;
     cdb[10..14].copy_from_slice(&(list.len() as u32).to_be_bytes());
-    disk.execute(&cdb, list.len() as u32, list)
+    disk.execute_from(nexus, &cdb, list.len() as u32, list)
 }
 
 /// RECEIVE COPY RESULTS with service action `sa` for list `id`.

@@ -312,6 +312,7 @@ fn replay(target: &str, input: &[u8]) {
         "fs_tree" => props::fuzz_fs_tree(input),
         "xcopy" => props::fuzz_xcopy(input),
         "iscsi_pdu" => props::fuzz_iscsi_pdu(input),
+        "stream_record" => props::fuzz_stream_record(input),
         other => panic!("unknown fuzz target {other}"),
     }
 }
@@ -331,6 +332,7 @@ fn committed_fuzz_seeds_pass() {
             "fs_tree",
             "xcopy",
             "iscsi_pdu",
+            "stream_record",
         ] {
             let dir = seeds_dir().join(target);
             for entry in std::fs::read_dir(&dir).unwrap() {
@@ -430,4 +432,11 @@ fn xcopy_seeds_with_flipped_bytes() {
 #[test]
 fn iscsi_pdu_seeds_with_flipped_bytes() {
     damaged_seeds("iscsi_pdu", 500, 5, 0, true, props::fuzz_iscsi_pdu);
+}
+
+/// Damaged copies of the committed stream records: never a panic; what decodes re-encodes to
+/// itself and refuses a flipped bit.
+#[test]
+fn stream_record_seeds_with_flipped_bytes() {
+    damaged_seeds("stream_record", 500, 5, 1, true, props::fuzz_stream_record);
 }

@@ -1,0 +1,158 @@
+//! `cowctl copies` (copy jobs run by data movers) and `cowctl ports` (target and initiator
+//! ports, their groups; `ports set` changes one while cowd runs).
+
+use std::io::Write;
+
+use clap::{Args, Subcommand};
+use cowd_api::copies::{CopyJob, PortChange, PortInfo, PortRole};
+
+use super::Outcome;
+use super::sessions::print;
+use crate::client::{self, Client, Reply};
+use crate::output::{Align, Table, human_size, printable};
+use crate::report::percent;
+
+#[derive(Debug, Subcommand)]
+pub enum PortsCommand {
+    /// Change a port's role or group (not written back to cowd.toml).
+    Set(PortSetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PortsArgs {
+    #[command(subcommand)]
+    pub command: Option<PortsCommand>,
+}
+
+#[derive(Debug, Args)]
+pub struct PortSetArgs {
+    /// The port's name, as `cowctl ports` lists it.
+    pub port: String,
+    /// `target` (iSCSI logins arrive here) or `initiator` (movers reach copy targets from here).
+    #[arg(long, value_parser = role)]
+    pub role: Option<PortRole>,
+    /// The port group; an empty string clears it.
+    #[arg(long)]
+    pub group: Option<String>,
+}
+
+fn role(s: &str) -> Result<PortRole, String> {
+    match s {
+        "target" => Ok(PortRole::Target),
+        "initiator" => Ok(PortRole::Initiator),
+        _ => Err(format!("{s}: a role is target or initiator")),
+    }
+}
+
+pub async fn copies(client: &Client, json: bool, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let reply: Reply<Vec<CopyJob>> = client.get("/v1/copies").await?;
+    print(out, json, &reply, |v| copies_table(v))
+}
+
+pub async fn ports(
+    client: &Client,
+    args: &PortsArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
+    match &args.command {
+        None => {
+            let reply: Reply<Vec<PortInfo>> = client.get("/v1/ports").await?;
+            print(out, json, &reply, |v| ports_table(v))
+        }
+        Some(PortsCommand::Set(a)) => {
+            if a.role.is_none() && a.group.is_none() {
+                anyhow::bail!("ports set {}: give --role, --group or both", a.port);
+            }
+            let change = PortChange {
+                role: a.role,
+                group: a.group.clone(),
+            };
+            let path = format!("/v1/ports/{}", client::encode(&a.port));
+            let reply: Reply<PortInfo> = client.put(&path, &change).await?;
+            print(out, json, &reply, |p| ports_table(std::slice::from_ref(p)))
+        }
+    }
+}
+
+fn role_name(r: PortRole) -> &'static str {
+    match r {
+        PortRole::Target => "target",
+        PortRole::Initiator => "initiator",
+    }
+}
+
+pub fn ports_table(list: &[PortInfo]) -> String {
+    if list.is_empty() {
+        return "no ports\n".to_owned();
+    }
+    let mut t = Table::new(&[
+        ("PORT", Align::Left),
+        ("ROLE", Align::Left),
+        ("ADDRESS", Align::Left),
+        ("GROUP", Align::Left),
+    ]);
+    for p in list {
+        t.row(vec![
+            printable(&p.name),
+            role_name(p.role).to_owned(),
+            p.address.as_deref().map_or("-".into(), printable),
+            p.group.as_deref().map_or("-".into(), printable),
+        ]);
+    }
+    t.render()
+}
+
+pub fn copies_table(list: &[CopyJob]) -> String {
+    if list.is_empty() {
+        return "no copy jobs\n".to_owned();
+    }
+    let mut t = Table::new(&[
+        ("ID", Align::Right),
+        ("STATE", Align::Left),
+        ("MOVER", Align::Left),
+        ("PATH", Align::Left),
+        ("BYTES", Align::Right),
+        ("WHAT", Align::Left),
+    ]);
+    for j in list {
+        t.row(vec![
+            j.id.to_string(),
+            j.state.clone(),
+            j.mover.as_deref().map_or("-".into(), printable),
+            j.path.as_deref().map_or("-".into(), printable),
+            format!(
+                "{}/{} {}%",
+                human_size(j.bytes),
+                human_size(j.total),
+                percent(j.bytes, j.total)
+            ),
+            printable(&j.what.join(", ")),
+        ]);
+    }
+    let table = t.render();
+    let mut lines = table.lines();
+    let mut out = String::new();
+    if let Some(header) = lines.next() {
+        out.push_str(header);
+        out.push('\n');
+    }
+    for (line, j) in lines.zip(list) {
+        out.push_str(line);
+        out.push('\n');
+        out.push_str(&format!("    {}\n", printable(&j.origin)));
+        if let Some(reason) = &j.reason {
+            let error = j.error.as_deref().unwrap_or("failed");
+            out.push_str(&format!("    {}: {}\n", error, printable(reason)));
+        } else {
+            for (mover, why) in &j.unavailable {
+                out.push_str(&format!(
+                    "    mover {} unavailable: {}\n",
+                    printable(mover),
+                    printable(why)
+                ));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,167 @@
+//! What a copy job is, in plain data: what to copy from where to where, and how it ended.
+//!
+//! A [`JobSpec`] names its endpoints ([`EndpointRef`]), never holds them: the job table may
+//! live in another process (etcd), and each mover reaches the endpoints itself, a copy target
+//! through one of its paths, an export through the daemon (in process, or over NBD from another
+//! host). So a spec serialises to JSON and back unchanged.
+//!
+//! ```text
+//!   JobSpec { origin, group, transfers: [ TransferSpec { src: EndpointRef, src_offset,
+//!                                                       dst: EndpointRef, dst_offset, bytes } ] }
+//!   Outcome: Done { bytes } | Failed { error: JobError, segment, reason }
+//! ```
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A job's number in its table.
+pub type JobId = u64;
+
+/// Something a mover reads or writes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "name")]
+pub enum EndpointRef {
+    /// An export of the daemon, by name (its whole device stack, so writes to it go through
+    /// copy-before-write).
+    Export(String),
+    /// A configured copy target, by name, reached through one of its paths.
+    CopyTarget(String),
+}
+
+impl EndpointRef {
+    /// The copy target's name, if this is one.
+    pub fn copy_target(&self) -> Option<&str> {
+        match self {
+            EndpointRef::CopyTarget(name) => Some(name),
+            EndpointRef::Export(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for EndpointRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndpointRef::Export(name) => write!(f, "export:{name}"),
+            EndpointRef::CopyTarget(name) => write!(f, "copy-target:{name}"),
+        }
+    }
+}
+
+/// One segment: `bytes` from `src` at `src_offset` to `dst` at `dst_offset`. A stream side
+/// ignores its offset: streams are written and read in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferSpec {
+    /// The number of the segment descriptor in its list (0 for a backup).
+    pub segment: u16,
+    pub src: EndpointRef,
+    pub src_offset: u64,
+    pub dst: EndpointRef,
+    pub dst_offset: u64,
+    pub bytes: u64,
+}
+
+/// Who asked for the job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Origin {
+    /// An EXTENDED COPY received by the unit of `export` (LIST IDENTIFIER `list_id`).
+    ExtendedCopy { export: String, list_id: u8 },
+    /// `cowctl start-backup EXPORT --to copy-target:NAME`.
+    Backup { export: String, backup: String },
+    /// A test or a tool.
+    Other { what: String },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::ExtendedCopy { export, list_id } => {
+                write!(f, "EXTENDED COPY on {export} (list {list_id})")
+            }
+            Origin::Backup { backup, .. } => write!(f, "backup {backup}"),
+            Origin::Other { what } => f.write_str(what),
+        }
+    }
+}
+
+/// A copy job: what the requester asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub origin: Origin,
+    /// The port group of the target port the request came in on: only movers' initiator ports
+    /// of this group may serve it. `None`: every initiator port.
+    pub group: Option<String>,
+    pub transfers: Vec<TransferSpec>,
+}
+
+impl JobSpec {
+    /// Total bytes to copy.
+    pub fn bytes(&self) -> u64 {
+        self.transfers.iter().map(|t| t.bytes).sum()
+    }
+
+    /// The copy targets the job needs, each once, in the order first named.
+    pub fn copy_targets(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for t in &self.transfers {
+            for e in [&t.src, &t.dst] {
+                if let Some(name) = e.copy_target()
+                    && !out.contains(&name)
+                {
+                    out.push(name);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Why a job failed, in the classes the requester maps to sense data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobError {
+    /// No mover reached a copy target through any path (COPY TARGET DEVICE NOT REACHABLE).
+    NotReachable,
+    /// A device failed while copying (THIRD PARTY DEVICE FAILURE).
+    DeviceFailure,
+    /// A copy target is not what the job needs (INCORRECT COPY TARGET DEVICE TYPE).
+    DeviceType,
+    /// Cancelled by the requester or the operator.
+    Cancelled,
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            JobError::NotReachable => "copy target not reachable",
+            JobError::DeviceFailure => "device failure",
+            JobError::DeviceType => "incorrect copy target device type",
+            JobError::Cancelled => "cancelled",
+        })
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "result")]
+pub enum Outcome {
+    Done {
+        bytes: u64,
+    },
+    Failed {
+        error: JobError,
+        /// The segment that failed.
+        segment: u16,
+        /// Which side failed: `true` the source.
+        source: bool,
+        /// For people: every path tried and why each failed, or the device error.
+        reason: String,
+    },
+}
+
+impl Outcome {
+    pub fn is_done(&self) -> bool {
+        matches!(self, Outcome::Done { .. })
+    }
+}

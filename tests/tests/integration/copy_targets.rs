@@ -1,0 +1,256 @@
+//! Copy targets, ports and copy jobs as an operator meets them: cowd.toml's `[[copy_target]]`
+//! and `[[port]]` tables (checked at start), `cowctl ports` (and `ports set` while cowd runs:
+//! a target port made an initiator port takes no iSCSI logins), `cowctl copies`.
+
+use std::process::Command;
+
+use cowd_tests::cli::cowctl;
+use cowd_tests::scsi_host::{Host, list_to};
+use cowd_tests::{Daemon, MIB, require};
+
+fn stdout(o: &std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn inquiry_ok(url: &str) -> bool {
+    let o = Command::new("iscsi-inq").arg(url).output().unwrap();
+    o.status.success()
+}
+
+#[test]
+fn ports_are_listed_and_changed_while_cowd_runs() {
+    require("iscsi-inq");
+    let tmp = tempfile::tempdir().unwrap();
+    let vault = tmp.path().join("vault.img");
+    std::fs::File::create(&vault)
+        .unwrap()
+        .set_len(16 * MIB)
+        .unwrap();
+    let conf = tmp.path().join("cowd.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[port]]\nname = \"be0\"\nrole = \"initiator\"\naddress = \"127.0.0.1\"\ngroup = \"g1\"\n\n\
+             [[copy_target]]\nname = \"vault\"\nnaa = \"3000000000000a17\"\n\
+             paths = [{{ via = \"{}\", port = \"be0\" }}]\n",
+            vault.display()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::builder()
+        .export("disk", 16 * MIB)
+        .iscsi()
+        .args(&["--config", conf.to_str().unwrap()])
+        .start();
+    let portal = d.iscsi_portal().trim_start_matches("iscsi://").to_owned();
+    let ports = stdout(&cowctl(&d, &["ports"]));
+    assert!(
+        ports.contains("be0") && ports.contains("initiator") && ports.contains("g1"),
+        "{ports}"
+    );
+    assert!(
+        ports.contains(&portal) && ports.contains("target"),
+        "{ports}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&cowctl(&d, &["--json", "ports"]))).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 2, "{json}");
+    // The portal becomes an initiator port: logins are refused; back to target: accepted.
+    assert!(inquiry_ok(&d.iscsi_url("disk")));
+    let set = stdout(&cowctl(
+        &d,
+        &["ports", "set", &portal, "--role", "initiator"],
+    ));
+    assert!(set.contains("initiator"), "{set}");
+    assert!(
+        !inquiry_ok(&d.iscsi_url("disk")),
+        "a login on an initiator port"
+    );
+    stdout(&cowctl(
+        &d,
+        &["ports", "set", &portal, "--role", "target", "--group", "g1"],
+    ));
+    assert!(inquiry_ok(&d.iscsi_url("disk")));
+    let ports = stdout(&cowctl(&d, &["ports"]));
+    assert_eq!(ports.matches("g1").count(), 2, "{ports}");
+    // Refusals: unknown port, nothing to change, an initiator port cannot be a target port.
+    let o = cowctl(&d, &["ports", "set", "nope", "--group", "x"]);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no port named nope")
+    );
+    let o = cowctl(&d, &["ports", "set", "be0"]);
+    assert!(!o.status.success());
+    let o = cowctl(&d, &["ports", "set", "be0", "--role", "target"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("portal"));
+    // No copy job yet.
+    assert_eq!(stdout(&cowctl(&d, &["copies"])), "no copy jobs\n");
+}
+
+#[test]
+fn bad_copy_settings_stop_the_daemon_with_a_clear_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("disk.img");
+    std::fs::File::create(&image).unwrap().set_len(MIB).unwrap();
+    for (conf, want) in [
+        (
+            "[[copy_target]]\nname = \"v\"\npaths = [\"/x\"]\n",
+            "give naa or fc_name",
+        ),
+        (
+            "[[copy_target]]\nname = \"v\"\nnaa = \"3000000000000001\"\npaths = [\"ftp://x\"]\n",
+            "expected nbd://",
+        ),
+        (
+            "[[copy_target]]\nname = \"v\"\nnaa = \"3000000000000001\"\n\
+             paths = [\"nbds://host/x\"]\n",
+            "TLS",
+        ),
+        (
+            "[[copy_target]]\nname = \"v\"\nnaa = \"3000000000000001\"\n\
+             paths = [{ via = \"/x\", port = \"be9\" }]\n",
+            "not an initiator port",
+        ),
+        (
+            "[[port]]\nname = \"fe\"\nrole = \"target\"\n",
+            "needs address",
+        ),
+        (
+            "[[mover]]\nname = \"m\"\nports = [\"be9\"]\n",
+            "not an initiator port",
+        ),
+    ] {
+        let path = tmp.path().join("cowd.toml");
+        std::fs::write(&path, conf).unwrap();
+        let o = Command::new(cowd_tests::bin("cowd"))
+            .args(["serve", "--export"])
+            .arg(format!("disk={}", image.display()))
+            .args(["--nbd", "tcp:127.0.0.1:1", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{conf}: {err}");
+        assert!(err.contains(want), "{conf}: {err}");
+    }
+}
+
+/// `qemu-nbd` serving `image` as export `vault` on loopback `port`; killed when dropped.
+struct QemuNbd(std::process::Child);
+
+impl QemuNbd {
+    fn start(image: &std::path::Path, port: u16) -> QemuNbd {
+        let child = Command::new("qemu-nbd")
+            .args([
+                "-f",
+                "raw",
+                "-x",
+                "vault",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .args(["--persistent", "--shared", "4"])
+            .arg(image)
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "qemu-nbd did not listen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        QemuNbd(child)
+    }
+}
+
+impl Drop for QemuNbd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn extended_copy_fails_over_to_the_second_nbd_path_and_reports_when_none_reaches() {
+    require("qemu-nbd");
+    let tmp = tempfile::tempdir().unwrap();
+    let vault = tmp.path().join("vault.img");
+    std::fs::File::create(&vault)
+        .unwrap()
+        .set_len(64 * MIB)
+        .unwrap();
+    let (down, up) = (cowd_tests::free_port(), cowd_tests::free_port());
+    let nbd = QemuNbd::start(&vault, up);
+    let conf = tmp.path().join("cowd.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[copy_target]]\nname = \"vault\"\nnaa = \"3000000000000a17\"\n\
+             paths = [\"nbd://127.0.0.1:{down}/vault\", \"nbd://127.0.0.1:{up}/vault\"]\n"
+        ),
+    )
+    .unwrap();
+    let d = Daemon::builder()
+        .export("src", 32 * MIB)
+        .iscsi()
+        .args(&["--config", conf.to_str().unwrap()])
+        .start();
+    let data = cowd_tests::pattern(7, (32 * MIB) as usize);
+    std::fs::write(d.image("src"), &data).unwrap();
+    let portal = d.iscsi_portal().trim_start_matches("iscsi://").to_owned();
+    let mut host = Host::login(&portal, &format!("{}:src", cowd_tests::ISCSI_BASE)).unwrap();
+    let naa = [0x30, 0, 0, 0, 0, 0, 0x0a, 0x17];
+    // 32 MiB from the source's LBA 0 to the vault's LBA 2048 (1 MiB in).
+    let answer = host.extended_copy(&list_to(&naa, 65536, 0, 2048)).unwrap();
+    assert_eq!(answer.status, 0, "{answer:?}\n{}", d.log());
+    let copied = std::fs::read(&vault).unwrap();
+    assert!(
+        copied[(MIB as usize)..(33 * MIB) as usize] == data[..],
+        "the copy is exact"
+    );
+    assert!(
+        copied[..MIB as usize].iter().all(|&b| b == 0),
+        "nothing before the range"
+    );
+    let copies = stdout(&cowctl(&d, &["copies"]));
+    assert!(
+        copies.contains("done") && copies.contains(&format!(":{up}/vault")),
+        "{copies}"
+    );
+    assert!(
+        copies.contains("export:src -> copy-target:vault"),
+        "{copies}"
+    );
+    // Both paths down: COPY ABORTED, COPY TARGET DEVICE NOT REACHABLE; the reason in copies.
+    drop(nbd);
+    let answer = host.extended_copy(&list_to(&naa, 8, 0, 0)).unwrap();
+    assert_eq!(answer.status, 0x02, "{answer:?}");
+    assert_eq!(
+        answer.key_asc_ascq(),
+        Some((0x0A, 0x0D, 0x02)),
+        "{answer:?}"
+    );
+    let copies = stdout(&cowctl(&d, &["copies"]));
+    assert!(
+        copies.contains("failed") && copies.contains("copy target not reachable"),
+        "{copies}"
+    );
+    assert!(
+        copies.contains(&format!(":{down}/vault")) && copies.contains(&format!(":{up}/vault")),
+        "{copies}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&cowctl(&d, &["--json", "copies"]))).unwrap();
+    assert_eq!(json[0]["state"], "failed", "{json}");
+    assert_eq!(json[1]["state"], "done", "{json}");
+    assert_eq!(json[1]["bytes"], 32 * MIB, "{json}");
+}
