@@ -56,7 +56,9 @@ impl FromStr for PathSpec {
         if s.starts_with("nbd") {
             s.parse().map(PathSpec::Nbd).map_err(|e| format!("{e}"))
         } else if s.starts_with("iscsi:") {
-            Ok(PathSpec::Iscsi(s.to_owned()))
+            Err(format!(
+                "{s}: iSCSI paths to copy targets are not offered yet (cowd has no iSCSI initiator); use nbd://"
+            ))
         } else if let Some(p) = s.strip_prefix("tape:") {
             absolute(p).map(PathSpec::Tape)
         } else if let Some(p) = s.strip_prefix("stream:") {
@@ -130,10 +132,7 @@ pub fn open(spec: &PathSpec, from: Option<IpAddr>, timeout: Duration) -> Result<
                 .map_err(|e| fail(e.to_string(), e.unreachable()))?;
             Ok(Opened::Block(Arc::new(dev)))
         }
-        PathSpec::Iscsi(_) => {
-            let _ = (from, timeout);
-            Err(fail("not reachable yet".into(), true))
-        }
+        PathSpec::Iscsi(_) => Err(fail("iSCSI paths are not offered yet".into(), false)),
         PathSpec::File(path) => {
             let dev = FileDevice::open(path, FileOptions::default()).map_err(|e| {
                 let down = matches!(&e, OpenError::Io { source, .. }
