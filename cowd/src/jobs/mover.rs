@@ -362,7 +362,11 @@ impl Mover {
                             failed: Vec::new(),
                         });
                     }
-                    Err(e) => tried.push(format!("{} -> {}: {}", port.name, path.spec, e.message)),
+                    Err(e) => {
+                        info!(mover = %self.config.name, target = name, port = %port.name,
+                            path = %path.spec, error = %e.message, "path not reached; trying the next");
+                        tried.push(format!("{} -> {}: {}", port.name, path.spec, e.message));
+                    }
                 }
             }
         }
