@@ -56,7 +56,7 @@ struct MoverArgs {
     #[arg(long = "port", value_name = "NAME")]
     ports: Vec<String>,
     /// The mover's lease: silent this long, it loses its jobs to the other movers; seconds
-    /// or units [default: 5s].
+    /// or units [default: 12s].
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     lease: Option<Secs>,
 }

@@ -64,7 +64,8 @@ impl MoverConfig {
         MoverConfig {
             name: name.to_owned(),
             ports: Vec::new(),
-            lease: Duration::from_secs(5),
+            // Half a lease (6 s) outlasts a path's I/O timeout (5 s): see `Lease::fresh`.
+            lease: Duration::from_secs(12),
             poll: Duration::from_millis(100),
         }
     }
