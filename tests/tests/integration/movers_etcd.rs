@@ -1,8 +1,9 @@
 //! Movers on other hosts: cowd's job table in etcd, two `cowd mover` processes each in a
 //! network namespace of its own (a host of the storage network), the copy target an NBD
-//! server (nbdkit, throttled) on the servers' address. The mover copying is killed (SIGKILL)
+//! server (nbdkit, throttled) on the servers' address. A host sends the daemon an EXTENDED
+//! COPY naming the copy target; the daemon puts the job in etcd. The mover copying is killed (SIGKILL)
 //! mid-copy; the other takes the job over once the first one's lease runs out, copies it anew
-//! and finishes it; the copy is exact, and cowd lists the job (its table is etcd's).
+//! and finishes it; the host's command ends GOOD, the copy is exact, and cowd lists the job.
 //! Also: the etcd table keeps the rules of the job table (`jobs::table`) in a real etcd.
 
 use std::fs::File;
@@ -16,6 +17,7 @@ use cowd::jobs::{EndpointRef, JobError, JobId, JobSpec, Origin, Outcome, Transfe
 use cowd_tests::cli::{self, Background};
 use cowd_tests::etcd::Etcd;
 use cowd_tests::netns::Net;
+use cowd_tests::scsi_host::{Host, list_to};
 use cowd_tests::{Daemon, MIB, bin, free_port, pattern, require};
 
 /// The export copied.
@@ -158,10 +160,14 @@ fn a_job_whose_mover_is_killed_is_finished_by_a_mover_on_another_host() {
     let cowd_toml = dir.path().join("cowd.toml");
     let settings = format!("etcd = \"{}\"\nlocal_movers = false\n", etcd.endpoint);
     std::fs::write(&cowd_toml, settings + &vault_setting(&vault_uri)).unwrap();
-    let nbd_port = free_port();
+    let (nbd_port, iscsi_port) = (free_port(), free_port());
     let daemon = cli::start(Daemon::builder().export_path("src", &src).args(&[
         "--nbd",
         &format!("tcp:{server}:{nbd_port}"),
+        "--iscsi",
+        &format!("{server}:{iscsi_port}"),
+        "--iscsi-base-name",
+        cowd_tests::ISCSI_BASE,
         "--config",
         cli::path_str(&cowd_toml),
     ]));
@@ -221,10 +227,29 @@ fn a_job_whose_mover_is_killed_is_finished_by_a_mover_on_another_host() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    // The job; the mover copying it is killed a few MiB in.
+    // A host asks the daemon for the copy (EXTENDED COPY, src -> vault); the daemon puts the
+    // job in etcd and waits; the mover copying it is killed a few MiB in.
     let start = Instant::now();
-    let id = table.submit(spec(SIZE)).unwrap();
+    let portal = format!("{server}:{iscsi_port}");
+    let host = std::thread::spawn(move || {
+        let target = format!("{}:src", cowd_tests::ISCSI_BASE);
+        let mut host = Host::login(&portal, &target).expect("iSCSI login");
+        let naa = [0x50, 0x01, 0x40, 0x50, 0x00, 0x00, 0x0a, 0x01];
+        host.extended_copy(&list_to(&naa, (SIZE / 512) as u32, 0, 0))
+            .expect("EXTENDED COPY answered")
+    });
     let deadline = Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        if let Some(j) = table.list().unwrap().first() {
+            break j.id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no job in etcd:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let (holder, at) = loop {
         let v = view(&table, id);
         if let (Some(m), true) = (&v.mover, v.bytes >= 4 * MIB) {
@@ -269,6 +294,8 @@ fn a_job_whose_mover_is_killed_is_finished_by_a_mover_on_another_host() {
     );
     assert_eq!(outcome, Outcome::Done { bytes: SIZE }, "{}", logs(&movers));
     assert_eq!(view(&table, id).claims, 2, "one claim each");
+    let answer = host.join().unwrap();
+    assert_eq!(answer.status, 0, "the host's EXTENDED COPY: {answer:?}");
     let survivor = movers.iter_mut().find(|m| m.name != holder).unwrap();
     assert!(survivor.log().contains("copy done"), "{}", survivor.log());
     assert_same_bytes(&src, &vault);
