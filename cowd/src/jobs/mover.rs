@@ -211,6 +211,18 @@ enum Stop {
     Failed(Outcome),
 }
 
+impl Stop {
+    /// The job failed for good at `segment` (`source`: on its source side).
+    fn failed(error: JobError, segment: u16, source: bool, reason: String) -> Stop {
+        Stop::Failed(Outcome::Failed {
+            error,
+            segment,
+            source,
+            reason,
+        })
+    }
+}
+
 impl Mover {
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::Acquire)
@@ -321,12 +333,14 @@ impl Mover {
             id,
             ports: &ports,
             reached,
+            path: String::new(),
             exports,
             bytes: 0,
             buffer: Vec::new(),
             writers: HashMap::new(),
             readers: HashMap::new(),
         };
+        job.describe_paths();
         for t in &spec.transfers {
             job.transfer(t)?;
         }
@@ -402,6 +416,9 @@ struct Running<'a> {
     id: JobId,
     ports: &'a [Port],
     reached: HashMap<String, Reached>,
+    /// The paths in use, as progress reports them (`PORT -> PATH, ...`; `local` for none):
+    /// described when a path is reached, not for every piece.
+    path: String,
     exports: HashMap<String, Arc<dyn BlockDevice>>,
     bytes: u64,
     buffer: Vec<u8>,
@@ -412,6 +429,16 @@ struct Running<'a> {
 }
 
 impl Running<'_> {
+    /// Describes the paths in use again (after one was reached).
+    fn describe_paths(&mut self) {
+        let paths: Vec<String> = self.reached.values().map(Reached::describe).collect();
+        self.path = if paths.is_empty() {
+            "local".into()
+        } else {
+            paths.join(", ")
+        };
+    }
+
     fn transfer(&mut self, t: &TransferSpec) -> Result<(), Stop> {
         if self.is_stream(&t.dst) {
             return self.write_stream(t);
@@ -441,21 +468,10 @@ impl Running<'_> {
         if self.mover.stopping() || !self.mover.lease.fresh() {
             return Err(Stop::Lost);
         }
-        let path = self
-            .reached
-            .values()
-            .map(Reached::describe)
-            .collect::<Vec<_>>()
-            .join(", ");
-        let path = if path.is_empty() {
-            "local".into()
-        } else {
-            path
-        };
         match self
             .mover
             .table
-            .progress(self.id, &self.mover.config.name, self.bytes, &path)
+            .progress(self.id, &self.mover.config.name, self.bytes, &self.path)
         {
             Ok(true) => Ok(()),
             Ok(false) => Err(Stop::Lost),
@@ -483,14 +499,7 @@ impl Running<'_> {
         source: bool,
         mut op: impl FnMut(&dyn BlockDevice) -> Result<(), DeviceError>,
     ) -> Result<(), Stop> {
-        let failed = |reason: String| {
-            Stop::Failed(Outcome::Failed {
-                error: JobError::DeviceFailure,
-                segment,
-                source,
-                reason,
-            })
-        };
+        let failed = |reason| Stop::failed(JobError::DeviceFailure, segment, source, reason);
         match ep {
             EndpointRef::Export(name) => {
                 let dev = &self.exports[name];
@@ -499,12 +508,12 @@ impl Running<'_> {
             EndpointRef::CopyTarget(name) => loop {
                 let r = self.reached.get_mut(name).expect("reached before copying");
                 let Opened::Block(dev) = &r.opened else {
-                    return Err(Stop::Failed(Outcome::Failed {
-                        error: JobError::DeviceType,
+                    return Err(Stop::failed(
+                        JobError::DeviceType,
                         segment,
                         source,
-                        reason: format!("copy target {name} is a stream"),
-                    }));
+                        format!("copy target {name} is a stream"),
+                    ));
                 };
                 let e = match op(dev.as_ref()) {
                     Ok(()) => return Ok(()),
@@ -520,6 +529,7 @@ impl Running<'_> {
                     Ok(mut next) => {
                         next.failed = failed_paths;
                         self.reached.insert(name.clone(), next);
+                        self.describe_paths();
                     }
                     Err(_) => {
                         let all: Vec<String> = failed_paths.into_iter().map(|(_, w)| w).collect();

@@ -7,7 +7,7 @@
 use tracing::info;
 
 use super::{PIECE, Running, STREAM_BLOCK, Stop};
-use crate::jobs::spec::{EndpointRef, JobError, Outcome, TransferSpec};
+use crate::jobs::spec::{EndpointRef, JobError, TransferSpec};
 use crate::san::paths::{Opened, PathSpec};
 use crate::scsi::inquiry::naa;
 use crate::stream::medium::{MediumKind, MediumSpec};
@@ -52,14 +52,7 @@ impl Running<'_> {
             .copy_target()
             .expect("a stream is a copy target")
             .to_owned();
-        let failed = |reason: String| {
-            Stop::Failed(Outcome::Failed {
-                error: JobError::DeviceFailure,
-                segment: t.segment,
-                source: false,
-                reason,
-            })
-        };
+        let failed = |reason| Stop::failed(JobError::DeviceFailure, t.segment, false, reason);
         if !self.writers.contains_key(&name) {
             let designator = match &t.src {
                 EndpointRef::Export(e) => naa(crate::export::unit_id(e)).to_vec(),
@@ -103,14 +96,7 @@ impl Running<'_> {
             .copy_target()
             .expect("a stream is a copy target")
             .to_owned();
-        let failed = |reason: String| {
-            Stop::Failed(Outcome::Failed {
-                error: JobError::DeviceFailure,
-                segment: t.segment,
-                source: true,
-                reason,
-            })
-        };
+        let failed = |reason| Stop::failed(JobError::DeviceFailure, t.segment, true, reason);
         if !self.readers.contains_key(&name) {
             let r = StreamReader::open(self.media(&name))
                 .map_err(|e| failed(format!("copy target {name}: {e}")))?;
@@ -161,12 +147,8 @@ impl Running<'_> {
     pub(super) fn finish_streams(&mut self) -> Result<(), Stop> {
         for (name, w) in self.writers.drain() {
             let summary = w.finish().map_err(|e| {
-                Stop::Failed(Outcome::Failed {
-                    error: JobError::DeviceFailure,
-                    segment: 0,
-                    source: false,
-                    reason: format!("copy target {name}: {e}"),
-                })
+                let reason = format!("copy target {name}: {e}");
+                Stop::failed(JobError::DeviceFailure, 0, false, reason)
             })?;
             info!(mover = %self.mover.config.name, job = self.id, target = %name,
                 bytes = summary.bytes, records = summary.records, media = summary.media.len(),
