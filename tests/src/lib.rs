@@ -9,7 +9,8 @@
 //! needs lives here, once: the daemon and `cowctl` ([`cli`]), files ([`files`]), mounts and
 //! ext4 on an export ([`mounts`]), a raw NBD client ([`nbd`]), the live-backup runner
 //! ([`live`]), a repository driven and inspected ([`repo`]), a changing filesystem and its
-//! check ([`fswriter`]), etcd ([`etcd`]), hosts as network namespaces ([`netns`]).
+//! check ([`fswriter`]), etcd ([`etcd`]), hosts as network namespaces ([`netns`]), tgtd as a
+//! second iSCSI target ([`tgtd`]), EXTENDED COPY lists from a host ([`xcopy`]).
 
 pub mod cli;
 pub mod etcd;
@@ -24,6 +25,8 @@ pub mod netns;
 pub mod power;
 pub mod repo;
 pub mod scsi_host;
+pub mod tgtd;
+pub mod xcopy;
 
 use std::fs::File;
 use std::io::Read;

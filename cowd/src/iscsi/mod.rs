@@ -14,6 +14,10 @@
 //! The pure modules do no I/O: every function takes bytes or values and returns values.
 //! Randomness (CHAP challenges) and sequence numbers come from the caller. `wire`,
 //! `connection`, `full_feature`, `workers` and `server` run them over sockets and threads.
+//!
+//! The other direction: `initiator` logs in to a target (cowd's or another) with the same
+//! PDU codec and sends it SCSI commands, `initiator::IscsiDevice` is a logical unit there as a
+//! block device, and `url` parses the `iscsi://` URLs that name one.
 
 pub mod chap;
 pub mod config;
@@ -23,12 +27,14 @@ pub mod dataout;
 pub mod digest;
 pub mod frame;
 pub mod full_feature;
+pub mod initiator;
 pub mod login;
 pub mod negotiate;
 pub mod opcodes;
 pub mod pdu;
 pub mod server;
 pub mod text;
+pub mod url;
 pub mod values;
 pub mod window;
 pub mod wire;

@@ -16,6 +16,7 @@ mod fs_backup;
 mod generations;
 mod hardening;
 mod iscsi_conformance;
+mod iscsi_initiator;
 mod iscsi_peers;
 mod live_backup;
 mod movers_etcd;
