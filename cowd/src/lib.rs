@@ -14,6 +14,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod device;
+pub mod dial;
 pub mod export;
 pub mod files;
 pub mod fs;

@@ -3,8 +3,8 @@
 //! tests send it arbitrary SCSI commands ([`Session::command`]).
 //!
 //! ```text
-//!  Session::login(url) ─ TCP connect (timeout) ─ login (login.rs: security, [CHAP],
-//!     │                                           operational keys) ─> full feature phase
+//!  Session::login(url) ─ dial::tcp(from, timeout) ─ login (login.rs: security, [CHAP],
+//!     │                                               operational keys) ─> full feature phase
 //!     v
 //!  Session::command(cdb, data_out, data_in_len)
 //!     SCSI Command [+ immediate data] [+ unsolicited Data-Out up to FirstBurstLength]
@@ -38,7 +38,7 @@ mod device;
 mod login;
 
 use std::io::{self, IoSlice, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
@@ -315,20 +315,6 @@ impl std::fmt::Debug for Session {
     }
 }
 
-/// Connects to the portal of `url`, trying each of its addresses within `timeout`.
-fn connect(url: &IscsiUrl, timeout: Duration) -> io::Result<TcpStream> {
-    let mut last = None;
-    for addr in (url.host.as_str(), url.port).to_socket_addrs()? {
-        match TcpStream::connect_timeout(&addr, timeout) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| {
-        io::Error::new(io::ErrorKind::AddrNotAvailable, "the host has no address")
-    }))
-}
-
 /// A timeout as an error that says so.
 fn explain(e: io::Error, timeout: Duration) -> io::Error {
     match e.kind() {
@@ -370,9 +356,19 @@ impl Session {
         initiator_name: &str,
         timeout: Duration,
     ) -> Result<Session, LoginError> {
+        Session::login_from(url, initiator_name, None, timeout)
+    }
+
+    /// [`Session::login`] from the local address `from` (an initiator port; `None`: any).
+    pub fn login_from(
+        url: &IscsiUrl,
+        initiator_name: &str,
+        from: Option<IpAddr>,
+        timeout: Duration,
+    ) -> Result<Session, LoginError> {
         let timeout = timeout.max(Duration::from_millis(1));
         let shown = url.redacted();
-        let stream = connect(url, timeout)
+        let stream = crate::dial::tcp(&url.host, url.port, from, timeout)
             .and_then(|s| {
                 s.set_nodelay(true)?;
                 s.set_read_timeout(Some(timeout))?;

@@ -22,6 +22,7 @@
 //! logs in again on its own.
 
 use std::io;
+use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -320,7 +321,18 @@ impl IscsiDevice {
         initiator_name: &str,
         timeout: Duration,
     ) -> std::result::Result<IscsiDevice, ConnectError> {
-        let mut s = Session::login(url, initiator_name, timeout)?;
+        IscsiDevice::connect_from(url, initiator_name, None, timeout)
+    }
+
+    /// [`IscsiDevice::connect`] from the local address `from` (an initiator port; `None`:
+    /// any).
+    pub fn connect_from(
+        url: &IscsiUrl,
+        initiator_name: &str,
+        from: Option<IpAddr>,
+        timeout: Duration,
+    ) -> std::result::Result<IscsiDevice, ConnectError> {
+        let mut s = Session::login_from(url, initiator_name, from, timeout)?;
         let unit = probe(&mut s).map_err(|(what, f)| ConnectError::Setup {
             url: url.redacted(),
             what,
