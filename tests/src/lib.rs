@@ -24,7 +24,6 @@ pub mod nbd;
 pub mod netns;
 pub mod power;
 pub mod repo;
-pub mod scsi_host;
 pub mod tgtd;
 pub mod xcopy;
 

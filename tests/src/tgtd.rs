@@ -124,6 +124,11 @@ impl Tgtd {
             .is_ok_and(|s| s.success())
     }
 
+    /// The tgtd process (to freeze it with SIGSTOP; send SIGCONT before the drop).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// `iscsi://127.0.0.1:PORT`.
     pub fn portal(&self) -> String {
         format!("iscsi://127.0.0.1:{}", self.port)

@@ -2,6 +2,8 @@
 //! logical units named by designators, cut into segments and commands the copy manager
 //! accepts, and the copy manager's limits read back from it. The library of the `xcopy` tool
 //! (`src/bin/xcopy.rs`); the lists are `cowd::xcopy::CopyList`s, encoded by `cowd::xcopy::encode`.
+//! The integration tests send them as a host would: [`host`] logs in through cowd's iSCSI
+//! initiator, [`extended_copy`] sends one list.
 //!
 //! ```text
 //!   blocks N from src_lba to dst_lba
@@ -13,7 +15,11 @@
 //! Endpoints are SPC-4 identification descriptors (E4h) carrying an NAA designator, or, in
 //! Legato's format, Fibre Channel N_Port_Name descriptors (E0h) naming a port and LUN 0.
 
-use cowd::xcopy::{CopyList, DeviceParams, Format, LOCAL_LU, Segment, TargetDescriptor};
+use std::time::Duration;
+
+use cowd::iscsi::initiator::{CommandError, LoginError, Reply, Session, commands};
+use cowd::iscsi::url::IscsiUrl;
+use cowd::xcopy::{CopyList, DeviceParams, Format, LOCAL_LU, Segment, TargetDescriptor, encode};
 
 /// The most blocks one block→block segment descriptor holds (a 16-bit field).
 pub const MAX_SEGMENT_BLOCKS: u32 = 0xFFFF;
@@ -339,10 +345,54 @@ pub fn describe_copy_status(d: &[u8]) -> Option<String> {
     ))
 }
 
+/// The initiator name the tests' hosts log in with.
+pub const HOST_INITIATOR: &str = "iqn.2026-12.local.cowd:test-host";
+/// How long a test host waits for one answer (a copy of tens of MiB runs inside one).
+const HOST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A test host logged in to the logical unit at `url` (`iscsi://HOST:PORT/IQN/LUN`).
+pub fn host(url: &str) -> Result<Session, LoginError> {
+    let url: IscsiUrl = url.parse().expect("a valid iscsi:// URL");
+    Session::login(&url, HOST_INITIATOR, HOST_TIMEOUT)
+}
+
+/// EXTENDED COPY (LID1) with parameter list `list`, on session `s`.
+pub fn extended_copy(s: &mut Session, list: &[u8]) -> Result<Reply, CommandError> {
+    s.command(&commands::extended_copy(list.len() as u32), list, 0)
+}
+
+/// The NAA designator of export `name`'s logical unit (VPD 83h), as cowd computes it.
+pub fn export_naa(name: &str) -> [u8; 8] {
+    cowd::scsi::inquiry::naa(cowd::export::unit_id(name))
+}
+
+/// One SPC-4 parameter list copying `blocks` 512-byte blocks from LBA `src_lba` of the unit
+/// that receives it to LBA `dst_lba` of the block device whose NAA designator is `dst_naa`,
+/// in segments of 65535 blocks (for tests that know the copy manager takes them all).
+pub fn list_to(dst_naa: &[u8], blocks: u64, src_lba: u64, dst_lba: u64) -> Vec<u8> {
+    let plan = CopyPlan {
+        src: Endpoint::Local,
+        dst: Endpoint::Naa(dst_naa.to_vec()),
+        blocks,
+        src_lba,
+        dst_lba,
+        block_size: 512,
+        segment_blocks: 0,
+        list_id: 0,
+    };
+    let limits = CopyLimits {
+        max_segment_descriptors: u16::MAX,
+        ..CopyLimits::default()
+    };
+    let lists = lists(&plan, &limits, Format::Spc).expect("a plain block-to-block copy");
+    assert_eq!(lists.len(), 1, "one list");
+    encode(&lists[0])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cowd::xcopy::{Limits, encode, parse};
+    use cowd::xcopy::{Limits, parse};
 
     fn plan(blocks: u64) -> CopyPlan {
         CopyPlan {

@@ -20,10 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::device::{BlockDevice, FileDevice, FileOptions, OpenError};
+use crate::iscsi::initiator::IscsiDevice;
+use crate::iscsi::url::IscsiUrl;
 use crate::nbd::uri::NbdUri;
-
-// Until the iSCSI initiator lands: the URL as written.
-type IscsiUrl = String;
 
 /// Where a path leads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,9 +55,7 @@ impl FromStr for PathSpec {
         if s.starts_with("nbd") {
             s.parse().map(PathSpec::Nbd).map_err(|e| format!("{e}"))
         } else if s.starts_with("iscsi:") {
-            Err(format!(
-                "{s}: iSCSI paths to copy targets are not offered yet (cowd has no iSCSI initiator); use nbd://"
-            ))
+            s.parse().map(PathSpec::Iscsi).map_err(|e| format!("{e}"))
         } else if let Some(p) = s.strip_prefix("tape:") {
             absolute(p).map(PathSpec::Tape)
         } else if let Some(p) = s.strip_prefix("stream:") {
@@ -79,7 +76,7 @@ impl fmt::Display for PathSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PathSpec::Nbd(u) => write!(f, "{u}"),
-            PathSpec::Iscsi(u) => write!(f, "{u}"),
+            PathSpec::Iscsi(u) => write!(f, "{}", u.redacted()),
             PathSpec::File(p) => write!(f, "{}", p.display()),
             PathSpec::Tape(p) => write!(f, "tape:{}", p.display()),
             PathSpec::Stream(p) => write!(f, "stream:{}", p.display()),
@@ -132,7 +129,11 @@ pub fn open(spec: &PathSpec, from: Option<IpAddr>, timeout: Duration) -> Result<
                 .map_err(|e| fail(e.to_string(), e.unreachable()))?;
             Ok(Opened::Block(Arc::new(dev)))
         }
-        PathSpec::Iscsi(_) => Err(fail("iSCSI paths are not offered yet".into(), false)),
+        PathSpec::Iscsi(url) => {
+            let dev = IscsiDevice::connect_from(url, INITIATOR_NAME, from, timeout)
+                .map_err(|e| fail(e.to_string(), e.unreachable()))?;
+            Ok(Opened::Block(Arc::new(dev)))
+        }
         PathSpec::File(path) => {
             let dev = FileDevice::open(path, FileOptions::default()).map_err(|e| {
                 let down = matches!(&e, OpenError::Io { source, .. }

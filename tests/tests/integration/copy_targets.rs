@@ -5,7 +5,8 @@
 use std::process::Command;
 
 use cowd_tests::cli::cowctl;
-use cowd_tests::scsi_host::{Host, list_to};
+use cowd_tests::tgtd::Tgtd;
+use cowd_tests::xcopy::{extended_copy, host, list_to};
 use cowd_tests::{Daemon, MIB, require};
 
 fn stdout(o: &std::process::Output) -> String {
@@ -206,11 +207,10 @@ fn extended_copy_fails_over_to_the_second_nbd_path_and_reports_when_none_reaches
         .start();
     let data = cowd_tests::pattern(7, (32 * MIB) as usize);
     std::fs::write(d.image("src"), &data).unwrap();
-    let portal = d.iscsi_portal().trim_start_matches("iscsi://").to_owned();
-    let mut host = Host::login(&portal, &format!("{}:src", cowd_tests::ISCSI_BASE)).unwrap();
+    let mut host = host(&d.iscsi_url("src")).unwrap();
     let naa = [0x30, 0, 0, 0, 0, 0, 0x0a, 0x17];
     // 32 MiB from the source's LBA 0 to the vault's LBA 2048 (1 MiB in).
-    let answer = host.extended_copy(&list_to(&naa, 65536, 0, 2048)).unwrap();
+    let answer = extended_copy(&mut host, &list_to(&naa, 65536, 0, 2048)).unwrap();
     assert_eq!(answer.status, 0, "{answer:?}\n{}", d.log());
     let copied = std::fs::read(&vault).unwrap();
     assert!(
@@ -232,10 +232,10 @@ fn extended_copy_fails_over_to_the_second_nbd_path_and_reports_when_none_reaches
     );
     // Both paths down: COPY ABORTED, COPY TARGET DEVICE NOT REACHABLE; the reason in copies.
     drop(nbd);
-    let answer = host.extended_copy(&list_to(&naa, 8, 0, 0)).unwrap();
+    let answer = extended_copy(&mut host, &list_to(&naa, 8, 0, 0)).unwrap();
     assert_eq!(answer.status, 0x02, "{answer:?}");
     assert_eq!(
-        answer.key_asc_ascq(),
+        answer.sense_codes().map(|c| (c.key, c.asc, c.ascq)),
         Some((0x0A, 0x0D, 0x02)),
         "{answer:?}"
     );
@@ -253,4 +253,71 @@ fn extended_copy_fails_over_to_the_second_nbd_path_and_reports_when_none_reaches
     assert_eq!(json[0]["state"], "failed", "{json}");
     assert_eq!(json[1]["state"], "done", "{json}");
     assert_eq!(json[1]["bytes"], 32 * MIB, "{json}");
+}
+
+/// Sends `sig` (STOP, CONT) to process `pid`.
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn extended_copy_reaches_a_copy_target_over_iscsi_past_a_dead_and_a_frozen_portal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (frozen_img, vault) = (tmp.path().join("frozen.img"), tmp.path().join("vault.img"));
+    for f in [&frozen_img, &vault] {
+        std::fs::File::create(f).unwrap().set_len(64 * MIB).unwrap();
+    }
+    let frozen = Tgtd::start(&frozen_img);
+    let live = Tgtd::start(&vault);
+    let dead = cowd_tests::free_port();
+    let conf = tmp.path().join("cowd.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[copy_target]]\nname = \"vault\"\nnaa = \"3000000000000a17\"\n\
+             paths = [\"iscsi://127.0.0.1:{dead}/{iqn}/1\", \"{frozen}\", \"{live}\"]\n",
+            iqn = cowd_tests::tgtd::IQN,
+            frozen = frozen.url(),
+            live = live.url(),
+        ),
+    )
+    .unwrap();
+    let d = Daemon::builder()
+        .export("src", 32 * MIB)
+        .iscsi()
+        .args(&["--config", conf.to_str().unwrap()])
+        .start();
+    let data = cowd_tests::pattern(11, (32 * MIB) as usize);
+    std::fs::write(d.image("src"), &data).unwrap();
+    // The second portal accepts connections (the kernel does) but its tgtd answers nothing.
+    signal(frozen.pid(), "STOP");
+    let mut session = host(&d.iscsi_url("src")).unwrap();
+    let naa = [0x30, 0, 0, 0, 0, 0, 0x0a, 0x17];
+    let answer = extended_copy(&mut session, &list_to(&naa, 65536, 0, 2048));
+    signal(frozen.pid(), "CONT");
+    let answer = answer.unwrap();
+    assert_eq!(answer.status, 0, "{answer:?}\n{}", d.log());
+    let copied = std::fs::read(&vault).unwrap();
+    assert!(
+        copied[(MIB as usize)..(33 * MIB) as usize] == data[..],
+        "the copy through tgtd is exact"
+    );
+    assert!(
+        std::fs::read(&frozen_img).unwrap().iter().all(|&b| b == 0),
+        "nothing went to the frozen target"
+    );
+    let copies = stdout(&cowctl(&d, &["copies"]));
+    assert!(
+        copies.contains("done") && copies.contains(&live.url()),
+        "{copies}"
+    );
+    let log = d.log();
+    assert!(
+        log.contains(&format!("127.0.0.1:{dead}")) && log.contains(&frozen.portal()[8..]),
+        "both failed paths are logged:\n{log}"
+    );
 }

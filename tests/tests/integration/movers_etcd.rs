@@ -17,7 +17,7 @@ use cowd::jobs::{EndpointRef, JobError, JobId, JobSpec, Origin, Outcome, Transfe
 use cowd_tests::cli::{self, Background};
 use cowd_tests::etcd::Etcd;
 use cowd_tests::netns::Net;
-use cowd_tests::scsi_host::{Host, list_to};
+use cowd_tests::xcopy::{extended_copy, host, list_to};
 use cowd_tests::{Daemon, MIB, bin, free_port, pattern, require};
 
 /// The export copied.
@@ -230,12 +230,14 @@ fn a_job_whose_mover_is_killed_is_finished_by_a_mover_on_another_host() {
     // A host asks the daemon for the copy (EXTENDED COPY, src -> vault); the daemon puts the
     // job in etcd and waits; the mover copying it is killed a few MiB in.
     let start = Instant::now();
-    let portal = format!("{server}:{iscsi_port}");
+    let url = format!(
+        "iscsi://{server}:{iscsi_port}/{}:src/0",
+        cowd_tests::ISCSI_BASE
+    );
     let host = std::thread::spawn(move || {
-        let target = format!("{}:src", cowd_tests::ISCSI_BASE);
-        let mut host = Host::login(&portal, &target).expect("iSCSI login");
+        let mut session = host(&url).expect("iSCSI login");
         let naa = [0x50, 0x01, 0x40, 0x50, 0x00, 0x00, 0x0a, 0x01];
-        host.extended_copy(&list_to(&naa, (SIZE / 512) as u32, 0, 0))
+        extended_copy(&mut session, &list_to(&naa, SIZE / 512, 0, 0))
             .expect("EXTENDED COPY answered")
     });
     let deadline = Instant::now() + Duration::from_secs(20);
