@@ -25,6 +25,9 @@ pub enum Origin {
     Generation(String),
     /// The destination of a live restore (`cowctl restore --live`), by restore id.
     Restore(String),
+    /// The image at T of running backup `id`, read-only, while the data movers copy it to a
+    /// copy target (`start-backup --to copy-target:NAME`).
+    Snapshot(String),
 }
 
 /// Who is connected, and whether more may connect.
@@ -86,6 +89,18 @@ impl Export {
         let mut e = Export::new(name, path, device, false);
         e.description = format!("{} (restored by {id})", path.display());
         e.origin = Origin::Restore(id.to_owned());
+        e
+    }
+
+    /// The image at T of backup `id` of `of`, served read-only through `view` under the
+    /// backup's id (removable with [`Exports::remove`]).
+    pub fn of_snapshot(of: &Export, id: &str, view: Arc<dyn BlockDevice>) -> Self {
+        let mut e = Export::new(id, of.path(), view, true);
+        e.description = format!(
+            "export {} as it was at the snapshot point of backup {id}",
+            of.name()
+        );
+        e.origin = Origin::Snapshot(id.to_owned());
         e
     }
 

@@ -1,6 +1,7 @@
 //! `cowctl start-backup`: `POST /v1/exports/{name}/backups`, then optionally follows the backup
-//! to its end like `cowctl wait`. The backup goes to a raw image (`--to`), to a repository
-//! (`--repo`), or, with neither, to the daemon's default repository.
+//! to its end like `cowctl wait`. The backup goes to a raw image (`--to PATH`), to a copy target
+//! through the data movers (`--to copy-target:NAME`), to a repository (`--repo`), or, with
+//! neither, to the daemon's default repository.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,6 +13,9 @@ use super::{Outcome, absolute, export_name, export_path};
 use crate::client::Client;
 use crate::output::pretty_json;
 use crate::report;
+
+/// How `--to` names a copy target instead of a path.
+const COPY_TARGET: &str = "copy-target:";
 
 /// The daemon's default quiet timeout, for the client timeout of a start that gives none.
 const DEFAULT_QUIET_TIMEOUT_S: f64 = 80.0;
@@ -26,9 +30,10 @@ pub struct StartArgs {
     #[arg(value_name = "EXPORT|/dev/nbdN")]
     pub export: String,
     /// Write the backup to a raw image: a new file (sparse), or an existing file or block
-    /// device at least as large as the export. Without --to or --repo the backup goes to the
-    /// daemon's default repository (cowd serve --repo).
-    #[arg(long, value_name = "PATH")]
+    /// device at least as large as the export; or `copy-target:NAME`: the daemon's data movers
+    /// copy it to that copy target of cowd.toml, through its paths with failover. Without --to
+    /// or --repo the backup goes to the daemon's default repository (cowd serve --repo).
+    #[arg(long, value_name = "PATH|copy-target:NAME")]
     pub to: Option<PathBuf>,
     /// Write the backup into this repository (see `cowctl repo init`).
     #[arg(long, value_name = "DIR", conflicts_with = "to")]
@@ -98,6 +103,9 @@ impl StartArgs {
     pub fn request(&self) -> anyhow::Result<StartBackup> {
         Ok(StartBackup {
             to: match &self.to {
+                Some(p) if p.to_str().is_some_and(|s| s.starts_with(COPY_TARGET)) => {
+                    p.display().to_string()
+                }
                 Some(p) => absolute("--to", p)?,
                 None => String::new(),
             },

@@ -5,10 +5,12 @@
 //! ```text
 //!   control ──> backup::manager ──> snapshot (engine, session, point, quiesce)
 //!                    │       └────> mover ──> targets (raw image | repository generation)
+//!                    │       └────> copy_job ──> jobs (data movers) ──> a copy target
 //!                    └─> backup::generation (parent, change map, used blocks)
 //!                    └─> backup::record (STATE/backups/ID.json)
 //! ```
 
+pub mod copy_job;
 pub mod generation;
 pub mod manager;
 pub mod record;

@@ -7,6 +7,9 @@
 //!   ── quiesce (quiet period | freeze | none) ── take T ── thaw
 //!   ── launch: narrow, record, track, start the mover   (the guard is disarmed)
 //! ```
+//!
+//! A backup to a copy target (`--to copy-target:NAME`) has no mover of its own: at launch the
+//! image at T is handed to the data movers as one job (`copy_job`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use tracing::{info, warn};
 
+use super::copy_job::{self, CopyLink, CopyTargetRef};
 use super::generation::{self, Planned};
 use super::manager::{Backups, Defaults, StartError};
 use crate::device::OpMask;
@@ -30,8 +34,10 @@ use cowd_api::backups::{BackupStarted, StartBackup, TargetFaults};
 #[derive(Debug, Clone)]
 pub(super) struct Checked {
     pub block_size: u32,
-    /// The repository of a generation; `None` for a raw image at `to`.
+    /// The repository of a generation; `None` for a raw image at `to` or a copy target.
     pub repo: Option<PathBuf>,
+    /// The copy target the data movers write (`--to copy-target:NAME`).
+    pub copy_target: Option<String>,
     pub to: PathBuf,
     pub policy: Policy,
     pub quiet_period: Duration,
@@ -78,6 +84,29 @@ pub(super) fn validate(d: &Defaults, size: u64, r: &StartBackup) -> Result<Check
         }
         (None, false, _) => None,
     };
+    let copy_target = r.to.strip_prefix(copy_job::PREFIX).map(str::to_owned);
+    if let Some(name) = &copy_target {
+        let not_for = |what: &str| {
+            invalid(format!(
+                "{what} is not for a copy target: the data movers write {}{name}",
+                copy_job::PREFIX
+            ))
+        };
+        if name.is_empty() {
+            return Err(invalid(
+                "copy-target: needs the name of a copy target of cowd.toml (copy-target:NAME)",
+            ));
+        }
+        if r.mode.is_some() || r.blocks.is_some() {
+            return Err(not_for("a repository backup's mode or block choice"));
+        }
+        if r.max_rate_mib_s.is_some() {
+            return Err(not_for("--max-rate (it paces cowd's own mover)"));
+        }
+        if r.target_faults.is_some() {
+            return Err(not_for("target_faults (a raw image's testing aid)"));
+        }
+    }
     let p = d.policy;
     let policy = Policy {
         high_watermark: r.high_watermark.unwrap_or(p.high_watermark),
@@ -103,6 +132,7 @@ pub(super) fn validate(d: &Defaults, size: u64, r: &StartBackup) -> Result<Check
     Ok(Checked {
         block_size,
         repo,
+        copy_target,
         to: PathBuf::from(&r.to),
         policy,
         quiet_period: secs("quiet-period", r.quiet_period_s, d.quiet_period)?,
@@ -173,8 +203,23 @@ impl Backups {
         &self,
         export: &Arc<Export>,
         r: &StartBackup,
+        link: &CopyLink,
     ) -> Result<BackupStarted, StartError> {
         let mut c = validate(&self.defaults, export.size(), r)?;
+        if let Some(name) = &c.copy_target {
+            let targets = link.copies.targets();
+            if !targets.iter().any(|t| &t.name == name) {
+                let known: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+                return Err(invalid(if known.is_empty() {
+                    format!("no copy target named {name}: cowd.toml has no [[copy_target]]")
+                } else {
+                    format!(
+                        "no copy target named {name} (cowd.toml has {})",
+                        known.join(", ")
+                    )
+                }));
+            }
+        }
         let mut acquired = self.acquire(export, r, &mut c)?;
         let frozen = match (&r.freeze, r.no_quiesce) {
             (_, true) => None,
@@ -203,7 +248,9 @@ impl Backups {
             container: acquired.container.take().expect("acquired a container"),
             target: acquired.target.clone(),
             policy: c.policy,
-            skip_holes: true,
+            // The movers copy every byte of the device (a copy target is not known to read
+            // zeroes), so holes at T stay pending too.
+            skip_holes: c.copy_target.is_none(),
             quiesce,
         };
         let taken = point::take(export.engine(), plan, self.defaults.drain_limit);
@@ -214,7 +261,7 @@ impl Backups {
             let held = to.duration_since(from).unwrap_or_default();
             info!(session = %session.id, ?held, "filesystem was frozen for the snapshot point");
         }
-        self.launch(export, &mut acquired, session, c.mover)
+        self.launch(export, &mut acquired, session, &c, link)
     }
 
     /// Claims the export and sets up the generation plan, the target, the container and the
@@ -240,6 +287,7 @@ impl Backups {
         let protected = Protected::of(export.path())
             .map_err(|e| invalid(format!("{}: {e}", export.path().display())))?;
         if c.repo.is_none()
+            && c.copy_target.is_none()
             && Protected::of(&c.to).is_ok_and(|t| t.dev == protected.dev && t.ino == protected.ino)
         {
             return Err(invalid(format!(
@@ -247,7 +295,9 @@ impl Backups {
                 r.to
             )));
         }
-        if let Some(repo) = &c.repo {
+        if let Some(name) = &c.copy_target {
+            acquired.target = Arc::new(CopyTargetRef(name.clone()));
+        } else if let Some(repo) = &c.repo {
             let p = generation::prepare(
                 repo,
                 &name,
@@ -289,7 +339,8 @@ impl Backups {
         export: &Arc<Export>,
         acquired: &mut Acquired<'_>,
         session: Arc<Session>,
-        mover: MoverConfig,
+        c: &Checked,
+        link: &CopyLink,
     ) -> Result<BackupStarted, StartError> {
         if let Some(p) = &acquired.planned {
             if let Err(e) = generation::narrow(&session, export.engine(), p) {
@@ -327,7 +378,11 @@ impl Backups {
             book.end(s, r);
         });
         let dev = export.engine().device().clone();
-        if let Err(e) = mover::spawn(session.clone(), dev, mover, on_end) {
+        let spawned = match &c.copy_target {
+            Some(name) => copy_job::spawn(session.clone(), export, link, name, on_end),
+            None => mover::spawn(session.clone(), dev, c.mover, on_end).map(drop),
+        };
+        if let Err(e) = spawned {
             session.fail(format!("cannot start the mover: {e}"));
             export.engine().remove(&session.id);
             export.engine().cbt().abort(&session.id);
@@ -434,5 +489,37 @@ mod tests {
             },
         );
         assert!(tiny.unwrap_err().to_string().contains("more than 2^32"));
+    }
+
+    #[test]
+    fn validate_takes_a_copy_target_and_refuses_what_does_not_apply_to_one() {
+        let d = Defaults::new(Path::new("/state"));
+        let to = |name: &str| StartBackup {
+            to: format!("copy-target:{name}"),
+            ..StartBackup::default()
+        };
+        let c = validate(&d, 1 << 30, &to("vault")).unwrap();
+        assert_eq!((c.copy_target.as_deref(), c.repo), (Some("vault"), None));
+        assert_eq!(validate(&d, 1 << 30, &request()).unwrap().copy_target, None);
+        let refused = |r: StartBackup| validate(&d, 1 << 30, &r).unwrap_err().to_string();
+        assert!(refused(to("")).contains("copy-target:NAME"));
+        let e = refused(StartBackup {
+            max_rate_mib_s: Some(10.0),
+            ..to("vault")
+        });
+        assert!(
+            e.starts_with("--max-rate") && e.contains("copy-target:vault"),
+            "{e}"
+        );
+        let e = refused(StartBackup {
+            mode: Some(cowd_api::backups::BackupMode::Full),
+            ..to("vault")
+        });
+        assert!(e.contains("not for a copy target"), "{e}");
+        let e = refused(StartBackup {
+            repo: Some("/r".into()),
+            ..to("vault")
+        });
+        assert!(e.contains("not both"), "{e}");
     }
 }

@@ -56,7 +56,11 @@ pub async fn start_backup(
         ));
     }
     let backups = s.backups.clone();
-    match blocking(move || backups.start(&e, &req)).await? {
+    let link = crate::backup::copy_job::CopyLink {
+        exports: s.exports.clone(),
+        copies: s.copies.clone(),
+    };
+    match blocking(move || backups.start(&e, &req, &link)).await? {
         Ok(started) => Ok((StatusCode::CREATED, Json(started))),
         Err(err) => {
             let status = match &err {

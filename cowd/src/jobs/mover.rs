@@ -13,6 +13,7 @@
 //!            │           copy in pieces; each piece: lease fresh? claim still mine (progress)?
 //!            │              a copy target's path fails mid-copy: the next path, same piece
 //!            │              no path left: Failed DeviceFailure
+//!            │           flush each block destination (durable before done)
 //!            └────────── finish(Done) / finish(Failed)
 //! ```
 //!
@@ -345,6 +346,7 @@ impl Mover {
             job.transfer(t)?;
         }
         job.finish_streams()?;
+        job.flush(spec)?;
         Ok(job.bytes)
     }
 
@@ -459,6 +461,21 @@ impl Running<'_> {
             result?;
             done += len as u64;
             self.bytes += len as u64;
+        }
+        Ok(())
+    }
+
+    /// Flushes every block destination once, so that a job is done only when its data is
+    /// durable (a path that fails here fails over like a write).
+    fn flush(&mut self, spec: &JobSpec) -> Result<(), Stop> {
+        let mut flushed: Vec<&EndpointRef> = Vec::new();
+        for t in &spec.transfers {
+            if flushed.contains(&&t.dst) || self.is_stream(&t.dst) {
+                continue;
+            }
+            flushed.push(&t.dst);
+            self.check()?;
+            self.io(&t.dst, t.segment, false, |dev| dev.flush())?;
         }
         Ok(())
     }

@@ -8,6 +8,7 @@
 
 mod attacks;
 mod backup_cli;
+mod backup_copy_target;
 mod blockdev;
 mod control;
 mod copy_targets;
