@@ -240,6 +240,33 @@ pub fn frame(
     digests: Digests,
     max_data_len: u32,
 ) -> Result<Option<(Frame, usize)>, PduError> {
+    let Some((header, header_end)) = header(buf, digests, max_data_len)? else {
+        return Ok(None);
+    };
+    let total = pdu_len(header.ahs_words, header.data_len, digests);
+    if buf.len() < total {
+        return Ok(None);
+    }
+    let ahs = decode_ahs(&buf[BHS_LEN..BHS_LEN + usize::from(header.ahs_words) * 4])?;
+    let data_len = header.data_len as usize;
+    let data = &buf[header_end..header_end + data_len];
+    check_data_digest(data, &buf[header_end + data_len..total], digests)?;
+    let frame = Frame {
+        header,
+        ahs,
+        data: data.to_vec(),
+    };
+    Ok(Some((frame, total)))
+}
+
+/// The header of the PDU that `buf` starts with, once its BHS, AHS and header digest have
+/// arrived: the digest checked, the BHS decoded, its data segment within `max_data_len`; with
+/// the bytes up to its data segment. The AHS is left to [`decode_ahs`].
+pub fn header(
+    buf: &[u8],
+    digests: Digests,
+    max_data_len: u32,
+) -> Result<Option<(Header, usize)>, PduError> {
     let Some(bhs) = buf.first_chunk::<BHS_LEN>() else {
         return Ok(None);
     };
@@ -262,26 +289,20 @@ pub fn frame(
             max: max_data_len,
         });
     }
-    let total = pdu_len(header.ahs_words, header.data_len, digests);
-    if buf.len() < total {
-        return Ok(None);
-    }
-    let ahs = decode_ahs(&buf[BHS_LEN..ahs_end])?;
-    let data_len = header.data_len as usize;
-    let data = &buf[header_end..header_end + data_len];
-    if digests.data && data_len > 0 {
+    Ok(Some((header, header_end)))
+}
+
+/// Checks the data digest of `data` against the bytes after it (`tail`: padding, then the
+/// digest when there is one).
+pub fn check_data_digest(data: &[u8], tail: &[u8], digests: Digests) -> Result<(), PduError> {
+    if digests.data && !data.is_empty() {
         let computed = digest::from_wire(digest::data_digest(data));
-        let received = received_digest(&buf[header_end + padded_len(data_len)..]);
+        let received = received_digest(&tail[padded_len(data.len()) - data.len()..]);
         if computed != received {
             return Err(PduError::DataDigest { computed, received });
         }
     }
-    let frame = Frame {
-        header,
-        ahs,
-        data: data.to_vec(),
-    };
-    Ok(Some((frame, total)))
+    Ok(())
 }
 
 #[cfg(test)]

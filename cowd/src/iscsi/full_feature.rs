@@ -5,7 +5,8 @@
 //!  reader thread: PDU ─┬─ SCSI Command ── CmdSN window ── data-out? ─ R2Ts ... Data-Out ─┐
 //!                      ├─ NOP-Out, Text, Task Management, Logout: answered here          │
 //!                      └─ anything else: Reject                                          v
-//!  workers:                          Disk::execute ─> Data-In ... + status (one StatSN) ─> socket
+//!                            ≤ 256 KiB READ/WRITE the page cache serves at once: answered here
+//!  workers:                  otherwise: Disk::execute ─> Data-In ... + status (one StatSN) ─> socket
 //! ```
 //!
 //! Everything sent goes through `Shared::send`: under one lock it takes the StatSN (for
@@ -73,6 +74,10 @@ struct Out {
     /// The bytes of the PDUs being sent, kept for the next (no allocation per answer).
     buf: Vec<u8>,
 }
+
+/// READs and WRITEs up to this size are tried on the reader thread (page-cache hits, as the
+/// NBD server does); larger ones go to a worker, so receiving the next command overlaps them.
+const INLINE_MAX: usize = 256 << 10;
 
 /// The sending buffer is kept up to this size between sends.
 const KEEP_SEND_BUFFER: usize = 4 << 20;
@@ -279,8 +284,17 @@ pub fn run(
 impl Phase {
     fn handle(&mut self, f: Frame) -> Result<Flow, ConnectionError> {
         match f.header.pdu {
-            Pdu::ScsiCommand(cmd) => self.command(cmd, &f),
-            Pdu::DataOut(h) => self.data_out(&h, &f.data),
+            // The data segments were copied where they go; their buffers are reused.
+            Pdu::ScsiCommand(cmd) => {
+                let flow = self.command(cmd, &f);
+                buffers::recycle(f.data);
+                flow
+            }
+            Pdu::DataOut(h) => {
+                let flow = self.data_out(&h, &f.data);
+                buffers::recycle(f.data);
+                flow
+            }
             Pdu::NopOut(n) => Ok(self.nop(&n, f.data)),
             Pdu::TextRequest(t) => self.text(&t, &f.data),
             Pdu::TaskRequest(t) => Ok(self.task_management(&t)),
@@ -427,7 +441,8 @@ impl Phase {
         });
     }
 
-    /// Runs a command on a worker; its answer is sent from there.
+    /// Runs a command: here when it can be answered at once (a small READ or WRITE the page
+    /// cache serves), else on a worker, which sends its answer.
     fn dispatch(
         &mut self,
         disk: Arc<Disk>,
@@ -436,6 +451,13 @@ impl Phase {
         data: Vec<u8>,
         kind: Kind,
     ) {
+        let at_once = disk.try_execute_from(&self.nexus, &cdb, cmd.expected_len, &data, INLINE_MAX);
+        if let Some(resp) = at_once {
+            buffers::recycle(data);
+            self.shared.send_answer(kind, &resp, cmd.itt);
+            buffers::recycle(resp.data_in);
+            return;
+        }
         lock(&self.shared.running).insert(cmd.itt);
         let shared = self.shared.clone();
         let nexus = self.nexus.clone();

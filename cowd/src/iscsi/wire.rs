@@ -1,6 +1,9 @@
 //! Whole PDUs over a blocking byte stream: [`PduReader`] frames what arrives (many PDUs per
 //! `read`), [`encode_all`] turns PDUs into one buffer for a single `write`.
 //!
+//! A PDU with a large data segment (a Data-Out of a big write) that has not all arrived yet
+//! is read straight into its frame's buffer rather than through the reader's.
+//!
 //! A PDU whose header cannot be decoded, or whose data digest is wrong, is skipped whole
 //! (its length is in the BHS) and reported as [`Incoming::Bad`], so that the connection can
 //! answer it with a Reject; a wrong header digest, or a data segment beyond what we declared,
@@ -8,9 +11,10 @@
 
 use std::io::{self, Read};
 
-use super::digest::Digests;
-use super::frame::{Frame, frame, wire_len};
+use super::digest::{DIGEST_LEN, Digests};
+use super::frame::{self, Frame, frame, wire_len};
 use super::pdu::{BHS_LEN, PduError};
+use crate::scsi::buffers;
 
 /// What one read of a PDU gives.
 #[derive(Debug)]
@@ -44,6 +48,8 @@ pub struct PduReader<R> {
 
 /// Bytes asked of the stream at a time (more when one PDU is larger).
 const READ_SIZE: usize = 256 << 10;
+/// Data segments from this size on are read straight into their frame (see `read_large`).
+const DIRECT_MIN: usize = 32 << 10;
 
 impl<R: Read> PduReader<R> {
     pub fn new(inner: R) -> PduReader<R> {
@@ -97,6 +103,9 @@ impl<R: Read> PduReader<R> {
                     }
                 }
             }
+            if let Some(pdu) = self.read_large(digests, max_data_len)? {
+                return Ok(pdu);
+            }
             let want = match self.bhs() {
                 Some(bhs) => wire_len(&bhs, digests),
                 None => BHS_LEN,
@@ -117,6 +126,61 @@ impl<R: Read> PduReader<R> {
             }
             self.end += n;
         }
+    }
+
+    /// A PDU with a data segment of at least [`DIRECT_MIN`] bytes, its header buffered but not
+    /// all of its data: the data is read from the stream straight into the frame's own buffer
+    /// (from the SCSI buffer pool), not through ours (no copy to make room for it, none out of
+    /// ours into the frame). `None` when that does not apply; errors of the header are left to
+    /// `frame`.
+    fn read_large(
+        &mut self,
+        digests: Digests,
+        max_data_len: u32,
+    ) -> Result<Option<Incoming>, WireError> {
+        let buffered = &self.buf[self.start..self.end];
+        let Some(bhs) = self.bhs() else {
+            return Ok(None);
+        };
+        let total = wire_len(&bhs, digests);
+        let data_len = u32::from_be_bytes([0, bhs[5], bhs[6], bhs[7]]);
+        if (data_len as usize) < DIRECT_MIN || data_len > max_data_len || buffered.len() >= total {
+            return Ok(None);
+        }
+        let Ok(Some((header, header_end))) = frame::header(buffered, digests, max_data_len) else {
+            return Ok(None);
+        };
+        let ahs = match frame::decode_ahs(&buffered[BHS_LEN..BHS_LEN + usize::from(bhs[4]) * 4]) {
+            Ok(a) => a,
+            Err(_) => return Ok(None),
+        };
+        let data_len = data_len as usize;
+        // Everything buffered belongs to this PDU: data first, then padding and digest.
+        let mut data = buffers::zeroed(data_len);
+        let mut tail = [0u8; 3 + DIGEST_LEN];
+        let tail = &mut tail[..total - header_end - data_len];
+        let have = &buffered[header_end..];
+        let in_data = have.len().min(data_len);
+        data[..in_data].copy_from_slice(&have[..in_data]);
+        tail[..have.len() - in_data].copy_from_slice(&have[in_data..]);
+        let tail_have = have.len() - in_data;
+        self.start = 0;
+        self.end = 0;
+        let truncated = |e: io::Error| match e.kind() {
+            io::ErrorKind::UnexpectedEof => WireError::Truncated,
+            _ => WireError::Io(e),
+        };
+        self.inner
+            .read_exact(&mut data[in_data..])
+            .map_err(truncated)?;
+        self.inner
+            .read_exact(&mut tail[tail_have..])
+            .map_err(truncated)?;
+        if let Err(e) = frame::check_data_digest(&data, tail, digests) {
+            buffers::recycle(data);
+            return Ok(Some(Incoming::Bad(e, Box::new(bhs))));
+        }
+        Ok(Some(Incoming::Pdu(Frame { header, ahs, data })))
     }
 
     /// The BHS at the front of the buffered bytes, if it has arrived.
@@ -211,6 +275,59 @@ mod tests {
                 ));
             }
         }
+    }
+
+    #[test]
+    fn large_data_segments_read_straight_into_their_frames_keep_padding_and_digests() {
+        let d = Digests {
+            header: true,
+            data: true,
+        };
+        let big = |itt: u32, len: usize| {
+            nop(
+                itt,
+                (0..len).map(|i| (i * 7 + itt as usize) as u8).collect(),
+            )
+        };
+        let frames = [
+            big(1, DIRECT_MIN),
+            big(2, 40_001),
+            nop(3, vec![3; 5]),
+            big(4, 65_537),
+        ];
+        let mut bytes = encode_all(&frames, d).unwrap();
+        // The second PDU's data digest is wrong: it is skipped whole, the rest still frames.
+        let second_end = frames[..2]
+            .iter()
+            .map(|f| f.encode(d).unwrap().len())
+            .sum::<usize>();
+        bytes[second_end - 1] ^= 0x40;
+        for step in [1000, 4096, 70_000] {
+            let mut r = PduReader::new(Trickle(bytes.clone(), 0, step));
+            let mut got = Vec::new();
+            loop {
+                match r.read(d, 1 << 20).unwrap() {
+                    Incoming::Pdu(f) => got.push(Some(f)),
+                    Incoming::Bad(PduError::DataDigest { .. }, _) => got.push(None),
+                    Incoming::Closed => break,
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(
+                got,
+                vec![
+                    Some(frames[0].clone()),
+                    None,
+                    Some(frames[2].clone()),
+                    Some(frames[3].clone())
+                ],
+                "step {step}"
+            );
+        }
+        // Cut inside a large data segment: an error, not a frame.
+        let cut = encode_all(&frames[..1], d).unwrap();
+        let mut r = PduReader::new(Trickle(cut[..cut.len() - 100].to_vec(), 0, 4096));
+        assert!(matches!(r.read(d, 1 << 20), Err(WireError::Truncated)));
     }
 
     #[test]

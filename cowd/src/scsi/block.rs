@@ -38,20 +38,96 @@ pub struct Block<'a> {
 impl Block<'_> {
     /// READ: the blocks' data.
     pub fn read(&self, opcode: u8, rw: &ReadWrite) -> Result<Vec<u8>, Sense> {
-        let b = rw.blocks;
-        self.check_transfer(opcode, b.count)?;
-        self.check_range(b.lba, u64::from(b.count))?;
-        self.read_blocks(b.lba, b.count)
+        self.check_read(opcode, rw)?;
+        self.read_blocks(rw.blocks.lba, rw.blocks.count)
     }
 
     /// WRITE of `data` (the data-out received, at most what the CDB asks for).
     pub fn write(&self, opcode: u8, rw: &ReadWrite, data: &[u8]) -> Result<(), Sense> {
+        let data = self.check_write(opcode, rw, data)?;
+        self.write_blocks(rw.blocks.lba, data, rw.fua)
+    }
+
+    /// [`read`](Self::read) if the device serves it at once (a page-cache hit) in one request
+    /// of at most `max` bytes; `None`: run `read` where it may block. A refusal is at once.
+    pub fn try_read(
+        &self,
+        opcode: u8,
+        rw: &ReadWrite,
+        max: usize,
+    ) -> Option<Result<Vec<u8>, Sense>> {
+        if let Err(sense) = self.check_read(opcode, rw) {
+            return Some(Err(sense));
+        }
+        let len = rw.blocks.count as usize * self.profile.block_size as usize;
+        if len > max.min(self.profile.device_chunk) {
+            return None;
+        }
+        let mut buf = buffers::zeroed(len);
+        if len == 0 {
+            return Some(Ok(buf));
+        }
+        match self
+            .device
+            .try_read_at(&mut buf, self.profile.offset(rw.blocks.lba))
+        {
+            Ok(true) => Some(Ok(buf)),
+            // Not at once, or failed: the blocking path runs it (and reports its error).
+            Ok(false) | Err(_) => {
+                buffers::recycle(buf);
+                None
+            }
+        }
+    }
+
+    /// [`write`](Self::write) if the device takes it at once in one request of at most `max`
+    /// bytes; `None`: run `write` where it may block. A refusal is at once.
+    pub fn try_write(
+        &self,
+        opcode: u8,
+        rw: &ReadWrite,
+        data: &[u8],
+        max: usize,
+    ) -> Option<Result<(), Sense>> {
+        let data = match self.check_write(opcode, rw, data) {
+            Ok(d) => d,
+            Err(sense) => return Some(Err(sense)),
+        };
+        if data.is_empty() {
+            return Some(Ok(()));
+        }
+        let fua = rw.fua;
+        if data.len() > max.min(self.profile.device_chunk) || (fua && !self.profile.caps.fua) {
+            return None;
+        }
+        match self
+            .device
+            .try_write_at(data, self.profile.offset(rw.blocks.lba), fua)
+        {
+            Ok(true) => Some(Ok(())),
+            Ok(false) | Err(_) => None,
+        }
+    }
+
+    /// A READ's CDB against the limits and the capacity.
+    fn check_read(&self, opcode: u8, rw: &ReadWrite) -> Result<(), Sense> {
+        self.check_transfer(opcode, rw.blocks.count)?;
+        self.check_range(rw.blocks.lba, u64::from(rw.blocks.count))
+    }
+
+    /// A WRITE's CDB against the limits, the capacity and write protection; the part of
+    /// `data` it writes.
+    fn check_write<'d>(
+        &self,
+        opcode: u8,
+        rw: &ReadWrite,
+        data: &'d [u8],
+    ) -> Result<&'d [u8], Sense> {
         let b = rw.blocks;
         self.check_transfer(opcode, b.count)?;
         self.check_range(b.lba, u64::from(b.count))?;
         self.check_writable()?;
-        let data = self.whole_blocks(data, b.count)?;
-        self.write_blocks(b.lba, data, rw.fua)
+        self.whole_blocks(data, b.count)
     }
 
     /// VERIFY: reads the blocks, and compares them with `data` when BYTCHK asks for it.

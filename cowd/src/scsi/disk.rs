@@ -145,13 +145,42 @@ impl Disk {
         expected_len: u32,
         data_out: &[u8],
     ) -> Response {
+        self.respond(nexus, cdb, expected_len, data_out, None)
+            .expect("a blocking run always answers")
+    }
+
+    /// [`execute_from`](Self::execute_from) if the command can be answered without blocking:
+    /// a READ or WRITE of at most `max` bytes the device serves at once (a page-cache hit), or
+    /// one refused by its CDB. `None`: run `execute_from` on a thread that may block. The
+    /// answer is the one `execute_from` would give.
+    pub fn try_execute_from(
+        &self,
+        nexus: &Nexus,
+        cdb: &[u8],
+        expected_len: u32,
+        data_out: &[u8],
+        max: usize,
+    ) -> Option<Response> {
+        self.respond(nexus, cdb, expected_len, data_out, Some(max))
+    }
+
+    /// Runs a command, blocking (`nowait` None) or only if it can answer at once (`nowait`:
+    /// the largest READ or WRITE that may try).
+    fn respond(
+        &self,
+        nexus: &Nexus,
+        cdb: &[u8],
+        expected_len: u32,
+        data_out: &[u8],
+        nowait: Option<usize>,
+    ) -> Option<Response> {
         let cmd = match self.decode(cdb) {
             Ok(cmd) => cmd,
-            Err(sense) => return self.fail(&sense, Residual::None),
+            Err(sense) => return Some(self.fail(&sense, Residual::None)),
         };
         let wanted_out = cmd.data_out_bytes(self.profile.block_size);
         if let Err(sense) = self.check_data_out(cdb[0], &cmd) {
-            return self.fail(&sense, Residual::of(wanted_out, expected_len));
+            return Some(self.fail(&sense, Residual::of(wanted_out, expected_len)));
         }
         // The data-out the command may use: what arrived, within the expected length and what
         // the CDB asks for.
@@ -166,10 +195,34 @@ impl Disk {
         } else {
             Residual::None
         };
-        match self.run(nexus, &cmd, cdb, expected_len, &data_out[..usable]) {
+        let data_out = &data_out[..usable];
+        let ran = match nowait {
+            None => self.run(nexus, &cmd, cdb, expected_len, data_out),
+            Some(max) => self.run_at_once(&cmd, cdb[0], data_out, max)?,
+        };
+        Some(match ran {
             Ok(Done::DataIn(data)) => Response::data_in(data, expected_len),
             Ok(Done::Nothing) => Response::good(Residual::of(wanted_out, expected_len)),
             Err(sense) => self.fail(&sense, failed_residual),
+        })
+    }
+
+    /// The READs and WRITEs that can run without blocking; `None` for anything else.
+    fn run_at_once(
+        &self,
+        cmd: &Command,
+        opcode: u8,
+        data_out: &[u8],
+        max: usize,
+    ) -> Option<Result<Done, Sense>> {
+        match cmd {
+            Command::Read(rw) => Some(self.block().try_read(opcode, rw, max)?.map(Done::DataIn)),
+            Command::Write(rw) => Some(
+                self.block()
+                    .try_write(opcode, rw, data_out, max)?
+                    .map(|()| Done::Nothing),
+            ),
+            _ => None,
         }
     }
 

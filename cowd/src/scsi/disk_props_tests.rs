@@ -3,6 +3,8 @@
 //! - Totality: any CDB, expected length and data-out give a response, never a panic; data-in
 //!   never exceeds the expected length; CHECK CONDITION always carries well-formed sense data
 //!   with a defined key, GOOD never does.
+//! - At once: whenever `try_execute_from` answers (a READ or WRITE served without blocking),
+//!   the answer and the device's contents are those of `execute_from` on a twin disk.
 //! - Data: writes (WRITE 10/16, WRITE SAME with and without UNMAP, UNMAP) then reads at random
 //!   LBAs return what a plain byte array written the same way holds.
 
@@ -118,6 +120,38 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Whenever a command is answered at once, the answer and the device's contents are the
+    /// ones the blocking path gives on a twin disk.
+    #[test]
+    fn an_answer_at_once_is_the_blocking_answer(
+        kind in 0..3u8,
+        cdb in arbitrary_cdb(),
+        expected in prop_oneof![Just(0u32), 0..1100u32, 0..70_000u32],
+        data in prop::collection::vec(any::<u8>(), 0..1100),
+        max in prop_oneof![Just(0usize), 512..4096usize, Just(256usize << 10)],
+    ) {
+        let (fast, slow) = (some_disk(kind), some_disk(kind));
+        let nexus = Nexus::default();
+        let Some(at_once) = fast.try_execute_from(&nexus, &cdb, expected, &data, max) else {
+            return Ok(());
+        };
+        let blocking = slow.execute_from(&nexus, &cdb, expected, &data);
+        prop_assert_eq!(&at_once, &blocking);
+        let read = |d: &Disk| {
+            let mut b = vec![0u8; 64 << 10];
+            let ok = b
+                .chunks_mut(4096)
+                .enumerate()
+                .all(|(i, c)| d.device().read_at(c, i as u64 * 4096).is_ok());
+            ok.then_some(b)
+        };
+        prop_assert_eq!(read(&fast), read(&slow));
     }
 }
 
