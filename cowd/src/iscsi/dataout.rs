@@ -167,13 +167,45 @@ impl Collect {
 
     /// Takes one Data-Out PDU.
     pub fn data_out(&mut self, h: &DataOut, data: &[u8]) -> Result<(), DataOutError> {
+        self.check(h, data.len())?;
+        self.advance(h, data.len());
+        self.take(data);
+        self.open_solicited();
+        Ok(())
+    }
+
+    /// For a Data-Out whose `len` bytes of data are all data the command uses and that keeps
+    /// every rule: its accounting done as [`data_out`](Self::data_out) would, and the buffer
+    /// to append its data to, lent until [`placed`](Self::placed) gives it back (the data is
+    /// read into it, not copied). `None` otherwise (nothing changed: use `data_out`).
+    pub fn place(&mut self, h: &DataOut, len: usize) -> Option<Vec<u8>> {
+        let fits = self.buf.len() == self.received as usize
+            && self.buf.len() + len <= self.wanted as usize
+            && self.buf.capacity() >= self.wanted as usize;
+        if !fits || self.check(h, len).is_err() {
+            return None;
+        }
+        self.advance(h, len);
+        Some(std::mem::take(&mut self.buf))
+    }
+
+    /// Takes back the buffer [`place`](Self::place) lent, with `len` bytes appended.
+    pub fn placed(&mut self, buf: Vec<u8>, len: usize) {
+        debug_assert_eq!(buf.len(), self.received as usize + len);
+        self.buf = buf;
+        self.received += len as u32;
+        self.open_solicited();
+    }
+
+    /// Whether a Data-Out with `len` bytes of data keeps every rule (changes nothing).
+    fn check(&self, h: &DataOut, len: usize) -> Result<(), DataOutError> {
         if h.buffer_offset != self.received {
             return Err(DataOutError::Offset {
                 got: h.buffer_offset,
                 expected: self.received,
             });
         }
-        let end = u64::from(self.received) + data.len() as u64;
+        let end = u64::from(self.received) + len as u64;
         if end > u64::from(self.expected) {
             return Err(DataOutError::BeyondExpected {
                 got: end,
@@ -181,7 +213,7 @@ impl Collect {
             });
         }
         if h.ttt == RESERVED_TAG {
-            let Some(u) = &mut self.unsolicited else {
+            let Some(u) = &self.unsolicited else {
                 return Err(DataOutError::UnknownTtt(h.ttt));
             };
             check_data_sn(h.data_sn, u.data_sn)?;
@@ -191,37 +223,43 @@ impl Collect {
                     limit: self.limits.first_burst_length,
                 });
             }
-            u.data_sn = u.data_sn.wrapping_add(1);
-            if h.final_ {
-                self.unsolicited = None;
-            }
-            self.take(data);
-            self.open_solicited();
             return Ok(());
         }
-        let Some(b) = self.bursts.front_mut() else {
+        let Some(b) = self.bursts.front() else {
             return Err(DataOutError::UnknownTtt(h.ttt));
         };
         if b.ttt != h.ttt {
             return Err(DataOutError::UnknownTtt(h.ttt));
         }
         check_data_sn(h.data_sn, b.data_sn)?;
-        let got = u64::from(b.got) + data.len() as u64;
+        let got = u64::from(b.got) + len as u64;
         if got > u64::from(b.len) {
             return Err(DataOutError::BeyondBurst { got, len: b.len });
         }
-        b.got = got as u32;
+        if h.final_ && got != u64::from(b.len) {
+            return Err(DataOutError::ShortBurst {
+                missing: b.len - got as u32,
+            });
+        }
+        Ok(())
+    }
+
+    /// The sequence state after a Data-Out that [`check`](Self::check) accepted.
+    fn advance(&mut self, h: &DataOut, len: usize) {
+        if h.ttt == RESERVED_TAG {
+            let u = self.unsolicited.as_mut().expect("checked");
+            u.data_sn = u.data_sn.wrapping_add(1);
+            if h.final_ {
+                self.unsolicited = None;
+            }
+            return;
+        }
+        let b = self.bursts.front_mut().expect("checked");
+        b.got += len as u32;
         b.data_sn = b.data_sn.wrapping_add(1);
         if h.final_ {
-            if b.got != b.len {
-                return Err(DataOutError::ShortBurst {
-                    missing: b.len - b.got,
-                });
-            }
             self.bursts.pop_front();
         }
-        self.take(data);
-        Ok(())
     }
 
     /// The R2Ts to send now (none while unsolicited data may still come, or while the

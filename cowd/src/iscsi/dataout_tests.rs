@@ -210,8 +210,20 @@ mod props {
     use super::*;
     use proptest::prelude::*;
 
+    /// Gives `c` one Data-Out: its data appended to the lent buffer when `place` and the
+    /// collector lends it (as the reader does), else copied.
+    fn give(c: &mut Collect, h: &DataOut, data: &[u8], place: bool) {
+        if place && let Some(mut buf) = c.place(h, data.len()) {
+            buf.extend_from_slice(data);
+            c.placed(buf, data.len());
+            return;
+        }
+        c.data_out(h, data).unwrap();
+    }
+
     /// An initiator that follows the rules: immediate data, unsolicited Data-Out up to the
-    /// first burst when allowed, then each R2T answered in pieces of at most `piece` bytes.
+    /// first burst when allowed, then each R2T answered in pieces of at most `piece` bytes;
+    /// with `place`, the data is placed when the collector allows.
     fn transfer(
         limits: Limits,
         expected: u32,
@@ -219,6 +231,7 @@ mod props {
         immediate: u32,
         piece: u32,
         unsolicited: bool,
+        place: bool,
     ) -> Vec<u8> {
         let src: Vec<u8> = (0..expected).map(|i| (i % 251) as u8).collect();
         let first_burst = limits.first_burst_length.min(expected);
@@ -232,8 +245,7 @@ mod props {
             while at < first_burst {
                 let n = piece.min(first_burst - at);
                 let h = data_out(RESERVED_TAG, sn, at, at + n == first_burst);
-                c.data_out(&h, &src[at as usize..(at + n) as usize])
-                    .unwrap();
+                give(&mut c, &h, &src[at as usize..(at + n) as usize], place);
                 at += n;
                 sn += 1;
             }
@@ -254,8 +266,7 @@ mod props {
                 while got < r.len {
                     let n = piece.min(r.len - got);
                     let h = data_out(r.ttt, sn, at, got + n == r.len);
-                    c.data_out(&h, &src[at as usize..(at + n) as usize])
-                        .unwrap();
+                    give(&mut c, &h, &src[at as usize..(at + n) as usize], place);
                     got += n;
                     at += n;
                     sn += 1;
@@ -280,6 +291,7 @@ mod props {
             outstanding in 1u16..4,
             initial_r2t: bool,
             unsolicited: bool,
+            place: bool,
         ) {
             let limits = Limits {
                 first_burst_length: first_burst.min(max_burst),
@@ -289,7 +301,7 @@ mod props {
                 immediate_data: true,
             };
             let wanted = (u64::from(expected) * u64::from(wanted_frac) / 100) as u32;
-            transfer(limits, expected, wanted, immediate, piece, unsolicited);
+            transfer(limits, expected, wanted, immediate, piece, unsolicited, place);
         }
 
         #[test]
@@ -309,7 +321,18 @@ mod props {
             for (solicited, tag, sn, offset, len, final_) in pdus {
                 tags.extend(c.r2ts(|| tags.len() as u32).iter().map(|r| r.ttt));
                 let ttt = if solicited { tags[tag as usize % tags.len()] } else { RESERVED_TAG };
-                let _ = c.data_out(&data_out(ttt, sn, offset, final_), &vec![0; len]);
+                let h = data_out(ttt, sn, offset, final_);
+                // Placing is refused exactly where taking fails, or where the data is not
+                // all the command's; where it is lent, the buffer ends as taking leaves it.
+                let refused = c.clone_err(&h, len);
+                match c.place(&h, len) {
+                    Some(mut buf) => {
+                        prop_assert!(refused.is_none());
+                        buf.resize(buf.len() + len, 0);
+                        c.placed(buf, len);
+                    }
+                    None => prop_assert_eq!(c.data_out(&h, &vec![0; len]).err(), refused),
+                }
                 let _ = c.is_complete();
             }
         }

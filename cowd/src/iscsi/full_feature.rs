@@ -9,6 +9,9 @@
 //!  workers:                  otherwise: Disk::execute ─> Data-In ... + status (one StatSN) ─> socket
 //! ```
 //!
+//! A large Data-Out that its command takes whole is read from the socket straight into the
+//! command's buffer (`PduReader::read_placing` with the buffer `Collect::place` lends).
+//!
 //! Everything sent goes through `Shared::send`: under one lock it takes the StatSN (for
 //! PDUs that carry a status), reads the window and writes the PDUs whole, so StatSN values go
 //! out in order. A non-immediate command opens the window by one when it is answered (or
@@ -32,7 +35,7 @@ use super::negotiate::{Negotiation, SessionParams};
 use super::pdu::*;
 use super::text::{Accumulator, Outgoing, encode};
 use super::window::{Admit, Window};
-use super::wire::{Incoming, PduReader};
+use super::wire::{Incoming, PduReader, Received};
 use super::workers::Workers;
 use crate::scsi::{self, Disk, LunList, Response, SenseFormat, buffers, luns};
 
@@ -259,18 +262,19 @@ pub fn run(
         nexus: s.nexus,
     };
     let result = loop {
-        match reader.read(digests, max_recv) {
-            Ok(Incoming::Pdu(f)) => match phase.handle(f) {
+        match reader.read_placing(digests, max_recv, &mut |h| phase.lend(h)) {
+            Ok(Received::Placed { header, buf, len }) => phase.placed(&header, buf, len),
+            Ok(Received::Incoming(Incoming::Pdu(f))) => match phase.handle(f) {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Close) => break Ok(()),
                 Err(e) => break Err(e),
             },
-            Ok(Incoming::Bad(e, bhs)) => {
+            Ok(Received::Incoming(Incoming::Bad(e, bhs))) => {
                 debug!(error = %e, "iSCSI: rejecting a PDU");
                 let reason = e.reject_reason().unwrap_or(RejectReason::ProtocolError);
                 phase.reject(reason, bhs.to_vec());
             }
-            Ok(Incoming::Closed) => break Ok(()),
+            Ok(Received::Incoming(Incoming::Closed)) => break Ok(()),
             Err(e) => break Err(ConnectionError::Protocol(e.to_string())),
         }
     };
@@ -284,17 +288,8 @@ pub fn run(
 impl Phase {
     fn handle(&mut self, f: Frame) -> Result<Flow, ConnectionError> {
         match f.header.pdu {
-            // The data segments were copied where they go; their buffers are reused.
-            Pdu::ScsiCommand(cmd) => {
-                let flow = self.command(cmd, &f);
-                buffers::recycle(f.data);
-                flow
-            }
-            Pdu::DataOut(h) => {
-                let flow = self.data_out(&h, &f.data);
-                buffers::recycle(f.data);
-                flow
-            }
+            Pdu::ScsiCommand(cmd) => self.command(cmd, &f),
+            Pdu::DataOut(h) => self.data_out(&h, &f.data),
             Pdu::NopOut(n) => Ok(self.nop(&n, f.data)),
             Pdu::TextRequest(t) => self.text(&t, &f.data),
             Pdu::TaskRequest(t) => Ok(self.task_management(&t)),
@@ -397,17 +392,52 @@ impl Phase {
             self.fail_transfer(&cmd, kind, &e);
             return Ok(Flow::Continue);
         }
+        self.collected(h.itt, kind);
+        Ok(Flow::Continue)
+    }
+
+    /// The buffer a large Data-Out's data is read into, when its command takes all of it and
+    /// it keeps every rule (`Collect::place`); `None`: it is read and taken as a frame.
+    fn lend(&mut self, h: &Header) -> Option<Vec<u8>> {
+        let Pdu::DataOut(d) = &h.pdu else {
+            return None;
+        };
+        let p = self.pending.get_mut(&d.itt)?;
+        p.collect.place(d, h.data_len as usize)
+    }
+
+    /// A Data-Out whose data was read into the buffer [`lend`](Self::lend) gave.
+    fn placed(&mut self, h: &Header, buf: Vec<u8>, len: usize) {
+        let Pdu::DataOut(d) = &h.pdu else {
+            unreachable!("only Data-Out is lent a buffer");
+        };
+        let p = self
+            .pending
+            .get_mut(&d.itt)
+            .expect("lent for a pending command");
+        p.collect.placed(buf, len);
+        let kind = if p.cmd.immediate {
+            Kind::Status
+        } else {
+            Kind::Answer
+        };
+        self.collected(d.itt, kind);
+    }
+
+    /// After a Data-Out of pending command `itt`: runs it once all its data is here, else
+    /// sends the R2Ts now due.
+    fn collected(&mut self, itt: u32, kind: Kind) {
+        let p = self.pending.get_mut(&itt).expect("pending");
         if p.collect.is_complete() {
-            let p = self.pending.remove(&h.itt).expect("just found");
+            let p = self.pending.remove(&itt).expect("just found");
             let disk = self.disk.clone().expect("commands only in normal sessions");
             self.dispatch(disk, p.cmd, p.cdb, p.collect.into_data(), kind);
-            return Ok(Flow::Continue);
+            return;
         }
         let counter = &mut self.next_ttt;
         let r2ts = p.collect.r2ts(|| next_tag(counter));
         let cmd = p.cmd;
         self.send_r2ts(&cmd, &r2ts);
-        Ok(Flow::Continue)
     }
 
     /// Fails a command whose data-out broke the rules; the connection goes on.

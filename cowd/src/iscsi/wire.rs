@@ -13,8 +13,7 @@ use std::io::{self, Read};
 
 use super::digest::{DIGEST_LEN, Digests};
 use super::frame::{self, Frame, frame, wire_len};
-use super::pdu::{BHS_LEN, PduError};
-use crate::scsi::buffers;
+use super::pdu::{BHS_LEN, Header, PduError};
 
 /// What one read of a PDU gives.
 #[derive(Debug)]
@@ -24,6 +23,18 @@ pub enum Incoming {
     Bad(PduError, Box<[u8; BHS_LEN]>),
     /// The peer closed the stream at a PDU boundary.
     Closed,
+}
+
+/// What [`PduReader::read_placing`] gives.
+#[derive(Debug)]
+pub enum Received {
+    Incoming(Incoming),
+    /// A PDU whose `len` bytes of data were appended to the buffer lent for it, given back.
+    Placed {
+        header: Header,
+        buf: Vec<u8>,
+        len: usize,
+    },
 }
 
 /// Why reading PDUs must stop.
@@ -73,11 +84,37 @@ impl<R: Read> PduReader<R> {
 
     /// The next PDU. `max_data_len` is our MaxRecvDataSegmentLength.
     pub fn read(&mut self, digests: Digests, max_data_len: u32) -> Result<Incoming, WireError> {
+        match self.read_placing(digests, max_data_len, &mut |_| None)? {
+            Received::Incoming(i) => Ok(i),
+            Received::Placed { .. } => unreachable!("nothing was placed"),
+        }
+    }
+
+    /// The next PDU, like [`read`](Self::read); but a large data segment (at least
+    /// [`DIRECT_MIN`] bytes, not all arrived, no AHS, no data digest) for which `place` lends
+    /// a buffer is appended to that buffer straight from the stream and given back as
+    /// [`Received::Placed`] (a Data-Out read into its command's buffer: no copy at all).
+    pub fn read_placing(
+        &mut self,
+        digests: Digests,
+        max_data_len: u32,
+        place: &mut dyn FnMut(&Header) -> Option<Vec<u8>>,
+    ) -> Result<Received, WireError> {
+        self.next(digests, max_data_len, place)
+    }
+
+    fn next(
+        &mut self,
+        digests: Digests,
+        max_data_len: u32,
+        place: &mut dyn FnMut(&Header) -> Option<Vec<u8>>,
+    ) -> Result<Received, WireError> {
+        let pdu = |i| Ok(Received::Incoming(i));
         loop {
             match frame(&self.buf[self.start..self.end], digests, max_data_len) {
                 Ok(Some((f, used))) => {
                     self.start += used;
-                    return Ok(Incoming::Pdu(f));
+                    return pdu(Incoming::Pdu(f));
                 }
                 Ok(None) => {}
                 Err(e @ (PduError::HeaderDigest { .. } | PduError::DataSegmentTooLong { .. })) => {
@@ -99,12 +136,12 @@ impl<R: Read> PduReader<R> {
                     let total = wire_len(&bhs, digests);
                     if self.end - self.start >= total {
                         self.start += total;
-                        return Ok(Incoming::Bad(e, Box::new(bhs)));
+                        return pdu(Incoming::Bad(e, Box::new(bhs)));
                     }
                 }
             }
-            if let Some(pdu) = self.read_large(digests, max_data_len)? {
-                return Ok(pdu);
+            if let Some(r) = self.read_large(digests, max_data_len, place)? {
+                return Ok(r);
             }
             let want = match self.bhs() {
                 Some(bhs) => wire_len(&bhs, digests),
@@ -120,7 +157,7 @@ impl<R: Read> PduReader<R> {
             };
             if n == 0 {
                 if self.start == self.end {
-                    return Ok(Incoming::Closed);
+                    return pdu(Incoming::Closed);
                 }
                 return Err(WireError::Truncated);
             }
@@ -129,15 +166,16 @@ impl<R: Read> PduReader<R> {
     }
 
     /// A PDU with a data segment of at least [`DIRECT_MIN`] bytes, its header buffered but not
-    /// all of its data: the data is read from the stream straight into the frame's own buffer
-    /// (from the SCSI buffer pool), not through ours (no copy to make room for it, none out of
+    /// all of its data: the data is read from the stream straight into the frame's own buffer,
+    /// not through ours (no copy to make room for it, none out of
     /// ours into the frame). `None` when that does not apply; errors of the header are left to
     /// `frame`.
     fn read_large(
         &mut self,
         digests: Digests,
         max_data_len: u32,
-    ) -> Result<Option<Incoming>, WireError> {
+        place: &mut dyn FnMut(&Header) -> Option<Vec<u8>>,
+    ) -> Result<Option<Received>, WireError> {
         let buffered = &self.buf[self.start..self.end];
         let Some(bhs) = self.bhs() else {
             return Ok(None);
@@ -155,13 +193,28 @@ impl<R: Read> PduReader<R> {
             Err(_) => return Ok(None),
         };
         let data_len = data_len as usize;
+        let lent = if ahs.is_empty() && !digests.data {
+            place(&header)
+        } else {
+            None
+        };
+        let placed = lent.is_some();
         // Everything buffered belongs to this PDU: data first, then padding and digest.
-        let mut data = buffers::zeroed(data_len);
+        let (mut data, at) = match lent {
+            Some(mut buf) => {
+                let at = buf.len();
+                buf.resize(at + data_len, 0);
+                (buf, at)
+            }
+            // Not from the SCSI buffer pool: frames come in every size, and pooling them
+            // filled the pool with sizes the commands' buffers then did not fit.
+            None => (vec![0; data_len], 0),
+        };
         let mut tail = [0u8; 3 + DIGEST_LEN];
         let tail = &mut tail[..total - header_end - data_len];
         let have = &buffered[header_end..];
         let in_data = have.len().min(data_len);
-        data[..in_data].copy_from_slice(&have[..in_data]);
+        data[at..at + in_data].copy_from_slice(&have[..in_data]);
         tail[..have.len() - in_data].copy_from_slice(&have[in_data..]);
         let tail_have = have.len() - in_data;
         self.start = 0;
@@ -171,16 +224,27 @@ impl<R: Read> PduReader<R> {
             _ => WireError::Io(e),
         };
         self.inner
-            .read_exact(&mut data[in_data..])
+            .read_exact(&mut data[at + in_data..])
             .map_err(truncated)?;
         self.inner
             .read_exact(&mut tail[tail_have..])
             .map_err(truncated)?;
-        if let Err(e) = frame::check_data_digest(&data, tail, digests) {
-            buffers::recycle(data);
-            return Ok(Some(Incoming::Bad(e, Box::new(bhs))));
+        if placed {
+            // No data digest (placing needs none to check).
+            return Ok(Some(Received::Placed {
+                header,
+                buf: data,
+                len: data_len,
+            }));
         }
-        Ok(Some(Incoming::Pdu(Frame { header, ahs, data })))
+        if let Err(e) = frame::check_data_digest(&data, tail, digests) {
+            return Ok(Some(Received::Incoming(Incoming::Bad(e, Box::new(bhs)))));
+        }
+        Ok(Some(Received::Incoming(Incoming::Pdu(Frame {
+            header,
+            ahs,
+            data,
+        }))))
     }
 
     /// The BHS at the front of the buffered bytes, if it has arrived.
@@ -235,6 +299,15 @@ mod tests {
         Frame::new(h, data)
     }
 
+    /// Without digests, and with both.
+    const BOTH_DIGESTS: [Digests; 2] = [
+        Digests::NONE,
+        Digests {
+            header: true,
+            data: true,
+        },
+    ];
+
     /// A reader that hands out at most `step` bytes per read.
     struct Trickle(Vec<u8>, usize, usize);
 
@@ -253,13 +326,7 @@ mod tests {
             .map(|i| nop(i, vec![i as u8; (i as usize * 977) % 5000]))
             .chain([nop(99, vec![7; 600_000])])
             .collect();
-        for digests in [
-            Digests::NONE,
-            Digests {
-                header: true,
-                data: true,
-            },
-        ] {
+        for digests in BOTH_DIGESTS {
             let bytes = encode_all(&frames, digests).unwrap();
             for step in [1, 7, 48, 4096, 1 << 20] {
                 let mut r = PduReader::new(Trickle(bytes.clone(), 0, step));
@@ -328,6 +395,31 @@ mod tests {
         let cut = encode_all(&frames[..1], d).unwrap();
         let mut r = PduReader::new(Trickle(cut[..cut.len() - 100].to_vec(), 0, 4096));
         assert!(matches!(r.read(d, 1 << 20), Err(WireError::Truncated)));
+    }
+
+    #[test]
+    fn a_large_data_segment_goes_into_the_buffer_lent_for_it() {
+        let data: Vec<u8> = (0..40_001u32).map(|i| (i % 253) as u8).collect();
+        let frames = [nop(1, data.clone()), nop(2, vec![2; 9])];
+        for digests in BOTH_DIGESTS {
+            let bytes = encode_all(&frames, digests).unwrap();
+            let mut r = PduReader::new(Trickle(bytes, 0, 4096));
+            let mut lend = |h: &Header| (h.data_len > 1000).then(|| vec![9u8; 3]);
+            match r.read_placing(digests, 1 << 20, &mut lend).unwrap() {
+                Received::Placed { header, buf, len } if !digests.data => {
+                    assert_eq!((header, len), (frames[0].header, data.len()));
+                    assert_eq!(&buf[..3], &[9, 9, 9]);
+                    assert_eq!(&buf[3..], &data[..]);
+                }
+                // With a data digest to check, nothing is placed.
+                Received::Incoming(Incoming::Pdu(f)) if digests.data => assert_eq!(f, frames[0]),
+                other => panic!("{other:?}"),
+            }
+            match r.read_placing(digests, 1 << 20, &mut lend).unwrap() {
+                Received::Incoming(Incoming::Pdu(f)) => assert_eq!(f, frames[1]),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]
