@@ -315,10 +315,44 @@ fn a_job_whose_mover_is_killed_is_finished_by_a_mover_on_another_host() {
         "{job}"
     );
 
+    // cowd's own backup to the copy target goes the same way: the survivor reads the image
+    // at T over NBD from the daemon (served under the backup's id) and writes the vault.
+    std::fs::write(&vault, vec![0u8; SIZE as usize]).unwrap();
+    let out = cli::cowctl(
+        &daemon,
+        &[
+            "start-backup",
+            "src",
+            "--to",
+            "copy-target:vault",
+            "--no-quiesce",
+            "--wait",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}
+{}",
+        String::from_utf8_lossy(&out.stderr),
+        survivor.log()
+    );
+    assert_same_bytes(&src, &vault);
+    let copies = cli::ok(&cli::cowctl(&daemon, &["copies"]));
+    assert!(
+        copies.contains("backup src-")
+            && copies.contains(&format!("be{} ->", 1 - holder_index(&holder))),
+        "{copies}"
+    );
+
     // The survivor stops cleanly and leaves the table.
     let name = survivor.name.clone();
     assert!(survivor.process.terminate().success(), "{}", survivor.log());
     assert!(!table.live_movers().unwrap().contains(&name), "{name} left");
+}
+
+/// The host number of mover `name` (`mover-N`).
+fn holder_index(name: &str) -> usize {
+    name.trim_start_matches("mover-").parse().unwrap()
 }
 
 #[test]
