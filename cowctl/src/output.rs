@@ -35,6 +35,12 @@ impl Table {
 
     /// The table as text, each line ending in a newline.
     pub fn render(&self) -> String {
+        self.render_with_notes(|_, _| {})
+    }
+
+    /// [`render`](Self::render), with the lines `notes` appends to the output after each row
+    /// (given the row's index; each line ending in a newline) under that row.
+    pub fn render_with_notes(&self, mut notes: impl FnMut(usize, &mut String)) -> String {
         let width = |s: &str| s.chars().count();
         let widths: Vec<usize> = (0..self.columns.len())
             .map(|i| {
@@ -48,7 +54,7 @@ impl Table {
             .collect();
         let header: Vec<String> = self.columns.iter().map(|c| c.0.to_owned()).collect();
         let mut out = String::new();
-        for cells in std::iter::once(&header).chain(&self.rows) {
+        for (row, cells) in std::iter::once(&header).chain(&self.rows).enumerate() {
             let mut line = String::new();
             for (i, cell) in cells.iter().enumerate() {
                 if i > 0 {
@@ -71,6 +77,9 @@ impl Table {
             }
             out.push_str(line.trim_end());
             out.push('\n');
+            if row > 0 {
+                notes(row - 1, &mut out);
+            }
         }
         out
     }

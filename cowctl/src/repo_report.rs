@@ -96,16 +96,8 @@ fn table(list: &[Manifest], damaged: &[&str], export: Option<&str>) -> String {
             duration(m.duration_s),
         ]);
     }
-    let table = t.render();
-    let mut lines = table.lines();
-    let mut out = String::new();
-    if let Some(header) = lines.next() {
-        out.push_str(header);
-        out.push('\n');
-    }
-    for (line, m) in lines.zip(list) {
-        out.push_str(line);
-        out.push('\n');
+    t.render_with_notes(|i, out| {
+        let m = &list[i];
         if let Some(parent) = &m.parent {
             let gone = if list.iter().any(|p| &p.id == parent) {
                 ""
@@ -119,8 +111,7 @@ fn table(list: &[Manifest], damaged: &[&str], export: Option<&str>) -> String {
         if let Some(why) = &m.full_reason {
             out.push_str(&format!("  full because {}\n", printable(why)));
         }
-    }
-    out
+    })
 }
 
 /// The `cowctl backups` listing: the table of complete backups, then each damaged backup (its
@@ -420,16 +411,8 @@ pub fn restores_table(list: &[RestoreStatus]) -> String {
             },
         ]);
     }
-    let table = t.render();
-    let mut lines = table.lines();
-    let mut out = String::new();
-    if let Some(header) = lines.next() {
-        out.push_str(header);
-        out.push('\n');
-    }
-    for (line, s) in lines.zip(list) {
-        out.push_str(line);
-        out.push('\n');
+    t.render_with_notes(|i, out| {
+        let s = &list[i];
         if let (RestoreState::Failed, Some(reason)) = (s.state, &s.reason) {
             out.push_str(&format!("  reason: {}\n", printable(reason)));
         }
@@ -443,8 +426,7 @@ pub fn restores_table(list: &[RestoreStatus]) -> String {
         if let Some(n) = &s.note {
             out.push_str(&format!("  {}\n", printable(n)));
         }
-    }
-    out
+    })
 }
 
 /// `export NAME serves backup ID from repository DIR (64.0 MiB, read-only)`.

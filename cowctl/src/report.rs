@@ -164,21 +164,12 @@ pub fn status_table(reports: &[BackupStatus], export: Option<&str>) -> String {
             eta(r),
         ]);
     }
-    let table = t.render();
-    let mut lines = table.lines();
-    let mut out = String::new();
-    if let Some(header) = lines.next() {
-        out.push_str(header);
-        out.push('\n');
-    }
-    for (line, r) in lines.zip(reports) {
-        out.push_str(line);
-        out.push('\n');
+    t.render_with_notes(|i, out| {
+        let r = &reports[i];
         if let (BackupState::Failed | BackupState::Cancelled, Some(reason)) = (r.state, &r.reason) {
             out.push_str(&format!("  reason: {}\n", printable(reason)));
         }
-    }
-    out
+    })
 }
 
 /// The closing summary of `wait` and `start-backup --wait`.

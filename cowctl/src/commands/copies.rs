@@ -130,16 +130,8 @@ pub fn copies_table(list: &[CopyJob]) -> String {
             printable(&j.what.join(", ")),
         ]);
     }
-    let table = t.render();
-    let mut lines = table.lines();
-    let mut out = String::new();
-    if let Some(header) = lines.next() {
-        out.push_str(header);
-        out.push('\n');
-    }
-    for (line, j) in lines.zip(list) {
-        out.push_str(line);
-        out.push('\n');
+    t.render_with_notes(|i, out| {
+        let j = &list[i];
         out.push_str(&format!("    {}\n", printable(&j.origin)));
         if let Some(reason) = &j.reason {
             let error = j.error.as_deref().unwrap_or("failed");
@@ -153,6 +145,5 @@ pub fn copies_table(list: &[CopyJob]) -> String {
                 ));
             }
         }
-    }
-    out
+    })
 }
