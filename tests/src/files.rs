@@ -61,6 +61,13 @@ pub fn require_root_and(tools: &[&str]) {
 }
 
 /// `len` bytes of `path` at `offset`.
+/// Creates (or truncates) `path` as a sparse file of `size` bytes.
+pub fn sparse(path: &Path, size: u64) {
+    std::fs::File::create(path)
+        .and_then(|f| f.set_len(size))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
 pub fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
     let mut b = vec![0u8; len];
     File::open(path)

@@ -85,10 +85,7 @@ fn the_image_at_t_goes_to_the_copy_target_past_a_dead_path_while_the_export_is_w
     require("nbdkit");
     let dir = tempfile::tempdir().unwrap();
     let vault = dir.path().join("vault.img");
-    std::fs::File::create(&vault)
-        .unwrap()
-        .set_len(SIZE)
-        .unwrap();
+    cowd_tests::files::sparse(&vault, SIZE);
     let (dead, up) = (free_port(), free_port());
     // 64 Mbit/s: the copy takes about 4 s, the writes below land while it runs.
     let _nbdkit = Nbdkit::start(&vault, up, "64M");

@@ -7,7 +7,6 @@
 //!
 //! Needs root (losetup). Every loop device is detached by a drop guard, also when a test fails.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,7 +32,7 @@ impl Loop {
         require("losetup");
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("backing.img");
-        File::create(&file).unwrap().set_len(size).unwrap();
+        cowd_tests::files::sparse(&file, size);
         // Tests attach loop devices in parallel; retry if another one took the free device.
         let mut tries = 0;
         let out = loop {
@@ -304,7 +303,7 @@ fn a_served_loop_device_cannot_be_served_twice() {
 fn a_served_file_cannot_be_served_twice() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("disk.img");
-    File::create(&img).unwrap().set_len(8 * MIB).unwrap();
+    cowd_tests::files::sparse(&img, 8 * MIB);
     let other = tempfile::tempdir().unwrap();
 
     let d = Daemon::builder().export_path("disk", &img).start();

@@ -29,10 +29,7 @@ fn ports_are_listed_and_changed_while_cowd_runs() {
     require("iscsi-inq");
     let tmp = tempfile::tempdir().unwrap();
     let vault = tmp.path().join("vault.img");
-    std::fs::File::create(&vault)
-        .unwrap()
-        .set_len(16 * MIB)
-        .unwrap();
+    cowd_tests::files::sparse(&vault, 16 * MIB);
     let conf = tmp.path().join("cowd.toml");
     std::fs::write(
         &conf,
@@ -97,7 +94,7 @@ fn ports_are_listed_and_changed_while_cowd_runs() {
 fn bad_copy_settings_stop_the_daemon_with_a_clear_message() {
     let tmp = tempfile::tempdir().unwrap();
     let image = tmp.path().join("disk.img");
-    std::fs::File::create(&image).unwrap().set_len(MIB).unwrap();
+    cowd_tests::files::sparse(&image, MIB);
     for (conf, want) in [
         (
             "[[copy_target]]\nname = \"v\"\npaths = [\"/x\"]\n",
@@ -185,10 +182,7 @@ fn extended_copy_fails_over_to_the_second_nbd_path_and_reports_when_none_reaches
     require("qemu-nbd");
     let tmp = tempfile::tempdir().unwrap();
     let vault = tmp.path().join("vault.img");
-    std::fs::File::create(&vault)
-        .unwrap()
-        .set_len(64 * MIB)
-        .unwrap();
+    cowd_tests::files::sparse(&vault, 64 * MIB);
     let (down, up) = (cowd_tests::free_port(), cowd_tests::free_port());
     let nbd = QemuNbd::start(&vault, up);
     let conf = tmp.path().join("cowd.toml");
@@ -269,7 +263,7 @@ fn extended_copy_reaches_a_copy_target_over_iscsi_past_a_dead_and_a_frozen_porta
     let tmp = tempfile::tempdir().unwrap();
     let (frozen_img, vault) = (tmp.path().join("frozen.img"), tmp.path().join("vault.img"));
     for f in [&frozen_img, &vault] {
-        std::fs::File::create(f).unwrap().set_len(64 * MIB).unwrap();
+        cowd_tests::files::sparse(f, 64 * MIB);
     }
     let frozen = Tgtd::start(&frozen_img);
     let live = Tgtd::start(&vault);

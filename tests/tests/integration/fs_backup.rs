@@ -69,7 +69,7 @@ fn epoch_secs(t: &str) -> f64 {
 
 /// A small ext4 image file (sparse) at `path`.
 fn ext4_image(path: &Path, size: u64) {
-    File::create(path).unwrap().set_len(size).unwrap();
+    cowd_tests::files::sparse(path, size);
     mkfs_ext4(path);
 }
 
@@ -337,7 +337,7 @@ fn freeze_thaws_when_the_snapshot_fails() {
     let tmpfs = dir.path().join("tmpfs");
     att.mount(&["-t", "tmpfs", "-o", "size=16M", "tmpfs"], &tmpfs);
     let big = tmpfs.join("big.img");
-    File::create(&big).unwrap().set_len(17 << 40).unwrap();
+    cowd_tests::files::sparse(&big, 17 << 40);
     let (img, mnt) = (dir.path().join("fs.img"), dir.path().join("mnt"));
     ext4_image(&img, 32 * MIB);
     att.mount(&["-o", "loop", path_str(&img)], &mnt);

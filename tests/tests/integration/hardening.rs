@@ -384,7 +384,7 @@ fn sigterm_as_soon_as_the_sockets_exist_is_a_clean_stop() {
     // left its sockets behind. Poll without sleeping, to land in that window if it exists.
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("disk.img");
-    fs::File::create(&image).unwrap().set_len(1 << 20).unwrap();
+    cowd_tests::files::sparse(&image, 1 << 20);
     for round in 0..20 {
         let control = dir.path().join(format!("control-{round}.sock"));
         let mut child = std::process::Command::new(cowd_tests::bin("cowd"))

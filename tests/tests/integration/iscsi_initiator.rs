@@ -61,10 +61,7 @@ fn random_data_round_trips_through_cowd_and_tgtd() {
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tgtd.img");
-    std::fs::File::create(&file)
-        .unwrap()
-        .set_len(64 * MIB)
-        .unwrap();
+    cowd_tests::files::sparse(&file, 64 * MIB);
     let tgtd = Tgtd::start(&file);
     let dev = IscsiDevice::connect(&url(&tgtd.url()), INITIATOR, TIMEOUT).unwrap();
     assert_eq!(dev.size(), 64 * MIB);
@@ -84,10 +81,7 @@ fn a_check_condition_surfaces_its_sense_on_both_targets() {
     let d = start(Daemon::builder().export("disk", 8 * MIB).iscsi());
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tgtd.img");
-    std::fs::File::create(&file)
-        .unwrap()
-        .set_len(8 * MIB)
-        .unwrap();
+    cowd_tests::files::sparse(&file, 8 * MIB);
     let tgtd = Tgtd::start(&file);
     for target in [d.iscsi_url("disk"), tgtd.url()] {
         let mut s = Session::login(&url(&target), INITIATOR, TIMEOUT).unwrap();
@@ -117,10 +111,7 @@ fn a_silent_portal_is_unreachable_and_an_unknown_target_refused() {
     let d = start(Daemon::builder().export("disk", 8 * MIB).iscsi());
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tgtd.img");
-    std::fs::File::create(&file)
-        .unwrap()
-        .set_len(8 * MIB)
-        .unwrap();
+    cowd_tests::files::sparse(&file, 8 * MIB);
     let tgtd = Tgtd::start(&file);
     for portal in [d.iscsi_portal(), tgtd.portal()] {
         let unknown = format!("{portal}/iqn.2026-12.test.nobody:none/0");

@@ -44,10 +44,7 @@ fn libiscsi_tools_and_qemu_read_and_write() {
     // Data in through QEMU: the export's file holds it.
     let dir = d.dir().to_owned();
     let src = dir.join("src.img");
-    std::fs::File::create(&src)
-        .unwrap()
-        .set_len(64 * MIB)
-        .unwrap();
+    cowd_tests::files::sparse(&src, 64 * MIB);
     fill_random(&src, 7);
     run(Command::new("qemu-img")
         .args(["convert", "-n", "-f", "raw", "-O", "raw"])

@@ -130,7 +130,7 @@ fn a_job_whose_mover_is_killed_is_finished_by_a_mover_on_another_host() {
     let src = dir.path().join("src.img");
     std::fs::write(&src, pattern(7, SIZE as usize)).unwrap();
     let vault = dir.path().join("vault.img");
-    File::create(&vault).unwrap().set_len(SIZE).unwrap();
+    cowd_tests::files::sparse(&vault, SIZE);
 
     // The copy target: an NBD server on the servers' address, throttled.
     let vault_port = free_port();

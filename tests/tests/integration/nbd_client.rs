@@ -49,7 +49,7 @@ impl Peer {
         require("qemu-nbd");
         let dir = tempfile::tempdir().unwrap();
         let image = dir.path().join("disk.img");
-        File::create(&image).unwrap().set_len(size).unwrap();
+        cowd_tests::files::sparse(&image, size);
         Peer::spawn(dir, |sock| {
             let mut c = Command::new("qemu-nbd");
             c.args(["-f", "raw", "-t", "-e", "0", "-x", "disk", "-k"]);
