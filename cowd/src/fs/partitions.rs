@@ -90,7 +90,8 @@ pub fn gpt(raw: &[u8], size: u32, device_size: u64) -> Result<Vec<Partition>, St
             continue;
         }
         let (first, last) = (le64(e, 32), le64(e, 40));
-        if last < first || (last + 1).saturating_mul(SECTOR) > device_size {
+        let end = last.checked_add(1).map(|n| n.saturating_mul(SECTOR));
+        if last < first || end.is_none_or(|end| end > device_size) {
             return Err(format!(
                 "GPT partition {}: LBA {first}..={last} outside the device",
                 i + 1
@@ -131,6 +132,20 @@ mod tests {
         assert_eq!(gpt_entries(&s).unwrap(), None);
         s[446] = 0x12; // not a boot flag: a boot sector, not a table
         assert_eq!(mbr(&s, 8 << 20).unwrap(), None);
+    }
+
+    #[test]
+    fn a_gpt_entry_ending_at_the_last_possible_lba_is_outside_the_device() {
+        // Found by the fs_tree fuzz target: last LBA u64::MAX overflowed `last + 1`.
+        let mut e = vec![0u8; 128];
+        e[0] = 1;
+        e[32..40].copy_from_slice(&34u64.to_le_bytes());
+        e[40..48].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(
+            gpt(&e, 128, 1 << 30)
+                .unwrap_err()
+                .contains("outside the device")
+        );
     }
 
     #[test]
