@@ -15,7 +15,7 @@ use crate::scsi::{self, Response, Status};
 use std::ops::Range;
 
 use super::digest::Digests;
-use super::frame::{Frame, encode_pdu};
+use super::frame::{Frame, encode_head, encode_tail};
 use super::login::Sequence;
 use super::pdu::{
     DataIn, DataInStatus, Header, Lun, Pdu, PduError, RESERVED_TAG, RESPONSE_COMPLETED, Residual,
@@ -51,7 +51,18 @@ pub fn answer(resp: &Response, itt: u32, limits: Limits, seq: Sequence) -> Vec<F
     frames
 }
 
-/// [`answer`] on the wire, appended to `out` without copying the data-in twice.
+/// Where the bytes of an encoded answer are, in the order they go out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// Bytes of the encoding buffer (headers, padding, digests).
+    Encoded(Range<usize>),
+    /// Bytes of the response's data-in, sent from where they are.
+    DataIn(Range<usize>),
+}
+
+/// [`answer`] on the wire without copying the data-in: headers, padding and digests are
+/// appended to `out`, and `parts` lists, in order, the ranges of `out` and of the data-in
+/// that make up the PDUs (for one vectored write).
 pub fn encode_answer(
     resp: &Response,
     itt: u32,
@@ -59,15 +70,36 @@ pub fn encode_answer(
     seq: Sequence,
     digests: Digests,
     out: &mut Vec<u8>,
+    parts: &mut Vec<Part>,
 ) -> Result<(), PduError> {
     let (data_in, status) = plan(resp, itt, limits, seq);
     for (h, r) in data_in {
-        encode_pdu(&h, &[], &resp.data_in[r], digests, out)?;
+        let from = out.len();
+        encode_head(&h, &[], r.len(), digests, out)?;
+        encoded(parts, from..out.len());
+        let data = &resp.data_in[r.clone()];
+        if !data.is_empty() {
+            parts.push(Part::DataIn(r));
+        }
+        let from = out.len();
+        encode_tail(data, digests, out);
+        encoded(parts, from..out.len());
     }
     if let Some(f) = status {
+        let from = out.len();
         f.encode_into(digests, out)?;
+        encoded(parts, from..out.len());
     }
     Ok(())
+}
+
+/// Adds the encoded bytes `r` to `parts` (joined to the encoded bytes before them).
+fn encoded(parts: &mut Vec<Part>, r: Range<usize>) {
+    match parts.last_mut() {
+        Some(Part::Encoded(last)) if last.end == r.start => last.end = r.end,
+        _ if !r.is_empty() => parts.push(Part::Encoded(r)),
+        _ => {}
+    }
 }
 
 /// The Data-In headers with the part of the data-in each carries, and the SCSI Response.

@@ -89,3 +89,55 @@ fn no_data_good_is_a_bare_scsi_response() {
     assert_eq!(r.residual, Residual::Overflow(512));
     assert!(frames[0].data.is_empty());
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The parts `encode_answer` lists, joined, are the bytes of the answer's frames
+        /// encoded one after the other; no data-in is copied into the buffer, and no two
+        /// encoded parts touch.
+        #[test]
+        fn the_parts_are_the_encoded_answer(
+            len in 0usize..70_000,
+            seg in 1u32..20_000,
+            burst in 1u32..50_000,
+            sense in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..30)),
+            header in any::<bool>(),
+            data in any::<bool>(),
+        ) {
+            let digests = Digests { header, data };
+            let limits = Limits { max_xmit_data_segment_length: seg, max_burst_length: burst };
+            let resp = Response {
+                status: if sense.is_some() { Status::CheckCondition } else { Status::Good },
+                data_in: (0..len).map(|i| (i % 251) as u8).collect(),
+                sense,
+                residual: ScsiResidual::None,
+            };
+            let mut want = Vec::new();
+            for f in answer(&resp, 4, limits, SEQ) {
+                f.encode_into(digests, &mut want).unwrap();
+            }
+            let (mut buf, mut parts) = (Vec::new(), Vec::new());
+            encode_answer(&resp, 4, limits, SEQ, digests, &mut buf, &mut parts).unwrap();
+            let mut got = Vec::new();
+            let mut from_data = 0;
+            for (i, p) in parts.iter().enumerate() {
+                match p {
+                    Part::Encoded(r) => {
+                        prop_assert!(!r.is_empty());
+                        prop_assert!(!matches!(parts.get(i + 1), Some(Part::Encoded(_))));
+                        got.extend_from_slice(&buf[r.clone()]);
+                    }
+                    Part::DataIn(r) => {
+                        from_data += r.len();
+                        got.extend_from_slice(&resp.data_in[r.clone()]);
+                    }
+                }
+            }
+            prop_assert_eq!(from_data, len);
+            prop_assert_eq!(got, want);
+        }
+    }
+}

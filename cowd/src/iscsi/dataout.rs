@@ -107,7 +107,9 @@ pub struct Collect {
     expected: u32,
     /// Bytes the command uses (at most `expected`).
     wanted: u32,
+    /// `wanted` bytes, of which the first `filled` hold data (the rest is scratch).
     buf: Vec<u8>,
+    filled: usize,
     /// Bytes received, from offset 0 without gaps.
     received: u32,
     unsolicited: Option<Unsolicited>,
@@ -150,7 +152,8 @@ impl Collect {
             limits,
             expected,
             wanted,
-            buf: crate::scsi::buffers::empty(wanted as usize),
+            buf: crate::scsi::buffers::scratch(wanted as usize),
+            filled: 0,
             received: 0,
             unsolicited: (!cmd.final_).then_some(Unsolicited {
                 data_sn: 0,
@@ -176,23 +179,24 @@ impl Collect {
 
     /// For a Data-Out whose `len` bytes of data are all data the command uses and that keeps
     /// every rule: its accounting done as [`data_out`](Self::data_out) would, and the buffer
-    /// to append its data to, lent until [`placed`](Self::placed) gives it back (the data is
-    /// read into it, not copied). `None` otherwise (nothing changed: use `data_out`).
-    pub fn place(&mut self, h: &DataOut, len: usize) -> Option<Vec<u8>> {
-        let fits = self.buf.len() == self.received as usize
-            && self.buf.len() + len <= self.wanted as usize
-            && self.buf.capacity() >= self.wanted as usize;
+    /// its data goes into at the offset given, lent until [`placed`](Self::placed) gives it
+    /// back (the data is read into it, not copied). `None` otherwise (nothing changed: use
+    /// `data_out`).
+    pub fn place(&mut self, h: &DataOut, len: usize) -> Option<(Vec<u8>, usize)> {
+        let fits = self.filled == self.received as usize && self.filled + len <= self.buf.len();
         if !fits || self.check(h, len).is_err() {
             return None;
         }
         self.advance(h, len);
-        Some(std::mem::take(&mut self.buf))
+        Some((std::mem::take(&mut self.buf), self.filled))
     }
 
-    /// Takes back the buffer [`place`](Self::place) lent, with `len` bytes appended.
+    /// Takes back the buffer [`place`](Self::place) lent, with `len` bytes written at the
+    /// offset it gave.
     pub fn placed(&mut self, buf: Vec<u8>, len: usize) {
-        debug_assert_eq!(buf.len(), self.received as usize + len);
+        debug_assert_eq!(buf.len(), self.wanted as usize);
         self.buf = buf;
+        self.filled += len;
         self.received += len as u32;
         self.open_solicited();
     }
@@ -304,15 +308,18 @@ impl Collect {
         self.bursts.iter().any(|b| b.ttt == ttt)
     }
 
-    /// The data collected (the bytes the command uses).
-    pub fn into_data(self) -> Vec<u8> {
+    /// The data collected (the bytes the command uses). Bytes that never arrived (the
+    /// command is not complete) are zeros, never what the buffer held before.
+    pub fn into_data(mut self) -> Vec<u8> {
+        self.buf[self.filled..].fill(0);
         self.buf
     }
 
     /// Keeps the part of `data` (at offset `received`) the command uses.
     fn take(&mut self, data: &[u8]) {
-        let room = (self.wanted as usize).saturating_sub(self.buf.len());
-        self.buf.extend_from_slice(&data[..data.len().min(room)]);
+        let n = data.len().min(self.buf.len() - self.filled);
+        self.buf[self.filled..self.filled + n].copy_from_slice(&data[..n]);
+        self.filled += n;
         self.received += data.len() as u32;
     }
 

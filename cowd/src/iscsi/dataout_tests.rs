@@ -196,6 +196,7 @@ impl Collect {
             expected: self.expected,
             wanted: self.wanted,
             buf: self.buf.clone(),
+            filled: self.filled,
             received: self.received,
             unsolicited: self.unsolicited,
             solicited_to: self.solicited_to,
@@ -206,15 +207,26 @@ impl Collect {
     }
 }
 
+#[test]
+fn data_that_never_arrived_is_zeros_not_what_the_buffer_held() {
+    // Leave a used buffer of the size in the pool (the collector likely reuses it).
+    crate::scsi::buffers::recycle(vec![0xee; 100 << 10]);
+    let c = Collect::new(limits(), &write(100 << 10, true), 100 << 10, &[1; 4096]).unwrap();
+    let data = c.into_data();
+    assert_eq!(data.len(), 100 << 10);
+    assert!(data[..4096].iter().all(|&b| b == 1));
+    assert!(data[4096..].iter().all(|&b| b == 0));
+}
+
 mod props {
     use super::*;
     use proptest::prelude::*;
 
-    /// Gives `c` one Data-Out: its data appended to the lent buffer when `place` and the
+    /// Gives `c` one Data-Out: its data written into the lent buffer when `place` and the
     /// collector lends it (as the reader does), else copied.
     fn give(c: &mut Collect, h: &DataOut, data: &[u8], place: bool) {
-        if place && let Some(mut buf) = c.place(h, data.len()) {
-            buf.extend_from_slice(data);
+        if place && let Some((mut buf, at)) = c.place(h, data.len()) {
+            buf[at..at + data.len()].copy_from_slice(data);
             c.placed(buf, data.len());
             return;
         }
@@ -326,9 +338,10 @@ mod props {
                 // all the command's; where it is lent, the buffer ends as taking leaves it.
                 let refused = c.clone_err(&h, len);
                 match c.place(&h, len) {
-                    Some(mut buf) => {
+                    Some((mut buf, at)) => {
                         prop_assert!(refused.is_none());
-                        buf.resize(buf.len() + len, 0);
+                        prop_assert!(at + len <= buf.len());
+                        buf[at..at + len].fill(0);
                         c.placed(buf, len);
                     }
                     None => prop_assert_eq!(c.data_out(&h, &vec![0; len]).err(), refused),

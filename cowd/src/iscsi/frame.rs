@@ -200,19 +200,34 @@ pub fn encode_pdu(
     digests: Digests,
     out: &mut Vec<u8>,
 ) -> Result<(), PduError> {
+    out.reserve(pdu_len((ahs.len() / 4) as u8, data.len() as u32, digests));
+    encode_head(header, ahs, data.len(), digests, out)?;
+    out.extend_from_slice(data);
+    encode_tail(data, digests, out);
+    Ok(())
+}
+
+/// The part of [`encode_pdu`] before the data segment (BHS, AHS, header digest), for a data
+/// segment of `data_len` bytes sent from where it is.
+pub fn encode_head(
+    header: &Header,
+    ahs: &[u8],
+    data_len: usize,
+    digests: Digests,
+    out: &mut Vec<u8>,
+) -> Result<(), PduError> {
     if ahs.len() > usize::from(u8::MAX) * 4 {
         return Err(PduError::Ahs("segments longer than 1020 bytes"));
     }
-    if data.len() > MAX_DATA_SEGMENT_LEN as usize {
+    if data_len > MAX_DATA_SEGMENT_LEN as usize {
         return Err(PduError::DataSegmentTooLong {
-            len: data.len().min(u32::MAX as usize) as u32,
+            len: data_len.min(u32::MAX as usize) as u32,
             max: MAX_DATA_SEGMENT_LEN,
         });
     }
     let mut header = *header;
     header.ahs_words = (ahs.len() / 4) as u8;
-    header.data_len = data.len() as u32;
-    out.reserve(pdu_len(header.ahs_words, header.data_len, digests));
+    header.data_len = data_len as u32;
     let start = out.len();
     out.extend_from_slice(&header.encode());
     out.extend_from_slice(ahs);
@@ -220,12 +235,15 @@ pub fn encode_pdu(
         let hd = digest::header_digest(&out[start..start + BHS_LEN], ahs);
         out.extend_from_slice(&hd);
     }
-    out.extend_from_slice(data);
+    Ok(())
+}
+
+/// The part of [`encode_pdu`] after the data segment `data`: padding and data digest.
+pub fn encode_tail(data: &[u8], digests: Digests, out: &mut Vec<u8>) {
     out.resize(out.len() + padded_len(data.len()) - data.len(), 0);
     if digests.data && !data.is_empty() {
         out.extend_from_slice(&digest::data_digest(data));
     }
-    Ok(())
 }
 
 fn received_digest(b: &[u8]) -> u32 {

@@ -56,7 +56,7 @@ use super::pdu::{
 use super::text::{Accumulator, KeyValues};
 use super::url::IscsiUrl;
 use super::window::{sn_le, sn_lt};
-use super::wire::{Incoming, PduReader, WireError};
+use super::wire::{Incoming, PduReader, WireError, write_all_vectored};
 use login::{Identity, Negotiator, Request, Step};
 
 /// Bytes of a CDB carried in the BHS; the rest goes in an extended CDB AHS.
@@ -324,20 +324,6 @@ fn explain(e: io::Error, timeout: Duration) -> io::Error {
         ),
         _ => e,
     }
-}
-
-/// Writes every byte of every slice.
-fn write_all_vectored(w: &mut impl Write, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
-    IoSlice::advance_slices(&mut bufs, 0);
-    while !bufs.is_empty() {
-        match w.write_vectored(bufs) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 fn header(pdu: Pdu) -> Header {

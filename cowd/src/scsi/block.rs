@@ -63,7 +63,7 @@ impl Block<'_> {
         if len > max.min(self.profile.device_chunk) {
             return None;
         }
-        let mut buf = buffers::zeroed(len);
+        let mut buf = buffers::scratch(len);
         if len == 0 {
             return Some(Ok(buf));
         }
@@ -399,7 +399,7 @@ impl Block<'_> {
     }
 
     fn read_blocks(&self, lba: u64, count: u32) -> Result<Vec<u8>, Sense> {
-        let mut buf = buffers::zeroed(count as usize * self.profile.block_size as usize);
+        let mut buf = buffers::scratch(count as usize * self.profile.block_size as usize);
         let mut offset = self.profile.offset(lba);
         for chunk in buf.chunks_mut(self.profile.device_chunk) {
             self.device

@@ -2,8 +2,8 @@
 //! first time it is touched (about 550 faults per MiB read, measured at 370 MiB/s for 1 MiB
 //! READs before this pool), a reused one costs nothing but the copy.
 //!
-//! [`zeroed`] and [`empty`] take a buffer from the pool when one is large enough; the transport
-//! gives data-in and data-out buffers back with [`recycle`] once they are sent or written. The
+//! [`scratch`] takes a buffer from the pool when one is large enough; the transport gives
+//! data-in and data-out buffers back with [`recycle`] once they are sent or written. The
 //! pool keeps at most [`MAX_POOLED`] bytes; smaller buffers than [`MIN_POOLED`] are not kept
 //! (the allocator serves them from its caches).
 
@@ -16,7 +16,7 @@ pub const MAX_POOLED: usize = 64 << 20;
 
 static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
-/// A pooled buffer with room for `cap` bytes (or a new one), empty.
+/// A pooled buffer with room for `cap` bytes (or a new one), holding what its last user left.
 fn take(cap: usize) -> Vec<u8> {
     if cap >= MIN_POOLED {
         let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
@@ -28,24 +28,20 @@ fn take(cap: usize) -> Vec<u8> {
             .min_by_key(|(_, b)| b.capacity())
             .map(|(i, _)| i);
         if let Some(i) = best {
-            let mut b = pool.swap_remove(i);
-            b.clear();
-            return b;
+            return pool.swap_remove(i);
         }
     }
     Vec::with_capacity(cap)
 }
 
-/// `len` zero bytes.
-pub fn zeroed(len: usize) -> Vec<u8> {
+/// `len` bytes of no particular content, for a caller that overwrites every one of them
+/// before it reads or sends any (a device read, a command's data-out): a reused buffer keeps
+/// the bytes its last user left, so only bytes no user held yet are zeroed. Zeroing them all
+/// cost 11 % of the iSCSI target's CPU on 1 MiB writes.
+pub fn scratch(len: usize) -> Vec<u8> {
     let mut b = take(len);
     b.resize(len, 0);
     b
-}
-
-/// An empty buffer with room for `cap` bytes.
-pub fn empty(cap: usize) -> Vec<u8> {
-    take(cap)
 }
 
 /// Gives a buffer back for reuse.
@@ -72,19 +68,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buffers_come_back_zeroed_or_empty() {
-        let mut b = zeroed(1 << 20);
-        assert_eq!(b.len(), 1 << 20);
-        b.iter_mut().for_each(|x| *x = 7);
-        let ptr = b.as_ptr();
-        recycle(b);
-        // Another test may take it meanwhile; if this one gets it, it is zeroed.
-        let again = zeroed(1 << 20);
-        assert!(again.iter().all(|&x| x == 0));
-        if again.as_ptr() == ptr {
-            recycle(again);
-            assert!(empty(100 << 10).is_empty());
+    fn scratch_buffers_have_the_length_asked_for() {
+        for len in [0, 10, 100 << 10, 3 << 20, 1 << 20] {
+            let b = scratch(len);
+            assert_eq!(b.len(), len);
+            recycle(b);
         }
-        assert_eq!(zeroed(10), vec![0; 10]);
+        // A fresh one is zeroed (no bytes of another user can be in it).
+        let big = scratch(MAX_POOLED + 1);
+        assert!(big.iter().all(|&x| x == 0));
     }
 }
