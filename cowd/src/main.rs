@@ -233,7 +233,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cowd: {e:#}");
+            // Every error names its cause in its own message (`{e:#}` would repeat it).
+            eprintln!("cowd: {e}");
             ExitCode::FAILURE
         }
     }

@@ -279,9 +279,13 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
     } else {
         format!("{addr}:{DEFAULT_PORT}")
     };
+    // The caller names `addr`; the port is worth saying only when it was left out.
     TcpListener::bind(with_port.as_str())
         .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{with_port}: {e}")))
+        .map_err(|e| match with_port == addr {
+            true => e,
+            false => std::io::Error::new(e.kind(), format!("{with_port}: {e}")),
+        })
 }
 
 /// `host:port`, `[v6]:port`, not a bare IPv6 address.

@@ -419,3 +419,48 @@ fn sigterm_as_soon_as_the_sockets_exist_is_a_clean_stop() {
         );
     }
 }
+
+/// A second daemon on a file already served, or on an address already taken, stops with one
+/// line that says so once (the cause was printed twice, once per link of the error chain).
+#[test]
+fn a_file_already_served_or_a_port_taken_is_said_once() {
+    let d = Daemon::builder().export("disk", 4 * MIB).start();
+    let image = d.image("disk").to_path_buf();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let other = tempfile::tempdir().unwrap();
+    let serve = |export: &Path, iscsi: &str| {
+        let o = std::process::Command::new(cowd_tests::bin("cowd"))
+            .arg("serve")
+            .arg("--export")
+            .arg(format!("disk={}", export.display()))
+            .args(["--iscsi", iscsi, "--control"])
+            .arg(other.path().join("control.sock"))
+            .arg("--state-dir")
+            .arg(other.path().join("state"))
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let err = serve(&image, "127.0.0.1:0");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "cowd: export disk: {}: in use by another program (it is mounted or already served)",
+            image.display()
+        )
+    );
+    let free = other.path().join("free.img");
+    fs::write(&free, vec![0u8; MIB as usize]).unwrap();
+    let err = serve(&free, &format!("127.0.0.1:{port}"));
+    let line = err.trim_end();
+    assert!(
+        line.starts_with(&format!("cowd: cannot listen on iscsi 127.0.0.1:{port}: ")),
+        "{line}"
+    );
+    assert_eq!(line.matches(&port.to_string()).count(), 1, "{line}");
+    assert_eq!(line.lines().count(), 1, "{line}");
+    drop(taken);
+}
