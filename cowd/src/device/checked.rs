@@ -8,7 +8,8 @@
 use std::sync::Arc;
 
 use super::{
-    BlockDevice, BlockSizes, Capabilities, DeviceError, ErrorKind, Extent, Op, Result, ZeroFlags,
+    BlockDevice, BlockSizes, CachedRange, Capabilities, DeviceError, ErrorKind, Extent, Op, Result,
+    ZeroFlags,
 };
 
 /// Validating wrapper around a device stack.
@@ -84,6 +85,11 @@ impl BlockDevice for Checked {
     fn try_read_at(&self, buf: &mut [u8], offset: u64) -> Result<bool> {
         self.check(Op::Read, offset, buf.len() as u64)?;
         self.inner.try_read_at(buf, offset)
+    }
+
+    fn cached_range(&self, offset: u64, len: usize) -> Option<CachedRange> {
+        self.check(Op::Read, offset, len as u64).ok()?;
+        self.inner.cached_range(offset, len)
     }
 
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()> {

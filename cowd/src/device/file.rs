@@ -19,13 +19,14 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::sys::{self, Fallocate};
 use super::{
-    BlockDevice, BlockSizes, Capabilities, DeviceError, ErrorKind, Extent, MAX_PAYLOAD, Op, Result,
-    ZeroFlags, push_extent,
+    BlockDevice, BlockSizes, CachedRange, Capabilities, DeviceError, ErrorKind, Extent,
+    MAX_PAYLOAD, Op, Result, ZeroFlags, push_extent,
 };
 
 /// How to open a [`FileDevice`].
@@ -53,7 +54,8 @@ pub enum OpenError {
 /// A file or block device behind an export.
 #[derive(Debug)]
 pub struct FileDevice {
-    file: File,
+    /// Shared with the [`CachedRange`]s handed out, which send from it.
+    file: Arc<File>,
     path: PathBuf,
     size: u64,
     block: bool,
@@ -63,6 +65,9 @@ pub struct FileDevice {
     rotational: bool,
     nowait_read: AtomicBool,
     nowait_write: AtomicBool,
+    /// cachestat(2) works here (cleared at its first ENOSYS or EINVAL).
+    cachestat: AtomicBool,
+    page: u64,
     /// Inline page-cache writes are avoided until this time (ns after `epoch`).
     slow_until: AtomicU64,
     epoch: Instant,
@@ -124,7 +129,7 @@ impl FileDevice {
             });
         }
         Ok(FileDevice {
-            file,
+            file: Arc::new(file),
             path: path.to_owned(),
             size,
             block,
@@ -134,6 +139,8 @@ impl FileDevice {
             rotational,
             nowait_read: AtomicBool::new(!opts.direct),
             nowait_write: AtomicBool::new(!opts.direct),
+            cachestat: AtomicBool::new(!opts.direct),
+            page: sys::page_size(),
             slow_until: AtomicU64::new(0),
             epoch: Instant::now(),
         })
@@ -310,6 +317,26 @@ impl BlockDevice for FileDevice {
             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(false),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
             Err(e) => Err(DeviceError::io(Op::Read, offset, buf.len() as u64, e)),
+        }
+    }
+
+    fn cached_range(&self, offset: u64, len: usize) -> Option<CachedRange> {
+        if len == 0 || !self.cachestat.load(Ordering::Relaxed) {
+            return None;
+        }
+        let pages = (offset + len as u64).div_ceil(self.page) - offset / self.page;
+        match sys::cached_pages(&self.file, offset, len as u64) {
+            Ok(cached) if cached >= pages => Some(CachedRange::new(self.file.clone(), offset, len)),
+            Ok(_) => None,
+            Err(e) => {
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP)
+                ) {
+                    self.cachestat.store(false, Ordering::Relaxed);
+                }
+                None
+            }
         }
     }
 

@@ -12,6 +12,7 @@
 //! capability); the layers below may assume valid requests.
 
 mod buf;
+mod cached;
 mod checked;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -23,6 +24,7 @@ mod slice;
 mod sys;
 
 pub use buf::{BufPool, IoBuf};
+pub use cached::CachedRange;
 pub use checked::Checked;
 pub use error::{DeviceError, ErrorKind, Op};
 pub use fault::{FaultControl, FaultDevice, OpMask};
@@ -132,6 +134,13 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
     /// memory). `Ok(false)` means "not done, call `read_at` from a thread that may block".
     fn try_read_at(&self, _buf: &mut [u8], _offset: u64) -> Result<bool> {
         Ok(false)
+    }
+
+    /// Where the `len` bytes at `offset` lie whole in an open file's page cache right now,
+    /// as [`read_at`](Self::read_at) would return them: a transport may send them from there
+    /// ([`CachedRange::send`]) without reading them. `None` (the default): read them.
+    fn cached_range(&self, _offset: u64, _len: usize) -> Option<CachedRange> {
+        None
     }
 
     /// Writes `buf` at `offset`; with `fua` the data is durable before return.

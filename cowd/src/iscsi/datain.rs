@@ -15,7 +15,7 @@ use crate::scsi::{self, Response, Status};
 use std::ops::Range;
 
 use super::digest::Digests;
-use super::frame::{Frame, encode_head, encode_tail};
+use super::frame::{Frame, encode_head, encode_tail, padded_len};
 use super::login::Sequence;
 use super::pdu::{
     DataIn, DataInStatus, Header, Lun, Pdu, PduError, RESERVED_TAG, RESPONSE_COMPLETED, Residual,
@@ -42,13 +42,29 @@ pub fn residual(r: scsi::Residual) -> Residual {
 /// The answer to the command `itt`: its Data-In PDUs, then a SCSI Response unless the status
 /// went out with the data. `seq` is the StatSN the status takes and the window to advertise.
 pub fn answer(resp: &Response, itt: u32, limits: Limits, seq: Sequence) -> Vec<Frame> {
-    let (data_in, status) = plan(resp, itt, limits, seq);
+    let (data_in, status) = plan(resp, resp.data_in.len(), itt, limits, seq);
     let mut frames: Vec<Frame> = data_in
         .into_iter()
         .map(|(h, r)| Frame::new(h, resp.data_in[r].to_vec()))
         .collect();
     frames.extend(status);
     frames
+}
+
+/// The data-in an answer carries.
+#[derive(Debug, Clone, Copy)]
+pub enum Payload<'a> {
+    Bytes(&'a [u8]),
+    /// This many bytes, sent from elsewhere.
+    Sized(usize),
+}
+
+/// PDUs encoded for one vectored write: headers, padding and digests in `buf`, and where
+/// each piece of the PDUs is, in the order they go out.
+#[derive(Debug, Default)]
+pub struct Gathered {
+    pub buf: Vec<u8>,
+    pub parts: Vec<Part>,
 }
 
 /// Where the bytes of an encoded answer are, in the order they go out.
@@ -61,28 +77,38 @@ pub enum Part {
 }
 
 /// [`answer`] on the wire without copying the data-in: headers, padding and digests are
-/// appended to `out`, and `parts` lists, in order, the ranges of `out` and of the data-in
-/// that make up the PDUs (for one vectored write).
+/// appended to `gathered.buf`, and `gathered.parts` lists, in order, the ranges of that
+/// buffer and of the data-in that make up the PDUs (for one vectored write). The data-in is `data`: the response's own,
+/// or, for a response whose data-in is sent from elsewhere (a file's page cache), `Sized` with
+/// its length (only without data digests: this side cannot compute them).
 pub fn encode_answer(
     resp: &Response,
+    data: Payload<'_>,
     itt: u32,
-    limits: Limits,
-    seq: Sequence,
-    digests: Digests,
-    out: &mut Vec<u8>,
-    parts: &mut Vec<Part>,
+    (limits, seq, digests): (Limits, Sequence, Digests),
+    gathered: &mut Gathered,
 ) -> Result<(), PduError> {
-    let (data_in, status) = plan(resp, itt, limits, seq);
+    let Gathered { buf: out, parts } = gathered;
+    let len = match data {
+        Payload::Bytes(b) => b.len(),
+        Payload::Sized(n) => {
+            assert!(!digests.data, "data sent from elsewhere has no data digest");
+            n
+        }
+    };
+    let (data_in, status) = plan(resp, len, itt, limits, seq);
     for (h, r) in data_in {
         let from = out.len();
         encode_head(&h, &[], r.len(), digests, out)?;
         encoded(parts, from..out.len());
-        let data = &resp.data_in[r.clone()];
-        if !data.is_empty() {
-            parts.push(Part::DataIn(r));
+        if !r.is_empty() {
+            parts.push(Part::DataIn(r.clone()));
         }
         let from = out.len();
-        encode_tail(data, digests, out);
+        match data {
+            Payload::Bytes(b) => encode_tail(&b[r], digests, out),
+            Payload::Sized(_) => out.resize(out.len() + padded_len(r.len()) - r.len(), 0),
+        }
         encoded(parts, from..out.len());
     }
     if let Some(f) = status {
@@ -105,11 +131,12 @@ fn encoded(parts: &mut Vec<Part>, r: Range<usize>) {
 /// The Data-In headers with the part of the data-in each carries, and the SCSI Response.
 fn plan(
     resp: &Response,
+    data_len: usize,
     itt: u32,
     limits: Limits,
     seq: Sequence,
 ) -> (Vec<(Header, Range<usize>)>, Option<Frame>) {
-    let pieces = pieces(resp.data_in.len(), limits);
+    let pieces = pieces(data_len, limits);
     let collapse = resp.status == Status::Good && resp.sense.is_none() && !pieces.is_empty();
     let last = pieces.len().saturating_sub(1);
     let data_in = pieces

@@ -106,6 +106,7 @@ mod props {
             sense in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..30)),
             header in any::<bool>(),
             data in any::<bool>(),
+            sized in any::<bool>(),
         ) {
             let digests = Digests { header, data };
             let limits = Limits { max_xmit_data_segment_length: seg, max_burst_length: burst };
@@ -119,8 +120,16 @@ mod props {
             for f in answer(&resp, 4, limits, SEQ) {
                 f.encode_into(digests, &mut want).unwrap();
             }
-            let (mut buf, mut parts) = (Vec::new(), Vec::new());
-            encode_answer(&resp, 4, limits, SEQ, digests, &mut buf, &mut parts).unwrap();
+            let mut g = Gathered::default();
+            // The data-in from memory, or (without data digests) sent from elsewhere: the
+            // same bytes on the wire.
+            let payload = if sized && !data {
+                Payload::Sized(resp.data_in.len())
+            } else {
+                Payload::Bytes(&resp.data_in)
+            };
+            encode_answer(&resp, payload, 4, (limits, SEQ, digests), &mut g).unwrap();
+            let Gathered { buf, parts } = g;
             let mut got = Vec::new();
             let mut from_data = 0;
             for (i, p) in parts.iter().enumerate() {

@@ -12,7 +12,7 @@
 //! never have length zero and only use the operations its capabilities advertise: writes of
 //! zeroes fall back to writing zero buffers, FUA falls back to a flush after the write.
 
-use crate::device::{BlockDevice, DeviceError, ZeroFlags, is_zero};
+use crate::device::{BlockDevice, CachedRange, DeviceError, ZeroFlags, is_zero};
 
 use super::buffers;
 use super::cdb::{Blocks, ByteCheck, ReadWrite, length_field};
@@ -78,6 +78,16 @@ impl Block<'_> {
                 None
             }
         }
+    }
+
+    /// Where the data of a READ that passes every check lies whole in an open file's page
+    /// cache now (see [`BlockDevice::cached_range`]); `None`: read it with [`read`](Self::read)
+    /// (which also reports any refusal).
+    pub fn cached_read(&self, opcode: u8, rw: &ReadWrite) -> Option<CachedRange> {
+        self.check_read(opcode, rw).ok()?;
+        let len = rw.blocks.count as usize * self.profile.block_size as usize;
+        self.device
+            .cached_range(self.profile.offset(rw.blocks.lba), len)
     }
 
     /// [`write`](Self::write) if the device takes it at once in one request of at most `max`

@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use crate::device::{BlockDevice, MAX_PAYLOAD};
+use crate::device::{BlockDevice, CachedRange, MAX_PAYLOAD};
 
 use super::block::Block;
 use super::cdb::{self, ByteCheck, Command};
@@ -162,6 +162,24 @@ impl Disk {
         max: usize,
     ) -> Option<Response> {
         self.respond(nexus, cdb, expected_len, data_out, Some(max))
+    }
+
+    /// For a READ that passes every check and whose data lies whole in an open file's page
+    /// cache now: its answer (GOOD, residual set, data-in left empty) and where the data-in is,
+    /// cut to the expected length: the transport sends it from there with
+    /// [`CachedRange::send`], no copy in memory. The answer is the one `execute_from` would
+    /// give. `None`: run the command with `execute_from` (any other command, a refusal, data
+    /// not all in the page cache).
+    pub fn cached_read(&self, cdb: &[u8], expected_len: u32) -> Option<(Response, CachedRange)> {
+        let cmd = self.decode(cdb).ok()?;
+        let Command::Read(rw) = &cmd else {
+            return None;
+        };
+        self.check_data_out(cdb[0], &cmd).ok()?;
+        let mut data = self.block().cached_read(cdb[0], rw)?;
+        let response = Response::good(Residual::of(data.len() as u64, expected_len));
+        data.truncate(expected_len as usize);
+        Some((response, data))
     }
 
     /// Runs a command, blocking (`nowait` None) or only if it can answer at once (`nowait`:

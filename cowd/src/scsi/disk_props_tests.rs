@@ -155,6 +155,98 @@ proptest! {
     }
 }
 
+/// A disk over a file of `SIZE` bytes of a pattern, all of it in the page cache.
+fn cached_file_disk(dir: &std::path::Path) -> Disk {
+    use std::io::{Read, Write};
+    let path = dir.join("disk.img");
+    let data: Vec<u8> = (0..SIZE as usize)
+        .map(|i| (i / 512 + i % 253) as u8)
+        .collect();
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(&data)
+        .unwrap();
+    let mut back = Vec::new();
+    std::fs::File::open(&path)
+        .unwrap()
+        .read_to_end(&mut back)
+        .unwrap();
+    let dev = crate::device::FileDevice::open(&path, crate::device::FileOptions::default());
+    disk_over(Arc::new(crate::device::Checked::new(
+        Arc::new(dev.unwrap()),
+        false,
+    )))
+}
+
+/// The response without its data-in (as `Disk::cached_read` gives it).
+fn without_data(r: Response) -> Response {
+    Response {
+        data_in: Vec::new(),
+        ..r
+    }
+}
+
+/// The bytes a cached read's range sends.
+fn sent(range: &crate::device::CachedRange) -> Vec<u8> {
+    use std::io::Read;
+    let (tx, mut rx) = std::os::unix::net::UnixStream::pair().unwrap();
+    let len = range.len();
+    let reader = std::thread::spawn(move || {
+        let mut got = vec![0; len];
+        rx.read_exact(&mut got).map(|()| got)
+    });
+    range.send(&tx, 0..len).unwrap();
+    reader.join().unwrap().unwrap()
+}
+
+#[test]
+fn a_read_of_cached_data_is_answered_with_its_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = cached_file_disk(dir.path());
+    // READ(10) of 256 blocks at LBA 8, 128 KiB expected: all of it in the page cache.
+    let cdb = [0x28, 0, 0, 0, 0, 8, 0, 1, 0, 0];
+    let (resp, range) = disk.cached_read(&cdb, 128 << 10).expect("cached");
+    assert_eq!(resp, without_data(disk.execute(&cdb, 128 << 10, &[])));
+    assert_eq!(sent(&range), disk.execute(&cdb, 128 << 10, &[]).data_in);
+    // Not a READ, or a refused one: no.
+    assert!(disk.cached_read(&[0x00, 0, 0, 0, 0, 0], 0).is_none());
+    let beyond = [0x28, 0, 0xff, 0xff, 0xff, 0, 0, 1, 0, 0];
+    assert!(disk.cached_read(&beyond, 128 << 10).is_none());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Whenever a READ is answered with a cached range, the answer is the blocking one and the
+    /// range sends its data-in.
+    #[test]
+    fn a_cached_read_is_the_blocking_answer(
+        cdb in arbitrary_cdb(),
+        lba in 0..(SIZE / 512 + 2),
+        blocks in prop_oneof![1..8u32, 1..3000u32],
+        expected in prop_oneof![0..70_000u32, Just(4u32 << 20)],
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = cached_file_disk(dir.path());
+        // Half of the cases a READ(16) at a random place, so that many are answered.
+        let cdb = if lba % 2 == 0 {
+            let mut c = vec![0x88, 0];
+            c.extend_from_slice(&lba.to_be_bytes());
+            c.extend_from_slice(&blocks.to_be_bytes());
+            c.extend_from_slice(&[0, 0]);
+            c
+        } else {
+            cdb
+        };
+        let Some((resp, range)) = disk.cached_read(&cdb, expected) else {
+            return Ok(());
+        };
+        let blocking = disk.execute(&cdb, expected, &[]);
+        prop_assert_eq!(&resp, &without_data(blocking.clone()));
+        prop_assert_eq!(sent(&range), blocking.data_in);
+    }
+}
+
 /// One step of the data model.
 #[derive(Debug, Clone)]
 enum Step {

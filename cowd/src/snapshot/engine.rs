@@ -22,7 +22,9 @@ use super::gate::{Closed, WriteGate};
 /// Granularity of the changed-block map (the default backup block size).
 pub const CBT_BLOCK: u32 = 64 << 10;
 use super::session::Session;
-use crate::device::{BlockDevice, BlockSizes, Capabilities, Extent, Result, ZeroFlags};
+use crate::device::{
+    BlockDevice, BlockSizes, CachedRange, Capabilities, Extent, Result, ZeroFlags,
+};
 
 /// The copy-before-write layer of one export.
 #[derive(Debug)]
@@ -130,6 +132,11 @@ impl BlockDevice for Engine {
 
     fn try_read_at(&self, buf: &mut [u8], offset: u64) -> Result<bool> {
         self.inner.try_read_at(buf, offset)
+    }
+
+    /// Reads pass through (the live device is the origin's current data).
+    fn cached_range(&self, offset: u64, len: usize) -> Option<CachedRange> {
+        self.inner.cached_range(offset, len)
     }
 
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
