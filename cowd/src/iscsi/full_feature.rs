@@ -128,18 +128,17 @@ fn set_cork(stream: &TcpStream, on: bool) -> std::io::Result<()> {
     Ok(())
 }
 
-/// READs up to this size are tried on the reader thread (page-cache hits, as the NBD server
-/// does); larger ones go to a worker, so receiving the next command overlaps them and their
-/// sending.
-const INLINE_READ_MAX: usize = 256 << 10;
+/// READs and WRITEs up to this size are tried on the reader thread (page-cache hits, as the
+/// NBD server does); larger ones go to a worker, so receiving the next command overlaps them.
+/// Larger WRITEs on the reader cost 10-15 % less CPU, but a write the kernel throttles (dirty
+/// pages) then stops the reading of the socket: the initiator's data backs up in its receive
+/// queue, which the kernel compacts at the sender's cost (the client's CPU per 1 MiB write
+/// doubled, and the throughput fell to 0.56-0.72× tgtd's in half of the runs).
+const INLINE_MAX: usize = 256 << 10;
 /// READs from this size on whose data is all in the page cache are answered on the reader
 /// thread with the data sent from there (`Disk::cached_read`, sendfile(2)); smaller ones cost
 /// less to copy than to look up.
 const CACHED_READ_MIN: u32 = 64 << 10;
-/// WRITEs up to this size are tried on the reader thread: their data has arrived, and handing
-/// a 1 MiB write to a worker cost more CPU (10-15 % of the target's, measured on 1 MiB QD8
-/// writes) than the overlap won.
-const INLINE_WRITE_MAX: usize = 1 << 20;
 
 /// The sending buffer is kept up to this size between sends.
 const KEEP_SEND_BUFFER: usize = 4 << 20;
@@ -590,12 +589,7 @@ impl Phase {
             self.shared.send_cached(kind, &resp, &range, cmd.itt);
             return;
         }
-        let max = if cmd.write {
-            INLINE_WRITE_MAX
-        } else {
-            INLINE_READ_MAX
-        };
-        let at_once = disk.try_execute_from(&self.nexus, &cdb, cmd.expected_len, &data, max);
+        let at_once = disk.try_execute_from(&self.nexus, &cdb, cmd.expected_len, &data, INLINE_MAX);
         if let Some(resp) = at_once {
             buffers::recycle(data);
             self.shared.send_answer(kind, &resp, cmd.itt);
