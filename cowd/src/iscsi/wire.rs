@@ -90,12 +90,6 @@ impl<R: Read> PduReader<R> {
         &self.inner
     }
 
-    /// Whether bytes of a next PDU are already buffered (so the caller need not flush its
-    /// answers before reading).
-    pub fn has_buffered(&self) -> bool {
-        self.end > self.start
-    }
-
     /// The next PDU. `max_data_len` is our MaxRecvDataSegmentLength.
     pub fn read(&mut self, digests: Digests, max_data_len: u32) -> Result<Incoming, WireError> {
         match self.read_placing(digests, max_data_len, &mut |_| None)? {
