@@ -30,4 +30,5 @@ pub mod scsi;
 pub mod snapshot;
 pub mod stream;
 pub mod targets;
+pub mod vectored;
 pub mod xcopy;

@@ -15,7 +15,7 @@ use crate::scsi::{self, Response, Status};
 use std::ops::Range;
 
 use super::digest::Digests;
-use super::frame::{Frame, encode_head, encode_tail, padded_len};
+use super::frame::{Frame, encode_head, encode_padding, encode_tail};
 use super::login::Sequence;
 use super::pdu::{
     DataIn, DataInStatus, Header, Lun, Pdu, PduError, RESERVED_TAG, RESPONSE_COMPLETED, Residual,
@@ -60,7 +60,7 @@ pub enum Payload<'a> {
 }
 
 /// PDUs encoded for one vectored write: headers, padding and digests in `buf`, and where
-/// each piece of the PDUs is, in the order they go out.
+/// each piece of the PDUs is, in the order they go out (one part, or none: `buf` is all).
 #[derive(Debug, Default)]
 pub struct Gathered {
     pub buf: Vec<u8>,
@@ -78,14 +78,17 @@ pub enum Part {
 
 /// [`answer`] on the wire without copying the data-in: headers, padding and digests are
 /// appended to `gathered.buf`, and `gathered.parts` lists, in order, the ranges of that
-/// buffer and of the data-in that make up the PDUs (for one vectored write). The data-in is `data`: the response's own,
-/// or, for a response whose data-in is sent from elsewhere (a file's page cache), `Sized` with
-/// its length (only without data digests: this side cannot compute them).
+/// buffer and of the data-in that make up the PDUs (for one vectored write). The data-in is
+/// `data`: the response's own, or, for a response whose data-in is sent from elsewhere (a
+/// file's page cache), `Sized` with its length (only without data digests: this side cannot
+/// compute them).
 pub fn encode_answer(
     resp: &Response,
     data: Payload<'_>,
     itt: u32,
-    (limits, seq, digests): (Limits, Sequence, Digests),
+    limits: Limits,
+    seq: Sequence,
+    digests: Digests,
     gathered: &mut Gathered,
 ) -> Result<(), PduError> {
     let Gathered { buf: out, parts } = gathered;
@@ -107,7 +110,7 @@ pub fn encode_answer(
         let from = out.len();
         match data {
             Payload::Bytes(b) => encode_tail(&b[r], digests, out),
-            Payload::Sized(_) => out.resize(out.len() + padded_len(r.len()) - r.len(), 0),
+            Payload::Sized(_) => encode_padding(r.len(), out),
         }
         encoded(parts, from..out.len());
     }

@@ -128,7 +128,7 @@ mod props {
             } else {
                 Payload::Bytes(&resp.data_in)
             };
-            encode_answer(&resp, payload, 4, (limits, SEQ, digests), &mut g).unwrap();
+            encode_answer(&resp, payload, 4, limits, SEQ, digests, &mut g).unwrap();
             let Gathered { buf, parts } = g;
             let mut got = Vec::new();
             let mut from_data = 0;

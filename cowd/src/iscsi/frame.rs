@@ -240,10 +240,15 @@ pub fn encode_head(
 
 /// The part of [`encode_pdu`] after the data segment `data`: padding and data digest.
 pub fn encode_tail(data: &[u8], digests: Digests, out: &mut Vec<u8>) {
-    out.resize(out.len() + padded_len(data.len()) - data.len(), 0);
+    encode_padding(data.len(), out);
     if digests.data && !data.is_empty() {
         out.extend_from_slice(&digest::data_digest(data));
     }
+}
+
+/// The padding after a data segment of `data_len` bytes (to a multiple of 4).
+pub fn encode_padding(data_len: usize, out: &mut Vec<u8>) {
+    out.resize(out.len() + padded_len(data_len) - data_len, 0);
 }
 
 fn received_digest(b: &[u8]) -> u32 {

@@ -35,7 +35,7 @@ use super::negotiate::{Negotiation, SessionParams};
 use super::pdu::*;
 use super::text::{Accumulator, Outgoing, encode};
 use super::window::{Admit, Window};
-use super::wire::{self, Incoming, PduReader, Received};
+use super::wire::{Incoming, PduReader, Received};
 use super::workers::Workers;
 use crate::device::CachedRange;
 use crate::scsi::{self, Disk, LunList, Response, SenseFormat, buffers, luns};
@@ -181,22 +181,16 @@ impl Shared {
     }
 
     /// The answer to command `itt`: its Data-In PDUs and status, the data-in sent from where
-    /// it is (one vectored write).
-    fn send_answer(&self, kind: Kind, resp: &Response, itt: u32) {
+    /// it is (from memory in one vectored write, or from a file's page cache: no data digests,
+    /// see `Disk::cached_read`).
+    fn send_answer(&self, kind: Kind, resp: &Response, data: Source<'_>, itt: u32) {
         let (digests, limits) = (self.digests, self.data_in);
-        let data = datain::Payload::Bytes(&resp.data_in);
-        self.send_gathered(kind, Source::Bytes(&resp.data_in), |seq, out| {
-            datain::encode_answer(resp, data, itt, (limits, seq, digests), out)
-        });
-    }
-
-    /// The answer to command `itt` whose data-in is sent from a file's page cache (no data
-    /// digests: see `Disk::cached_read`).
-    fn send_cached(&self, kind: Kind, resp: &Response, data: &CachedRange, itt: u32) {
-        let (digests, limits) = (self.digests, self.data_in);
-        let len = datain::Payload::Sized(data.len());
-        self.send_gathered(kind, Source::Cached(data), |seq, out| {
-            datain::encode_answer(resp, len, itt, (limits, seq, digests), out)
+        let payload = match data {
+            Source::Bytes(b) => datain::Payload::Bytes(b),
+            Source::Cached(c) => datain::Payload::Sized(c.len()),
+        };
+        self.send_gathered(kind, data, |seq, out| {
+            datain::encode_answer(resp, payload, itt, limits, seq, digests, out)
         });
     }
 
@@ -245,7 +239,8 @@ impl Shared {
         let enc = &mut out.enc;
         let written = match encode(seq, enc) {
             Err(e) => Err(std::io::Error::other(e)),
-            Ok(()) if enc.parts.is_empty() => out.stream.write_all(&enc.buf),
+            // No data-in (or none listed): the buffer is the whole answer.
+            Ok(()) if enc.parts.len() <= 1 => out.stream.write_all(&enc.buf),
             Ok(()) => match data {
                 Source::Bytes(data) => {
                     let mut slices: Vec<IoSlice<'_>> = (enc.parts.iter())
@@ -254,7 +249,7 @@ impl Shared {
                             datain::Part::DataIn(r) => IoSlice::new(&data[r.clone()]),
                         })
                         .collect();
-                    wire::write_all_vectored(&mut out.stream, &mut slices)
+                    crate::vectored::write_all(&mut out.stream, &mut slices)
                 }
                 Source::Cached(data) => send_from_cache(&out.stream, enc, data),
             },
@@ -445,7 +440,8 @@ impl Phase {
         let cdb = f.cdb().unwrap_or_default();
         if cmd.lun.to_single_level() != Some(0) {
             let resp = luns::absent(&cdb, cmd.expected_len, &LunList::default());
-            self.shared.send_answer(kind, &resp, cmd.itt);
+            self.shared
+                .send_answer(kind, &resp, Source::Bytes(&resp.data_in), cmd.itt);
             return Ok(Flow::Continue);
         }
         if !cmd.write && f.data.is_empty() {
@@ -543,7 +539,8 @@ impl Phase {
     fn fail_transfer(&self, cmd: &ScsiCommand, kind: Kind, e: &dataout::DataOutError) {
         debug!(itt = cmd.itt, error = %e, "iSCSI: data-out refused; the command fails");
         let resp = Response::check_condition(&e.sense(), SenseFormat::Fixed, scsi::Residual::None);
-        self.shared.send_answer(kind, &resp, cmd.itt);
+        self.shared
+            .send_answer(kind, &resp, Source::Bytes(&resp.data_in), cmd.itt);
     }
 
     fn send_r2ts(&self, cmd: &ScsiCommand, r2ts: &[dataout::R2tRequest]) {
@@ -586,13 +583,15 @@ impl Phase {
             && let Some((resp, range)) = disk.cached_read(&cdb, cmd.expected_len)
         {
             buffers::recycle(data);
-            self.shared.send_cached(kind, &resp, &range, cmd.itt);
+            self.shared
+                .send_answer(kind, &resp, Source::Cached(&range), cmd.itt);
             return;
         }
         let at_once = disk.try_execute_from(&self.nexus, &cdb, cmd.expected_len, &data, INLINE_MAX);
         if let Some(resp) = at_once {
             buffers::recycle(data);
-            self.shared.send_answer(kind, &resp, cmd.itt);
+            self.shared
+                .send_answer(kind, &resp, Source::Bytes(&resp.data_in), cmd.itt);
             buffers::recycle(resp.data_in);
             return;
         }
@@ -605,7 +604,7 @@ impl Phase {
                 debug!(target: "cowd::data", itt = cmd.itt, opcode = cdb.first().copied().unwrap_or(0), sense = ?&sense[..sense.len().min(18)], "SCSI command failed");
             }
             buffers::recycle(data);
-            shared.send_answer(kind, &resp, cmd.itt);
+            shared.send_answer(kind, &resp, Source::Bytes(&resp.data_in), cmd.itt);
             shared.finished(cmd.itt);
             buffers::recycle(resp.data_in);
         });

@@ -56,7 +56,7 @@ use super::pdu::{
 use super::text::{Accumulator, KeyValues};
 use super::url::IscsiUrl;
 use super::window::{sn_le, sn_lt};
-use super::wire::{Incoming, PduReader, WireError, write_all_vectored};
+use super::wire::{Incoming, PduReader, WireError};
 use login::{Identity, Negotiator, Request, Step};
 
 /// Bytes of a CDB carried in the BHS; the rest goes in an extended CDB AHS.
@@ -677,7 +677,7 @@ impl Session {
             IoSlice::new(data),
             IoSlice::new(&pad[..pad_len]),
         ];
-        write_all_vectored(&mut self.stream, &mut bufs)
+        crate::vectored::write_all(&mut self.stream, &mut bufs)
     }
 
     /// The next PDU from the target.

@@ -1,6 +1,5 @@
 //! Whole PDUs over a blocking byte stream: [`PduReader`] frames what arrives (many PDUs per
-//! `read`), [`encode_all`] turns PDUs into one buffer for a single `write`,
-//! [`write_all_vectored`] sends PDUs whose data segments stay where they are.
+//! `read`), [`encode_all`] turns PDUs into one buffer for a single `write`.
 //!
 //! A PDU with a large data segment (a Data-Out of a big write) that has not all arrived yet
 //! is read straight into its frame's buffer rather than through the reader's.
@@ -10,7 +9,7 @@
 //! answer it with a Reject; a wrong header digest, or a data segment beyond what we declared,
 //! leaves nothing to trust and is an error.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read};
 
 use super::digest::{DIGEST_LEN, Digests};
 use super::frame::{self, Frame, frame, wire_len};
@@ -103,15 +102,6 @@ impl<R: Read> PduReader<R> {
     /// a buffer and an offset in it is read there straight from the stream and given back as
     /// [`Received::Placed`] (a Data-Out read into its command's buffer: no copy at all).
     pub fn read_placing(
-        &mut self,
-        digests: Digests,
-        max_data_len: u32,
-        place: &mut Lender<'_>,
-    ) -> Result<Received, WireError> {
-        self.next(digests, max_data_len, place)
-    }
-
-    fn next(
         &mut self,
         digests: Digests,
         max_data_len: u32,
@@ -282,20 +272,6 @@ impl<R: Read> PduReader<R> {
             self.buf.shrink_to_fit();
         }
     }
-}
-
-/// Writes every byte of every slice (`Write::write_all_vectored` is not stable yet).
-pub fn write_all_vectored(w: &mut impl Write, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
-    IoSlice::advance_slices(&mut bufs, 0);
-    while !bufs.is_empty() {
-        match w.write_vectored(bufs) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// The PDUs as one buffer, ready for one `write_all`.
