@@ -77,6 +77,10 @@ struct Out {
     broken: bool,
     /// The PDUs being sent, encoded; kept for the next (no allocation per answer).
     enc: datain::Gathered,
+    /// The first `held` bytes of `enc.buf` are answers held back (see `Shared::hold`), and
+    /// `held_answers` of them.
+    held: usize,
+    held_answers: usize,
 }
 
 /// Where the data-in of an answer is.
@@ -143,6 +147,12 @@ const CACHED_READ_MIN: u32 = 64 << 10;
 /// The sending buffer is kept up to this size between sends.
 const KEEP_SEND_BUFFER: usize = 4 << 20;
 
+/// At most this many answers, or bytes of them, are held back to go out in one send (see
+/// `Shared::hold`): enough to save most sends when many small commands arrive at once, few
+/// enough that the first of them is not kept waiting for the last.
+const HOLD_ANSWERS: usize = 8;
+const HOLD_BYTES: usize = 16 << 10;
+
 /// What the reader and the workers share.
 struct Shared {
     out: Mutex<Out>,
@@ -184,12 +194,22 @@ impl Shared {
     /// it is (from memory in one vectored write, or from a file's page cache: no data digests,
     /// see `Disk::cached_read`).
     fn send_answer(&self, kind: Kind, resp: &Response, data: Source<'_>, itt: u32) {
+        self.answer(kind, resp, data, itt, false);
+    }
+
+    /// [`send_answer`](Self::send_answer); but when `hold` and the answer carries no data-in,
+    /// it may be held back to go out with the next: the reader thread's answers while more
+    /// commands are already buffered (several answers in one send and one segment, one
+    /// wake-up of the initiator). What is held goes out with the next send, or at the latest
+    /// with [`flush`](Self::flush), which the reader calls before it waits for the socket.
+    fn answer(&self, kind: Kind, resp: &Response, data: Source<'_>, itt: u32, hold: bool) {
         let (digests, limits) = (self.digests, self.data_in);
         let payload = match data {
             Source::Bytes(b) => datain::Payload::Bytes(b),
             Source::Cached(c) => datain::Payload::Sized(c.len()),
         };
-        self.send_gathered(kind, data, |seq, out| {
+        let hold = hold && resp.data_in.is_empty() && matches!(data, Source::Bytes(_));
+        self.send_gathered(kind, data, hold, |seq, out| {
             datain::encode_answer(resp, payload, itt, limits, seq, digests, out)
         });
     }
@@ -201,18 +221,20 @@ impl Shared {
         kind: Kind,
         encode: impl FnOnce(Sequence, &mut Vec<u8>) -> Result<(), PduError>,
     ) {
-        self.send_gathered(kind, Source::Bytes(&[]), |seq, out| {
+        self.send_gathered(kind, Source::Bytes(&[]), false, |seq, out| {
             encode(seq, &mut out.buf)
         });
     }
 
-    /// Encodes PDUs with the sequence numbers of the moment and writes them with one call:
-    /// the bytes in the send buffer, or, where `encode` lists parts, those parts of the send
-    /// buffer and of `data`.
+    /// Encodes PDUs with the sequence numbers of the moment and writes them, after what is
+    /// held, with one call: the bytes in the send buffer, or, where `encode` lists parts,
+    /// those parts of the send buffer and of `data`. With `hold` (bytes in the buffer only),
+    /// they may be held instead, within [`HOLD_ANSWERS`] and [`HOLD_BYTES`].
     fn send_gathered(
         &self,
         kind: Kind,
         data: Source<'_>,
+        hold: bool,
         encode: impl FnOnce(Sequence, &mut datain::Gathered) -> Result<(), PduError>,
     ) {
         let mut out = lock(&self.out);
@@ -234,11 +256,20 @@ impl Shared {
             return;
         }
         let out = &mut *out;
-        out.enc.buf.clear();
+        out.enc.buf.truncate(out.held);
         out.enc.parts.clear();
+        if out.held > 0 {
+            // Joined by the encoded bytes that follow: what is held goes out first.
+            out.enc.parts.push(datain::Part::Encoded(0..out.held));
+        }
         let enc = &mut out.enc;
         let written = match encode(seq, enc) {
             Err(e) => Err(std::io::Error::other(e)),
+            Ok(()) if hold && out.held_answers + 1 < HOLD_ANSWERS && enc.buf.len() < HOLD_BYTES => {
+                out.held = enc.buf.len();
+                out.held_answers += 1;
+                return;
+            }
             // No data-in (or none listed): the buffer is the whole answer.
             Ok(()) if enc.parts.len() <= 1 => out.stream.write_all(&enc.buf),
             Ok(()) => match data {
@@ -254,6 +285,7 @@ impl Shared {
                 Source::Cached(data) => send_from_cache(&out.stream, enc, data),
             },
         };
+        (out.held, out.held_answers) = (0, 0);
         if out.enc.buf.capacity() > KEEP_SEND_BUFFER {
             out.enc.buf = Vec::new();
         }
@@ -261,6 +293,13 @@ impl Shared {
             debug!(error = %e, "iSCSI connection: cannot send; closing");
             out.broken = true;
             let _ = out.stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Sends the answers held back, if any.
+    fn flush(&self) {
+        if lock(&self.out).held > 0 {
+            self.send_encoded(Kind::Plain, |_, _| Ok(()));
         }
     }
 
@@ -316,6 +355,9 @@ struct Phase {
     text_out: Option<(u32, Outgoing)>,
     hold: Option<Box<dyn Send>>,
     nexus: Arc<scsi::Nexus>,
+    /// Another whole PDU was buffered when the one being handled was read: its answer may
+    /// wait to go out with the next (`Shared::answer`).
+    more_buffered: bool,
 }
 
 /// Runs the full feature phase until logout, close or error.
@@ -332,6 +374,8 @@ pub fn run(
             stat_sn: s.stat_sn,
             broken: false,
             enc: datain::Gathered::default(),
+            held: 0,
+            held_answers: 0,
         }),
         window: Mutex::new(s.window),
         running: Mutex::new(HashSet::new()),
@@ -354,9 +398,16 @@ pub fn run(
         text_out: None,
         hold: s.hold,
         nexus: s.nexus,
+        more_buffered: false,
     };
     let result = loop {
-        match reader.read_placing(digests, max_recv, &mut |h| phase.lend(h)) {
+        if !reader.holds_whole_pdu(digests) {
+            // About to wait for the initiator: it gets every answer there is first.
+            phase.shared.flush();
+        }
+        let received = reader.read_placing(digests, max_recv, &mut |h| phase.lend(h));
+        phase.more_buffered = reader.holds_whole_pdu(digests);
+        match received {
             Ok(Received::Placed { header, buf, len }) => phase.placed(&header, buf, len),
             Ok(Received::Incoming(Incoming::Pdu(f))) => match phase.handle(f) {
                 Ok(Flow::Continue) => {}
@@ -374,6 +425,7 @@ pub fn run(
     };
     // Running commands finish (their answers go out if the socket takes them).
     phase.workers.finish();
+    phase.shared.flush();
     drop(phase.hold.take());
     let _ = stream.shutdown(Shutdown::Both);
     result
@@ -590,8 +642,8 @@ impl Phase {
         let at_once = disk.try_execute_from(&self.nexus, &cdb, cmd.expected_len, &data, INLINE_MAX);
         if let Some(resp) = at_once {
             buffers::recycle(data);
-            self.shared
-                .send_answer(kind, &resp, Source::Bytes(&resp.data_in), cmd.itt);
+            let hold = self.more_buffered;
+            (self.shared).answer(kind, &resp, Source::Bytes(&resp.data_in), cmd.itt, hold);
             buffers::recycle(resp.data_in);
             return;
         }

@@ -252,6 +252,12 @@ impl<R: Read> PduReader<R> {
         }))))
     }
 
+    /// Whether a whole PDU is buffered: the next read returns without waiting for the stream.
+    pub fn holds_whole_pdu(&self, digests: Digests) -> bool {
+        self.bhs()
+            .is_some_and(|bhs| self.end - self.start >= wire_len(&bhs, digests))
+    }
+
     /// The BHS at the front of the buffered bytes, if it has arrived.
     fn bhs(&self) -> Option<[u8; BHS_LEN]> {
         self.buf[self.start..self.end]
@@ -345,6 +351,39 @@ mod tests {
                     r.read(digests, 1 << 20).unwrap(),
                     Incoming::Closed
                 ));
+            }
+        }
+    }
+
+    #[test]
+    fn a_whole_pdu_buffered_is_read_without_the_stream() {
+        let frames: Vec<Frame> = (0..30)
+            .map(|i| nop(i, vec![i as u8; (i as usize * 331) % 3000]))
+            .collect();
+        for digests in BOTH_DIGESTS {
+            let bytes = encode_all(&frames, digests).unwrap();
+            for step in [1, 100, 4096, 1 << 20] {
+                let mut r = PduReader::new(Trickle(bytes.clone(), 0, step));
+                let mut without_stream = 0;
+                for f in &frames {
+                    let (whole, at) = (r.holds_whole_pdu(digests), r.get_ref().1);
+                    match r.read(digests, 1 << 20).unwrap() {
+                        Incoming::Pdu(got) => assert_eq!(&got, f),
+                        other => panic!("{other:?}"),
+                    }
+                    if whole {
+                        assert_eq!(r.get_ref().1, at, "read from the stream");
+                        without_stream += 1;
+                    }
+                }
+                assert!(!r.holds_whole_pdu(digests));
+                // Reads of a byte never bring more than the PDU; large reads bring many.
+                if step == 1 {
+                    assert_eq!(without_stream, 0);
+                }
+                if step >= 4096 {
+                    assert!(without_stream > 0, "step {step}");
+                }
             }
         }
     }
