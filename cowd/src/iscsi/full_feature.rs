@@ -18,7 +18,7 @@
 //! aborted). A protocol error ends the connection (error recovery level 0); commands already
 //! running finish first and their answers are sent if the socket still takes them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{IoSlice, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -38,7 +38,7 @@ use super::window::{Admit, Window};
 use super::wire::{Incoming, PduReader, Received};
 use super::workers::Workers;
 use crate::device::CachedRange;
-use crate::scsi::{self, Disk, LunList, Response, SenseFormat, buffers, luns};
+use crate::scsi::{self, Abort, Disk, LunList, Response, SenseFormat, buffers, luns};
 
 /// A logged-in connection, ready for the full feature phase.
 pub struct Session {
@@ -157,11 +157,28 @@ const HOLD_BYTES: usize = 16 << 10;
 struct Shared {
     out: Mutex<Out>,
     window: Mutex<Window>,
-    /// ITTs of commands handed to the workers and not yet answered.
-    running: Mutex<HashSet<u32>>,
+    /// Commands handed to the workers and not yet answered, by ITT.
+    running: Mutex<HashMap<u32, Running>>,
     ran: Condvar,
     digests: Digests,
     data_in: datain::Limits,
+}
+
+/// A command on a worker.
+struct Running {
+    /// Set by task management; the command is then not answered.
+    abort: Arc<Abort>,
+    /// Its answer is being sent: too late to abort it.
+    answering: bool,
+}
+
+/// What an abort of a running command found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Aborted {
+    /// The command will stop (soon) and never be answered.
+    Yes,
+    /// Its answer was already on the way.
+    TooLate,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -311,16 +328,59 @@ impl Shared {
         }
     }
 
+    /// Command `itt` goes to a worker; what aborts it.
+    fn start(&self, itt: u32) -> Arc<Abort> {
+        let abort = Arc::new(Abort::new());
+        let running = Running {
+            abort: abort.clone(),
+            answering: false,
+        };
+        lock(&self.running).insert(itt, running);
+        abort
+    }
+
+    /// Whether a worker's command `itt` is answered: not if it was aborted (then the window
+    /// opens for it all the same); once this says yes, an abort comes too late.
+    fn may_answer(&self, itt: u32, kind: Kind) -> bool {
+        let mut running = lock(&self.running);
+        let r = running.get_mut(&itt).expect("a running command");
+        if r.abort.is_set() {
+            drop(running);
+            self.forget(usize::from(kind == Kind::Answer));
+            return false;
+        }
+        r.answering = true;
+        true
+    }
+
     fn finished(&self, itt: u32) {
         lock(&self.running).remove(&itt);
         self.ran.notify_all();
+    }
+
+    /// Aborts running command `itt`; `None` if it is not running.
+    fn abort(&self, itt: u32) -> Option<Aborted> {
+        let running = lock(&self.running);
+        let r = running.get(&itt)?;
+        if r.answering {
+            return Some(Aborted::TooLate);
+        }
+        r.abort.set();
+        Some(Aborted::Yes)
+    }
+
+    /// Aborts every running command whose answer is not on its way.
+    fn abort_all(&self) {
+        for r in lock(&self.running).values().filter(|r| !r.answering) {
+            r.abort.set();
+        }
     }
 
     /// Waits until none of `itts` (all, if `None`) is running.
     fn wait_for(&self, itt: Option<u32>) {
         let mut running = lock(&self.running);
         while match itt {
-            Some(t) => running.contains(&t),
+            Some(t) => running.contains_key(&t),
             None => !running.is_empty(),
         } {
             running = self.ran.wait(running).unwrap_or_else(|p| p.into_inner());
@@ -378,7 +438,7 @@ pub fn run(
             held_answers: 0,
         }),
         window: Mutex::new(s.window),
-        running: Mutex::new(HashSet::new()),
+        running: Mutex::new(HashMap::new()),
         ran: Condvar::new(),
         digests,
         data_in: datain::Limits {
@@ -423,7 +483,10 @@ pub fn run(
             Err(e) => break Err(ConnectionError::Protocol(e.to_string())),
         }
     };
-    // Running commands finish (their answers go out if the socket takes them).
+    // Running commands finish (their answers go out if the socket takes them); a long one
+    // still running after the session's end is aborted: nobody waits for its answer any more
+    // (the loss of its I_T nexus). After a logout nothing runs.
+    phase.shared.abort_all();
     phase.workers.finish();
     phase.shared.flush();
     drop(phase.hold.take());
@@ -483,7 +546,8 @@ impl Phase {
         let Some(kind) = self.admit(cmd.cmd_sn, cmd.immediate) else {
             return Ok(Flow::Continue);
         };
-        if self.pending.contains_key(&cmd.itt) || lock(&self.shared.running).contains(&cmd.itt) {
+        if self.pending.contains_key(&cmd.itt) || lock(&self.shared.running).contains_key(&cmd.itt)
+        {
             return Err(ConnectionError::Protocol(format!(
                 "initiator task tag {:#x} is already in use",
                 cmd.itt
@@ -647,16 +711,20 @@ impl Phase {
             buffers::recycle(resp.data_in);
             return;
         }
-        lock(&self.shared.running).insert(cmd.itt);
+        let abort = self.shared.start(cmd.itt);
         let shared = self.shared.clone();
         let nexus = self.nexus.clone();
         self.workers.submit(move || {
-            let resp = disk.execute_from(&nexus, &cdb, cmd.expected_len, &data);
+            let resp = disk.execute_task(&nexus, &abort, &cdb, cmd.expected_len, &data);
             if let Some(sense) = &resp.sense {
                 debug!(target: "cowd::data", itt = cmd.itt, opcode = cdb.first().copied().unwrap_or(0), sense = ?&sense[..sense.len().min(18)], "SCSI command failed");
             }
             buffers::recycle(data);
-            shared.send_answer(kind, &resp, Source::Bytes(&resp.data_in), cmd.itt);
+            if shared.may_answer(cmd.itt, kind) {
+                shared.send_answer(kind, &resp, Source::Bytes(&resp.data_in), cmd.itt);
+            } else {
+                debug!(itt = cmd.itt, "iSCSI: command aborted; not answered");
+            }
             shared.finished(cmd.itt);
             buffers::recycle(resp.data_in);
         });
@@ -765,12 +833,16 @@ impl Phase {
                 if let Some(p) = self.pending.remove(&t.referenced_tag) {
                     self.shared.forget(usize::from(!p.cmd.immediate));
                     TMF_COMPLETE
-                } else if lock(&self.shared.running).contains(&t.referenced_tag) {
-                    // A running command cannot be stopped inside the device: it is
-                    // answered, and then the abort finds no task (as for a command answered
-                    // before the abort arrived).
+                } else if let Some(aborted) = self.shared.abort(t.referenced_tag) {
+                    // The command stops soon (a copy within a piece or a poll of its job;
+                    // anything else when it ends) and is not answered; an answer already
+                    // on the way goes first, and then the abort finds no task. The answer
+                    // to the abort follows the command's end either way.
                     self.shared.wait_for(Some(t.referenced_tag));
-                    TMF_NO_TASK
+                    match aborted {
+                        Aborted::Yes => TMF_COMPLETE,
+                        Aborted::TooLate => TMF_NO_TASK,
+                    }
                 } else {
                     TMF_NO_TASK
                 }
@@ -788,6 +860,7 @@ impl Phase {
             | TaskFunction::TargetWarmReset
             | TaskFunction::TargetColdReset => {
                 self.drop_pending();
+                self.shared.abort_all();
                 self.shared.wait_for(None);
                 if t.function == TaskFunction::TargetColdReset {
                     flow = Flow::Close;

@@ -18,7 +18,8 @@ use crate::iscsi::chap::{ChapCredentials, ChapIdentity};
 use crate::iscsi::config::{AuthPolicy, TargetConfig, TargetEntry};
 use crate::iscsi::connection::{self, ConnectionConfig, TargetTable};
 use crate::iscsi::pdu::{
-    DataIn, DataInStatus, LoginResponse, NopIn, R2t, Reject, ScsiResponse, Stage,
+    DataIn, DataInStatus, LoginResponse, NopIn, R2t, Reject, ScsiResponse, Stage, TMF_COMPLETE,
+    TaskFunction, TaskRequest,
 };
 use crate::iscsi::text::{self, KeyValues};
 use crate::iscsi::url::Credentials;
@@ -431,6 +432,11 @@ struct CowdTarget {
 
 impl CowdTarget {
     fn start(config: TargetConfig, device: Arc<dyn BlockDevice>) -> CowdTarget {
+        CowdTarget::serve(config, Disk::new(device, lun_identity()).unwrap())
+    }
+
+    /// Serves `disk` as LUN 0 of the target.
+    fn serve(config: TargetConfig, disk: Disk) -> CowdTarget {
         let mut config = config;
         config.targets = vec![TargetEntry {
             name: NAME.into(),
@@ -439,7 +445,7 @@ impl CowdTarget {
         }];
         let table = Arc::new(Targets {
             config,
-            disk: Arc::new(Disk::new(device, lun_identity()).unwrap()),
+            disk: Arc::new(disk),
         });
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -485,6 +491,139 @@ const DISK: u64 = 8 << 20;
 
 fn memory() -> Arc<dyn BlockDevice> {
     Arc::new(MemoryDevice::new(DISK))
+}
+
+/// A copy hook whose EXTENDED COPY runs until it is aborted (or 20 s pass: then it succeeds,
+/// which the test sees as an answer it should not get).
+#[derive(Debug, Default)]
+struct UntilAborted {
+    started: (std::sync::Mutex<bool>, std::sync::Condvar),
+    saw_abort: AtomicBool,
+}
+
+impl crate::scsi::CopyCommands for UntilAborted {
+    fn extended_copy(
+        &self,
+        _: &Disk,
+        _: &crate::scsi::Nexus,
+        _: &[u8],
+        abort: &crate::scsi::Abort,
+    ) -> Result<(), crate::scsi::Sense> {
+        *self.started.0.lock().unwrap() = true;
+        self.started.1.notify_all();
+        let until = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < until {
+            if abort.is_set() {
+                self.saw_abort.store(true, Ordering::SeqCst);
+                return Err(crate::scsi::Sense::new(
+                    crate::scsi::SenseKey::AbortedCommand,
+                    0,
+                    0,
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    }
+
+    fn receive_copy_results(&self, _: &[u8], _: u32) -> Result<Vec<u8>, crate::scsi::Sense> {
+        Ok(Vec::new())
+    }
+
+    fn third_party_copy_vpd(&self) -> Vec<u8> {
+        Vec::new()
+    }
+}
+
+impl UntilAborted {
+    fn wait_started(&self) {
+        let mut started = self.started.0.lock().unwrap();
+        while !*started {
+            started = self.started.1.wait(started).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_running_extended_copy_is_aborted_and_never_answered() {
+    for function in [TaskFunction::AbortTask, TaskFunction::LogicalUnitReset] {
+        let hook = Arc::new(UntilAborted::default());
+        let disk = Disk::new(memory(), lun_identity())
+            .unwrap()
+            .with_copy(hook.clone());
+        let target = CowdTarget::serve(TargetConfig::default(), disk);
+        let mut s = Session::login(&target.url(), INITIATOR, T).unwrap();
+        // A write answered first: the session works, and StatSN moves on.
+        assert!(
+            s.command(&commands::write_16(0, 8, false), &[7; 4096], 0)
+                .unwrap()
+                .is_good()
+        );
+        let copy = s.take_itt();
+        let list = [0u8; 16];
+        s.send_command(copy, &commands::extended_copy(16), &list, 0)
+            .unwrap();
+        hook.wait_started();
+        let tmf = s.take_itt();
+        let request = Pdu::TaskRequest(TaskRequest {
+            immediate: true,
+            function,
+            lun: s.lun,
+            itt: tmf,
+            referenced_tag: if function == TaskFunction::AbortTask {
+                copy
+            } else {
+                RESERVED_TAG
+            },
+            cmd_sn: s.seq.cmd_sn,
+            exp_stat_sn: s.seq.exp_stat_sn,
+            ref_cmd_sn: s.seq.cmd_sn.wrapping_sub(1),
+            exp_data_sn: 0,
+        });
+        s.send(header(request), &[]).unwrap();
+        // The answer to the abort comes next; nothing for the copy before or after it.
+        let f = s.receive().unwrap();
+        let Pdu::TaskResponse(r) = f.header.pdu else {
+            panic!("{function:?}: {f:?}")
+        };
+        assert_eq!((r.itt, r.response), (tmf, TMF_COMPLETE), "{function:?}");
+        assert_eq!(
+            r.stat_sn, s.seq.exp_stat_sn,
+            "{function:?}: the next StatSN"
+        );
+        assert_eq!(
+            r.max_cmd_sn.wrapping_sub(r.exp_cmd_sn),
+            127,
+            "{function:?}: the aborted copy's slot of the window opened again"
+        );
+        s.seq.status(r.stat_sn);
+        s.seq.update(r.exp_cmd_sn, r.max_cmd_sn);
+        assert!(hook.saw_abort.load(Ordering::SeqCst), "{function:?}");
+        // The next command is answered, and it is the next PDU: no answer of the copy.
+        let r = s.command(&commands::test_unit_ready(), &[], 0).unwrap();
+        assert!(r.is_good(), "{function:?}");
+        assert!(s.broken().is_none(), "{function:?}");
+    }
+}
+
+#[test]
+fn an_extended_copy_running_when_its_connection_drops_is_aborted() {
+    let hook = Arc::new(UntilAborted::default());
+    let disk = Disk::new(memory(), lun_identity())
+        .unwrap()
+        .with_copy(hook.clone());
+    let target = CowdTarget::serve(TargetConfig::default(), disk);
+    let mut s = Session::login(&target.url(), INITIATOR, T).unwrap();
+    let copy = s.take_itt();
+    s.send_command(copy, &commands::extended_copy(16), &[0; 16], 0)
+        .unwrap();
+    hook.wait_started();
+    s.stream.shutdown(std::net::Shutdown::Both).unwrap();
+    let until = Instant::now() + T;
+    while !hook.saw_abort.load(Ordering::SeqCst) {
+        assert!(Instant::now() < until, "the copy ran on after its session");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[test]

@@ -107,10 +107,15 @@ impl CopyService {
             .and_then(|p| p.group)
     }
 
-    /// Submits a job and waits for its end.
-    pub fn run(&self, spec: JobSpec) -> Result<(JobId, Outcome), table::TableError> {
+    /// Submits a job and waits for its end; once `aborted` says so, cancels it (its mover
+    /// sees that at its next progress report, within a piece) and returns that outcome.
+    pub fn run(
+        &self,
+        spec: JobSpec,
+        aborted: &dyn Fn() -> bool,
+    ) -> Result<(JobId, Outcome), table::TableError> {
         let id = self.table.submit(spec)?;
-        let outcome = table::wait_settled(self.table.as_ref(), id)?;
+        let outcome = table::wait_settled_or(self.table.as_ref(), id, aborted)?;
         Ok((id, outcome))
     }
 

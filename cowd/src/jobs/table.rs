@@ -118,7 +118,20 @@ pub trait JobTable: Send + Sync + Debug {
 
 /// Waits for `job`'s outcome, settling it now and then so a job nobody can serve ends.
 pub fn wait_settled(table: &dyn JobTable, job: JobId) -> Result<Outcome> {
+    wait_settled_or(table, job, &|| false)
+}
+
+/// [`wait_settled`], cancelling the job once `aborted` says so (asked every 200 ms); its
+/// outcome is then Cancelled, or the one it reached first.
+pub fn wait_settled_or(
+    table: &dyn JobTable,
+    job: JobId,
+    aborted: &dyn Fn() -> bool,
+) -> Result<Outcome> {
     loop {
+        if aborted() {
+            table.cancel(job, "aborted by the initiator (task management)")?;
+        }
         if let Some(o) = table.settle(job)? {
             return Ok(o);
         }

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 
 use super::disk::Disk;
 use super::sense::Sense;
+use super::task::Abort;
 
 /// The I_T nexus a command came on, as far as a copy manager cares: who sent it and on which
 /// target port it arrived (the port's group decides which movers may serve it).
@@ -32,8 +33,15 @@ pub struct Nexus {
 pub trait CopyCommands: Send + Sync + Debug {
     /// Runs an EXTENDED COPY (LID1) whose parameter list is `param_list` (exactly PARAMETER
     /// LIST LENGTH bytes, or fewer if the initiator sent fewer), received by `disk` on
-    /// `nexus`. Called on a thread that may block until the copy is done.
-    fn extended_copy(&self, disk: &Disk, nexus: &Nexus, param_list: &[u8]) -> Result<(), Sense>;
+    /// `nexus`. Called on a thread that may block until the copy is done, or until `abort`
+    /// is set (then it stops soon, within a piece of the copy or a poll of its job).
+    fn extended_copy(
+        &self,
+        disk: &Disk,
+        nexus: &Nexus,
+        param_list: &[u8],
+        abort: &Abort,
+    ) -> Result<(), Sense>;
 
     /// The parameter data of RECEIVE COPY RESULTS for `cdb` (the service action, 00h, 03h or
     /// 04h, is in bits 4..0 of byte 1), at most `alloc` bytes (the caller cuts it anyway).

@@ -28,6 +28,7 @@ use super::opcodes::{self, COMMANDS, Features};
 use super::profile::{Profile, ProfileError};
 use super::response::{Residual, Response, cut};
 use super::sense::{Sense, SenseFormat};
+use super::task::Abort;
 
 /// One logical unit.
 #[derive(Debug)]
@@ -145,7 +146,21 @@ impl Disk {
         expected_len: u32,
         data_out: &[u8],
     ) -> Response {
-        self.respond(nexus, cdb, expected_len, data_out, None)
+        self.execute_task(nexus, Abort::never(), cdb, expected_len, data_out)
+    }
+
+    /// [`execute_from`](Self::execute_from) for a command its transport may abort while it
+    /// runs: a long command stops early once `abort` is set (its answer is then of no use:
+    /// the transport drops it).
+    pub fn execute_task(
+        &self,
+        nexus: &Nexus,
+        abort: &Abort,
+        cdb: &[u8],
+        expected_len: u32,
+        data_out: &[u8],
+    ) -> Response {
+        self.respond(nexus, abort, cdb, expected_len, data_out, None)
             .expect("a blocking run always answers")
     }
 
@@ -161,7 +176,14 @@ impl Disk {
         data_out: &[u8],
         max: usize,
     ) -> Option<Response> {
-        self.respond(nexus, cdb, expected_len, data_out, Some(max))
+        self.respond(
+            nexus,
+            Abort::never(),
+            cdb,
+            expected_len,
+            data_out,
+            Some(max),
+        )
     }
 
     /// For a READ that passes every check and whose data lies whole in an open file's page
@@ -187,6 +209,7 @@ impl Disk {
     fn respond(
         &self,
         nexus: &Nexus,
+        abort: &Abort,
         cdb: &[u8],
         expected_len: u32,
         data_out: &[u8],
@@ -215,7 +238,7 @@ impl Disk {
         };
         let data_out = &data_out[..usable];
         let ran = match nowait {
-            None => self.run(nexus, &cmd, cdb, expected_len, data_out),
+            None => self.run(nexus, abort, &cmd, cdb, expected_len, data_out),
             Some(max) => self.run_at_once(&cmd, cdb[0], data_out, max)?,
         };
         Some(match ran {
@@ -296,6 +319,7 @@ impl Disk {
     fn run(
         &self,
         nexus: &Nexus,
+        abort: &Abort,
         cmd: &Command,
         cdb: &[u8],
         expected_len: u32,
@@ -377,7 +401,7 @@ impl Disk {
             Command::ExtendedCopy { len } => match &self.copy {
                 None => Err(Sense::invalid_opcode()),
                 Some(_) if len == 0 => Ok(Done::Nothing),
-                Some(copy) => nothing(copy.extended_copy(self, nexus, data_out)),
+                Some(copy) => nothing(copy.extended_copy(self, nexus, data_out, abort)),
             },
             Command::ReceiveCopyResults { alloc, .. } => match &self.copy {
                 None => Err(Sense::invalid_opcode()),

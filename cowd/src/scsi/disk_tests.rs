@@ -201,7 +201,13 @@ struct Recorder {
 }
 
 impl CopyCommands for Recorder {
-    fn extended_copy(&self, disk: &Disk, _: &Nexus, param_list: &[u8]) -> Result<(), Sense> {
+    fn extended_copy(
+        &self,
+        disk: &Disk,
+        _: &Nexus,
+        param_list: &[u8],
+        _: &crate::scsi::Abort,
+    ) -> Result<(), Sense> {
         assert_eq!(disk.naa(), crate::scsi::inquiry::naa(identity().id));
         self.lists.lock().unwrap().push(param_list.to_vec());
         if param_list.first() == Some(&0xFF) {

@@ -12,6 +12,7 @@
 //!             usage bits)                      ├─ block (READ, WRITE, WRITE SAME, UNMAP, ...)
 //!                                              ├─ luns, opcodes (REPORT LUNS, RSOC)
 //!                                              └─ copy hook (EXTENDED COPY, RECEIVE COPY RESULTS)
+//!                                                 (stops early when its task's Abort is set)
 //!   Response <── response (status, residual) <── sense (fixed or descriptor format)
 //! ```
 
@@ -28,6 +29,7 @@ pub mod opcodes;
 pub mod profile;
 pub mod response;
 pub mod sense;
+pub mod task;
 
 #[cfg(test)]
 mod testing;
@@ -38,3 +40,4 @@ pub use inquiry::LunIdentity;
 pub use luns::LunList;
 pub use response::{Residual, Response, Status};
 pub use sense::{FieldPointer, Sense, SenseFormat, SenseKey};
+pub use task::Abort;

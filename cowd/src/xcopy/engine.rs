@@ -20,13 +20,16 @@
 //!   the whole job;
 //! - a transfer within one device whose destination starts inside its source runs its pieces
 //!   from the end backwards, so overlapping ranges copy as if through a temporary buffer
-//!   (as `memmove` does).
+//!   (as `memmove` does);
+//! - an abort (task management) is looked at before every piece: the job stops within one
+//!   piece of it, with what was copied so far in place.
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::device::{BlockDevice, DeviceError};
+use crate::scsi::Abort;
 
 /// The largest piece copied at once (1 MiB: a multiple of every logical block size cowd
 /// serves, and the bound of the job's buffer).
@@ -113,17 +116,32 @@ pub struct TransferError {
     pub error: DeviceError,
 }
 
-/// Runs `job`'s transfers in order, recording progress; stops at the first error.
-pub fn run(job: &Job, progress: &Progress) -> Result<(), TransferError> {
+/// Why a job stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum Stopped {
+    #[error(transparent)]
+    Failed(#[from] TransferError),
+    #[error("aborted by task management in segment {segment}")]
+    Aborted { segment: u16 },
+}
+
+/// Runs `job`'s transfers in order, recording progress; stops at the first error, or before
+/// the next piece once `abort` is set.
+pub fn run(job: &Job, progress: &Progress, abort: &Abort) -> Result<(), Stopped> {
     let mut buffer = Vec::new();
     for t in &job.transfers {
-        copy(t, &mut buffer, progress)?;
+        copy(t, &mut buffer, progress, abort)?;
         progress.segments.fetch_add(1, Ordering::AcqRel);
     }
     Ok(())
 }
 
-fn copy(t: &Transfer, buffer: &mut Vec<u8>, progress: &Progress) -> Result<(), TransferError> {
+fn copy(
+    t: &Transfer,
+    buffer: &mut Vec<u8>,
+    progress: &Progress,
+    abort: &Abort,
+) -> Result<(), Stopped> {
     if t.bytes == 0 {
         return Ok(());
     }
@@ -143,6 +161,9 @@ fn copy(t: &Transfer, buffer: &mut Vec<u8>, progress: &Progress) -> Result<(), T
         error,
     };
     let mut one = |start: u64| {
+        if abort.is_set() {
+            return Err(Stopped::Aborted { segment: t.segment });
+        }
         let len = piece.min(t.bytes - start) as usize;
         let buf = &mut buffer[..len];
         read(&t.src, buf, t.src_offset + start).map_err(|e| fail(Side::Source, e))?;

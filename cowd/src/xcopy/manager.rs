@@ -39,6 +39,7 @@
 //! | range beyond a unit's capacity           | COPY ABORTED, COPY TARGET DEVICE NOT REACHABLE (0Dh/02h) | yes |
 //! | destination write protected              | COPY ABORTED, WRITE PROTECTED (27h/00h)          | yes |
 //! | a device error while copying             | COPY ABORTED, THIRD PARTY DEVICE FAILURE (0Dh/01h) | yes |
+//! | aborted by task management (not answered) | ABORTED COMMAND, 00h/00h                       | yes |
 //!
 //! COPY ABORTED sense points (SKSV, SD = 0) at the byte of the parameter list at fault: the
 //! target descriptor, the field of the segment descriptor. A range beyond the end is what
@@ -51,7 +52,7 @@ use std::sync::Arc;
 
 use tracing::{debug, info};
 
-use super::engine::{self, Progress, Side, TransferError};
+use super::engine::{self, Progress, Side, Stopped, TransferError};
 use super::lists::{self, ListIdUsage, Lists, Nexus, Refused};
 use super::params::{CopyList, Limits, ParamError, parse};
 use super::resolve::{self, Layout, LocalUnits, ResolveError, SEG_DST_ID, SEG_SRC_ID};
@@ -61,7 +62,7 @@ use super::results::{
 };
 use super::{remote, vpd};
 use crate::jobs::{CopyService, JobError, JobSpec, Outcome};
-use crate::scsi::{self, CopyCommands, Disk, FieldPointer, Sense, SenseFormat, SenseKey};
+use crate::scsi::{self, Abort, CopyCommands, Disk, FieldPointer, Sense, SenseFormat, SenseKey};
 
 /// SCSI status CHECK CONDITION, as held for FAILED SEGMENT DETAILS.
 const CHECK_CONDITION: u8 = 0x02;
@@ -115,18 +116,22 @@ impl CopyManager {
         nexus: &scsi::Nexus,
         list: &CopyList,
         progress: &Progress,
+        abort: &Abort,
     ) -> Result<(), Failure> {
         if let Some(service) = &self.service {
             let group = service.group_of(nexus.target_port);
             let spec = remote::spec(list, disk, self.units.as_ref(), service.targets(), group)
                 .map_err(|e| Failure::resolve(&e))?;
             if let Some(spec) = spec {
-                return self.run_by_movers(service, spec, list, progress);
+                return self.run_by_movers(service, spec, list, progress, abort);
             }
         }
         let job =
             resolve::resolve(list, disk, self.units.as_ref()).map_err(|e| Failure::resolve(&e))?;
-        engine::run(&job, progress).map_err(|e| Failure::transfer(&e, &Layout::of(list)))
+        engine::run(&job, progress, abort).map_err(|e| match e {
+            Stopped::Failed(e) => Failure::transfer(&e, &Layout::of(list)),
+            Stopped::Aborted { segment } => Failure::aborted(segment),
+        })
     }
 
     fn run_by_movers(
@@ -135,9 +140,11 @@ impl CopyManager {
         spec: JobSpec,
         list: &CopyList,
         progress: &Progress,
+        abort: &Abort,
     ) -> Result<(), Failure> {
         let segments = spec.transfers.len() as u32;
-        let (id, outcome) = service.run(spec).map_err(|e| Failure {
+        let aborted = || abort.is_set();
+        let (id, outcome) = service.run(spec, &aborted).map_err(|e| Failure {
             sense: Sense::new(SenseKey::CopyAborted, 0x0D, 0x01),
             segment: 0,
             why: e.to_string(),
@@ -148,6 +155,11 @@ impl CopyManager {
                 debug!(job = id, bytes, "EXTENDED COPY done by a mover");
                 Ok(())
             }
+            Outcome::Failed {
+                error: JobError::Cancelled,
+                segment,
+                ..
+            } if abort.is_set() => Err(Failure::aborted(segment)),
             Outcome::Failed {
                 error,
                 segment,
@@ -178,6 +190,7 @@ impl CopyCommands for CopyManager {
         disk: &Disk,
         nexus: &scsi::Nexus,
         param_list: &[u8],
+        abort: &Abort,
     ) -> Result<(), Sense> {
         let list = parse(param_list, &self.limits).map_err(|e| {
             debug!(error = %e, "EXTENDED COPY refused");
@@ -188,7 +201,7 @@ impl CopyCommands for CopyManager {
             .lists
             .begin(list.list_id, usage)
             .map_err(refused_sense)?;
-        match self.run(disk, nexus, &list, ticket.progress()) {
+        match self.run(disk, nexus, &list, ticket.progress(), abort) {
             Ok(()) => {
                 let p = ticket.progress();
                 debug!(
@@ -296,6 +309,16 @@ impl Failure {
             sense,
             segment,
             why,
+        }
+    }
+
+    /// Stopped by task management (ABORT TASK, a reset, the session's end): the command is
+    /// not answered, but its list's results say it ended, and how.
+    fn aborted(segment: u16) -> Failure {
+        Failure {
+            sense: Sense::new(SenseKey::AbortedCommand, 0x00, 0x00),
+            segment,
+            why: "aborted by task management".to_owned(),
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::device::{BlockDevice, Checked, FaultDevice, MemoryDevice, OpMask};
-use crate::scsi::{Disk, Status};
+use crate::scsi::{Abort, Disk, Nexus, Status};
 use crate::snapshot::engine::Engine;
 use crate::xcopy::params::Limits;
 use crate::xcopy::testing::*;
@@ -472,6 +472,53 @@ fn a_running_list_keeps_its_identifier_and_its_targets() {
     assert_eq!(copying.join().unwrap().status, Status::Good);
     assert_eq!(rig.units.holds.load(Ordering::SeqCst), 0, "released");
     assert_eq!(good(rcr(d, COPY_STATUS, 7, 12))[4], 0x01, "completed");
+}
+
+#[test]
+fn an_aborted_list_stops_within_a_piece_and_its_results_say_so() {
+    let gate = Arc::new(Gate::default());
+    let rig = Rig::over(
+        vec![
+            Arc::new(MemoryDevice::new(SIZE)),
+            Arc::new(Shaped::new(SIZE, 512, 1 << 20).gated(gate.clone())),
+        ],
+        Limits::default(),
+    );
+    let data = pattern(3 << 20, 4);
+    put(&rig.disks[1], 0, &data);
+    // 3 MiB from the gated unit to unit 0: three pieces, each read through the gate.
+    let list = spc_list(
+        6,
+        0,
+        &[naa_target(rig.naa(1), 0, 0)],
+        &[b2b(0, 0xFFFF, 6144, 0, 0, false)],
+    );
+    let abort = Arc::new(Abort::new());
+    let (d, aborted) = (rig.disks[0].clone(), abort.clone());
+    let copying = std::thread::spawn(move || xcopy_task(&d, &Nexus::default(), &aborted, &list));
+    gate.wait_for_reader();
+    abort.set();
+    gate.open();
+    let d = &rig.disks[0];
+    assert_eq!(
+        sense_of(&copying.join().unwrap()),
+        ((ABORTED_COMMAND, 0x00, 0x00), None)
+    );
+    assert_eq!(get(d, 0, 1 << 20), data[..1 << 20], "the piece under way");
+    assert_eq!(
+        get(d, 2048, 2 << 20),
+        vec![0u8; 2 << 20],
+        "nothing after it"
+    );
+    let status = good(rcr(d, COPY_STATUS, 6, 12));
+    assert_eq!(status[4], 0x02, "completed with error");
+    assert_eq!(status[8..12], [0x00, 0x10, 0x00, 0x00], "1 MiB");
+    let details = good(rcr(d, FAILED_SEGMENT_DETAILS, 6, 1024));
+    assert_eq!(
+        fixed_sense(&details[60..]),
+        ((ABORTED_COMMAND, 0x00, 0x00), None)
+    );
+    assert_eq!(rig.units.holds.load(Ordering::SeqCst), 0, "released");
 }
 
 #[test]

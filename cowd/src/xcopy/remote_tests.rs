@@ -392,6 +392,27 @@ fn without_a_running_mover_the_list_fails_after_the_grace_period() {
 }
 
 #[test]
+fn an_aborted_list_cancels_its_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "vault.img");
+    // No mover: the job would wait out the grace period; the abort ends it first.
+    let s = setup(vault(vec![any(&img)]), vec![], &[], vec![]);
+    let abort = crate::scsi::Abort::new();
+    abort.set();
+    let r = xcopy_task(&s.rig.disks[0], &Nexus::default(), &abort, &to_vault(8, 0));
+    assert_eq!(sense_of(&r), ((ABORTED_COMMAND, 0x00, 0x00), None));
+    let j = &s.service.list().unwrap()[0];
+    match &j.outcome {
+        Some(crate::jobs::Outcome::Failed { error, reason, .. }) => {
+            assert_eq!(*error, crate::jobs::JobError::Cancelled);
+            assert!(reason.contains("aborted by the initiator"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(good(rcr(&s.rig.disks[0], COPY_STATUS, 1, 12))[4], 0x02);
+}
+
+#[test]
 fn block_to_stream_and_back_through_a_stream_copy_target() {
     const TAPE_NAA: [u8; 8] = [0x30, 0, 0, 0, 0, 0, 0x0B, 0x0B];
     let dir = tempfile::tempdir().unwrap();

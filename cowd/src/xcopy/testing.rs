@@ -289,10 +289,20 @@ pub fn xcopy(disk: &Disk, list: &[u8]) -> Response {
 
 /// EXTENDED COPY (LID1) of `list` on `disk`, arriving on `nexus`.
 pub fn xcopy_from(disk: &Disk, nexus: &crate::scsi::Nexus, list: &[u8]) -> Response {
+    xcopy_task(disk, nexus, crate::scsi::Abort::never(), list)
+}
+
+/// EXTENDED COPY (LID1) of `list` on `disk`, arriving on `nexus`, aborted by `abort`.
+pub fn xcopy_task(
+    disk: &Disk,
+    nexus: &crate::scsi::Nexus,
+    abort: &crate::scsi::Abort,
+    list: &[u8],
+) -> Response {
     let mut cdb = [0u8; 16];
     cdb[0] = 0x83;
     cdb[10..14].copy_from_slice(&(list.len() as u32).to_be_bytes());
-    disk.execute_from(nexus, &cdb, list.len() as u32, list)
+    disk.execute_task(nexus, abort, &cdb, list.len() as u32, list)
 }
 
 /// RECEIVE COPY RESULTS with service action `sa` for list `id`.
@@ -326,6 +336,7 @@ pub fn fixed_sense(s: &[u8]) -> ((u8, u8, u8), Option<u16>) {
 
 pub const COPY_ABORTED: u8 = 0x0A;
 pub const ILLEGAL_REQUEST: u8 = 0x05;
+pub const ABORTED_COMMAND: u8 = 0x0B;
 pub const INVALID_FIELD_IN_CDB: (u8, u8, u8) = (ILLEGAL_REQUEST, 0x24, 0x00);
 
 /// `len` pseudo-random bytes (xorshift64 from `seed`): no two pieces of a copy look alike,
