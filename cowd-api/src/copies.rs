@@ -22,6 +22,10 @@ pub struct CopyJob {
     pub path: Option<String>,
     /// Bytes copied so far (all of them once done).
     pub bytes: u64,
+    /// Bytes durable at the destinations (the last checkpoint): a mover taking the job over
+    /// resumes there, and a backup has released its blocks before it.
+    #[serde(default)]
+    pub durable: u64,
     /// Bytes to copy.
     pub total: u64,
     /// How many times a mover claimed it (more than one: failed over or taken over).

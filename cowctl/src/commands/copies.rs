@@ -137,6 +137,12 @@ pub fn copies_table(list: &[CopyJob]) -> String {
             let error = j.error.as_deref().unwrap_or("failed");
             out.push_str(&format!("    {}: {}\n", error, printable(reason)));
         } else {
+            if j.durable > 0 && j.state != "done" {
+                out.push_str(&format!(
+                    "    checkpoint at {} (a takeover resumes there)\n",
+                    human_size(j.durable)
+                ));
+            }
             for (mover, why) in &j.unavailable {
                 out.push_str(&format!(
                     "    mover {} unavailable: {}\n",
@@ -146,4 +152,42 @@ pub fn copies_table(list: &[CopyJob]) -> String {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn job(state: &str, durable: u64) -> CopyJob {
+        CopyJob {
+            id: 7,
+            origin: "backup disk-1".into(),
+            state: state.into(),
+            what: vec!["export:s -> copy-target:vault".into()],
+            group: None,
+            mover: Some("m1".into()),
+            path: Some("any -> /v".into()),
+            bytes: 96 << 20,
+            durable,
+            total: 256 << 20,
+            claims: 2,
+            unavailable: BTreeMap::new(),
+            error: None,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_is_shown_while_the_job_runs() {
+        let t = copies_table(&[job("copying", 64 << 20)]);
+        assert!(
+            t.contains("checkpoint at 64.0 MiB (a takeover resumes there)"),
+            "{t}"
+        );
+        for (state, durable) in [("copying", 0), ("done", 256 << 20)] {
+            let t = copies_table(&[job(state, durable)]);
+            assert!(!t.contains("checkpoint"), "{t}");
+        }
+    }
 }

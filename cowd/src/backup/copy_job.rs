@@ -11,10 +11,12 @@
 //!  end:      the snapshot export removed, the container disposed, `on_end`
 //! ```
 //!
-//! The session has no mover of its own: every block stays pending or in the container until
-//! the job ends, so that a failover or a takeover (which copies anew) reads the same image.
-//! The container therefore holds every block first written during the copy; writers slow
-//! down and wait as it fills, as with any backup whose mover is slower than they are.
+//! The session has no mover of its own: a block stays pending or in the container until the
+//! job's checkpoint passes it (the movers flushed the copy target up to there, and a mover
+//! taking the job over resumes there): then it is released (`Session::release`), writes to
+//! it copy nothing more and its container slot is free. Between checkpoints (64 MiB) the
+//! container holds the blocks first written during the copy; writers slow down and wait as it
+//! fills, as with any backup whose mover is slower than they are.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -149,6 +151,8 @@ fn follow(s: &Session, copies: &CopyService, id: JobId) {
         s.stats.bytes_moved.store(bytes, Ordering::Relaxed);
         s.stats.blocks_done.store(bytes / bs, Ordering::Relaxed);
     };
+    // Blocks before this one are released (durable at the copy target).
+    let mut released = 0u32;
     loop {
         if !s.running() {
             let why = format!("backup {} ended: {:?}", s.id, s.state());
@@ -179,6 +183,11 @@ fn follow(s: &Session, copies: &CopyService, id: JobId) {
                     && let Some(j) = jobs.iter().find(|j| j.id == id)
                 {
                     progress(j.bytes);
+                    let durable = u32::try_from(j.durable / bs).unwrap_or(u32::MAX);
+                    if durable > released {
+                        s.release(released..durable);
+                        released = durable;
+                    }
                 }
             }
             Err(e) => {
@@ -201,5 +210,63 @@ fn unserve(exports: &Exports, name: &str) {
             }
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::{BlockDevice, MemoryDevice};
+    use crate::snapshot::container::Container;
+    use crate::snapshot::session::{Policy, Setup};
+    use roaring::RoaringBitmap;
+    use std::time::SystemTime;
+
+    const BS: u32 = 4096;
+
+    /// Blocks before a checkpoint leave the pending set and the container; those after stay.
+    #[test]
+    fn a_checkpoint_releases_the_blocks_before_it() {
+        let dev = MemoryDevice::new(64 * u64::from(BS));
+        let container_dev = Arc::new(MemoryDevice::new(64 * u64::from(BS)));
+        let container =
+            Container::with_device(container_dev, 64 * u64::from(BS), BS, "s", None, false)
+                .unwrap();
+        let mut pending = RoaringBitmap::new();
+        pending.insert_range(0..64);
+        let s = Session::new(Setup {
+            id: "s".into(),
+            export: "e".into(),
+            size: dev.size(),
+            block_size: BS,
+            pending,
+            zeroes: RoaringBitmap::new(),
+            container,
+            target: Arc::new(CopyTargetRef("vault".into())),
+            policy: Policy::default(),
+            snapshot_time: SystemTime::now(),
+            setup: Duration::ZERO,
+            quiesce: String::new(),
+        });
+        // Writers saved blocks 2, 3 and 40 before overwriting them.
+        s.copy_before_write(&dev, 2 * u64::from(BS), 2 * u64::from(BS));
+        s.copy_before_write(&dev, 40 * u64::from(BS), u64::from(BS));
+        assert_eq!(s.container.fill().used, 3);
+        s.release(0..32);
+        assert_eq!(s.container.fill().used, 1, "block 40 stays saved");
+        assert!(
+            !s.needs_copy(0, 32 * u64::from(BS)),
+            "released blocks copy nothing"
+        );
+        assert!(
+            s.needs_copy(32 * u64::from(BS), u64::from(BS)),
+            "block 32 still pending"
+        );
+        let mut buf = vec![0u8; BS as usize];
+        assert!(s.container.read_block(40, &mut buf).is_some());
+        assert!(s.container.read_block(3, &mut buf).is_none());
+        s.release(32..64);
+        assert_eq!(s.container.fill().used, 0);
+        assert!(!s.needs_copy(0, 64 * u64::from(BS)));
     }
 }

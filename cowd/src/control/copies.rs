@@ -80,6 +80,7 @@ fn copy_job(v: &JobView) -> CopyJob {
         mover: v.mover.clone(),
         path: v.path.clone(),
         bytes: v.bytes,
+        durable: v.durable,
         total: v.spec.bytes(),
         claims: v.claims,
         unavailable: v.unavailable.clone(),

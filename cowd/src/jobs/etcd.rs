@@ -20,6 +20,7 @@
 //! | `claimed/<id>`       | the last claimant (`version`: claims) | claim (the same transaction)              | —                |
 //! | `marks/<id>/<mover>` | why the mover cannot serve it         | unavailable (if not ended)                | —                |
 //! | `progress/<id>`      | `{"bytes", "path", "mover"}`          | progress (if the claim is the mover's)    | —                |
+//! | `durable/<id>`       | the last checkpoint, in bytes         | checkpoint (if the claim is the mover's)  | —                |
 //! | `outcomes/<id>`      | [`Outcome`] JSON                      | finish, settle, cancel (if absent)        | —                |
 //! | `movers/<name>`      | `pid P on HOST`                       | heartbeat (if absent)                     | the mover's      |
 //!
@@ -508,6 +509,28 @@ impl JobTable for EtcdTable {
         })
     }
 
+    fn checkpoint(&self, job: JobId, mover: &str, durable: u64) -> Result<bool> {
+        let k = &self.keys;
+        self.txn(Txn {
+            when: vec![
+                Cmp::ValueIs(k.claim(job), mover.as_bytes().to_vec()),
+                Cmp::Absent(k.outcome(job)),
+            ],
+            then: vec![Op::put(k.durable(job), durable.to_string().into_bytes())],
+            otherwise: Vec::new(),
+        })
+    }
+
+    fn resume_at(&self, job: JobId) -> Result<u64> {
+        let k = &self.keys;
+        let kvs = self.read(vec![Op::Get(k.durable(job)), Op::Keys(k.job(job))])?;
+        let stored = self.snapshot(&kvs)?.jobs.remove(&job).unwrap_or_default();
+        if !stored.exists {
+            return Err(TableError(format!("job {job} is not in the table")));
+        }
+        Ok(stored.durable)
+    }
+
     fn unavailable(&self, job: JobId, mover: &str, reason: &str) -> Result<()> {
         let k = &self.keys;
         // An ended job keeps the marks it ended with.
@@ -589,6 +612,7 @@ impl JobTable for EtcdTable {
             Op::GetPrefix(k.claims()),
             Op::GetPrefix(k.claimed_all()),
             Op::GetPrefix(k.progresses()),
+            Op::GetPrefix(k.durables()),
             Op::GetPrefix(k.outcomes()),
             Op::GetPrefix(k.all_marks()),
         ])?;
@@ -631,6 +655,7 @@ enum Key {
     Claim(JobId),
     Claimed(JobId),
     Progress(JobId),
+    Durable(JobId),
     Outcome(JobId),
     Mark(JobId, String),
     Mover(String),
@@ -677,6 +702,12 @@ impl Keys {
     fn progresses(&self) -> Vec<u8> {
         self.key("progress/")
     }
+    fn durable(&self, id: JobId) -> Vec<u8> {
+        self.key(&format!("durable/{id:020}"))
+    }
+    fn durables(&self) -> Vec<u8> {
+        self.key("durable/")
+    }
     fn outcome(&self, id: JobId) -> Vec<u8> {
         self.key(&format!("outcomes/{id:020}"))
     }
@@ -700,13 +731,14 @@ impl Keys {
     }
 
     /// Every key (or prefix of keys) of job `id`, to delete it.
-    fn all_of(&self, id: JobId) -> [Vec<u8>; 7] {
+    fn all_of(&self, id: JobId) -> [Vec<u8>; 8] {
         [
             self.job(id),
             self.grace(id),
             self.claim(id),
             self.claimed(id),
             self.progress(id),
+            self.durable(id),
             self.outcome(id),
             self.marks(id),
         ]
@@ -730,6 +762,7 @@ impl Keys {
             "claims" => Key::Claim(id(rest)?),
             "claimed" => Key::Claimed(id(rest)?),
             "progress" => Key::Progress(id(rest)?),
+            "durable" => Key::Durable(id(rest)?),
             "outcomes" => Key::Outcome(id(rest)?),
             "marks" => {
                 let (job, mover) = rest.split_once('/')?;
@@ -764,6 +797,8 @@ struct Stored {
     claims: u32,
     marks: BTreeMap<String, String>,
     progress: Option<Progress>,
+    /// The last checkpoint (0 when none was read).
+    durable: u64,
     /// `outcomes/<id>` exists.
     ended: bool,
     outcome: Option<Outcome>,
@@ -792,6 +827,10 @@ impl Snapshot {
                     jobs.entry(id).or_default().claims = kv.version.try_into().unwrap_or(u32::MAX);
                 }
                 Key::Progress(id) => jobs.entry(id).or_default().progress = decode(kv)?,
+                Key::Durable(id) => {
+                    let n = text().parse().map_err(|e| format!("durable/{id}: {e}"))?;
+                    jobs.entry(id).or_default().durable = n;
+                }
                 Key::Outcome(id) => {
                     let outcome = decode(kv)?;
                     let s = jobs.entry(id).or_default();
@@ -856,6 +895,7 @@ impl Stored {
             mover: if self.ended { None } else { self.holder },
             path: self.progress.map(|p| p.path),
             bytes,
+            durable: self.durable,
             unavailable: self.marks,
             claims: self.claims,
             outcome: self.outcome,

@@ -63,10 +63,10 @@ fn job_keys_sort_as_job_numbers_and_parse_back() {
     );
     assert_eq!(k.parse(&k.next()), Some(Key::Next));
     // Every key of a job is found again by the job's number.
-    for key in k.all_of(42).iter().take(6) {
+    for key in k.all_of(42).iter().take(7) {
         let id = match k.parse(key).unwrap() {
             Key::Job(i) | Key::Grace(i) | Key::Claim(i) | Key::Claimed(i) => i,
-            Key::Progress(i) | Key::Outcome(i) => i,
+            Key::Progress(i) | Key::Durable(i) | Key::Outcome(i) => i,
             other => panic!("{other:?}"),
         };
         assert_eq!(id, 42);
@@ -280,6 +280,7 @@ fn a_view_shows_holder_progress_claims_and_outcome() {
             ..kv(k.claimed(1), b"a")
         },
         kv(k.progress(1), &json(&progress)),
+        kv(k.durable(1), b"4"),
         kv(k.mark(1, "b"), b"no path"),
         job_kv(2, 30),
         kv(k.outcome(2), &json(&Outcome::Done { bytes: 30 })),
@@ -304,4 +305,10 @@ fn a_view_shows_holder_progress_claims_and_outcome() {
         Some("no path")
     );
     assert_eq!(views[1].spec, spec(30));
+    assert_eq!((views[0].durable, views[1].durable), (4, 0));
+    let bad = [job_kv(3, 1), kv(k.durable(3), b"many")];
+    assert!(
+        Snapshot::from_kvs(&k, &bad).is_err(),
+        "a checkpoint not a number"
+    );
 }

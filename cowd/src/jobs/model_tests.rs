@@ -715,6 +715,13 @@ impl JobTable for Watched {
         self.reachable(mover)?;
         self.inner.progress(job, mover, bytes, path)
     }
+    fn checkpoint(&self, job: JobId, mover: &str, durable: u64) -> table::Result<bool> {
+        self.reachable(mover)?;
+        self.inner.checkpoint(job, mover, durable)
+    }
+    fn resume_at(&self, job: JobId) -> table::Result<u64> {
+        self.inner.resume_at(job)
+    }
     fn unavailable(&self, job: JobId, mover: &str, reason: &str) -> table::Result<()> {
         self.reachable(mover)?;
         self.inner.unavailable(job, mover, reason)

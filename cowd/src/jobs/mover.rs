@@ -10,9 +10,11 @@
 //!            │                                   those of this port or of any port): open
 //!            │              none opened: unavailable("port -> path: why; ...")  (next mover)
 //!            │                                   v
+//!            │           resume at the job's checkpoint (block jobs; 0 for a new job)
 //!            │           copy in pieces; each piece: lease fresh? claim still mine (progress)?
 //!            │              a copy target's path fails mid-copy: the next path, same piece
 //!            │              no path left: Failed DeviceFailure
+//!            │              every `checkpoint` bytes: flush the destinations, checkpoint
 //!            │           flush each block destination (durable before done)
 //!            └────────── finish(Done) / finish(Failed)
 //! ```
@@ -21,7 +23,14 @@
 //! The table voids a claim when the lease runs out; the mover stops copying by itself when its
 //! last renewal was sent more than half a lease ago (fencing without comparing clocks), so a
 //! mover cut off from the table stops before another may take its job over. A job taken over
-//! is copied again from the start (block copies are idempotent; a stream is written anew).
+//! resumes at its last checkpoint: a job with block endpoints only records one every
+//! [`MoverConfig::checkpoint`] bytes, after flushing its destinations (what lies before is
+//! durable, and its requester may let go of the sources' data there: a backup releases those
+//! blocks); the bytes after it are copied again (block copies are idempotent). A job with a
+//! stream is never checkpointed: a stream is written anew from the start.
+
+/// Bytes between checkpoints by default: a flush of the destinations every 64 MiB.
+pub const CHECKPOINT: u64 = 64 << 20;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -58,6 +67,8 @@ pub struct MoverConfig {
     pub lease: Duration,
     /// How often it looks for open jobs.
     pub poll: Duration,
+    /// Bytes copied between two checkpoints of a block job.
+    pub checkpoint: u64,
 }
 
 impl MoverConfig {
@@ -68,6 +79,7 @@ impl MoverConfig {
             // Half a lease (6 s) outlasts a path's I/O timeout (5 s): see `Lease::fresh`.
             lease: Duration::from_secs(12),
             poll: Duration::from_millis(100),
+            checkpoint: CHECKPOINT,
         }
     }
 }
@@ -337,13 +349,25 @@ impl Mover {
             path: String::new(),
             exports,
             bytes: 0,
+            durable: 0,
+            checkpoints: false,
             buffer: Vec::new(),
             writers: HashMap::new(),
             readers: HashMap::new(),
         };
         job.describe_paths();
+        let streams =
+            (spec.transfers.iter()).any(|t| job.is_stream(&t.src) || job.is_stream(&t.dst));
+        if !streams {
+            // Unreadable: stop rather than copy from the start what may be gone already.
+            job.durable = self.table.resume_at(id).map_err(|_| Stop::Lost)?;
+            job.checkpoints = true;
+            if job.durable > 0 {
+                info!(mover = %self.config.name, job = id, durable = job.durable, "resuming at the job's checkpoint");
+            }
+        }
         for t in &spec.transfers {
-            job.transfer(t)?;
+            job.transfer(t, spec)?;
         }
         job.finish_streams()?;
         job.flush(spec)?;
@@ -422,7 +446,12 @@ struct Running<'a> {
     /// described when a path is reached, not for every piece.
     path: String,
     exports: HashMap<String, Arc<dyn BlockDevice>>,
+    /// Bytes of the job's transfers, in order, copied (or durable before this mover).
     bytes: u64,
+    /// The job's last checkpoint.
+    durable: u64,
+    /// The job is checkpointed (block endpoints only).
+    checkpoints: bool,
     buffer: Vec<u8>,
     /// Streams being written, by copy target (finished when the job is).
     writers: HashMap<String, StreamWriter>,
@@ -441,15 +470,20 @@ impl Running<'_> {
         };
     }
 
-    fn transfer(&mut self, t: &TransferSpec) -> Result<(), Stop> {
+    fn transfer(&mut self, t: &TransferSpec, spec: &JobSpec) -> Result<(), Stop> {
         if self.is_stream(&t.dst) {
             return self.write_stream(t);
         }
         if self.is_stream(&t.src) {
             return self.read_stream(t);
         }
-        let mut done = 0;
+        // What a checkpoint says is durable already.
+        let mut done = self.durable.saturating_sub(self.bytes).min(t.bytes);
+        self.bytes += done;
         while done < t.bytes {
+            if self.checkpoints && self.bytes - self.durable >= self.mover.config.checkpoint {
+                self.checkpoint(spec)?;
+            }
             let len = PIECE.min(t.bytes - done) as usize;
             self.check()?;
             let mut buf = std::mem::take(&mut self.buffer);
@@ -478,6 +512,20 @@ impl Running<'_> {
             self.io(&t.dst, t.segment, false, |dev| dev.flush())?;
         }
         Ok(())
+    }
+
+    /// Makes what was copied durable, then records it as the job's checkpoint.
+    fn checkpoint(&mut self, spec: &JobSpec) -> Result<(), Stop> {
+        self.flush(spec)?;
+        let name = &self.mover.config.name;
+        match self.mover.table.checkpoint(self.id, name, self.bytes) {
+            Ok(true) => {
+                debug!(mover = %name, job = self.id, durable = self.bytes, "checkpoint");
+                self.durable = self.bytes;
+                Ok(())
+            }
+            Ok(false) | Err(_) => Err(Stop::Lost),
+        }
     }
 
     /// The lease is fresh and the claim still ours; progress recorded.
@@ -575,3 +623,7 @@ fn sleep_unless(stop: &AtomicBool, d: Duration) {
         std::thread::sleep(left.min(Duration::from_millis(20)));
     }
 }
+
+#[cfg(test)]
+#[path = "mover_tests.rs"]
+mod tests;

@@ -53,6 +53,10 @@ pub struct JobView {
     pub path: Option<String>,
     /// Bytes copied by the holder so far (or in all, once done).
     pub bytes: u64,
+    /// The last checkpoint: the first this many bytes of the job's transfers (in order) are
+    /// durable at their destinations, and a mover taking the job over resumes there.
+    #[serde(default)]
+    pub durable: u64,
     /// Movers that could not reach a copy target, and why.
     pub unavailable: BTreeMap<String, String>,
     /// How many times a mover claimed it (more than one: taken over or retried).
@@ -94,6 +98,15 @@ pub trait JobTable: Send + Sync + Debug {
 
     /// Records the holder's progress; `false` when `mover` no longer holds the job (stop).
     fn progress(&self, job: JobId, mover: &str, bytes: u64, path: &str) -> Result<bool>;
+
+    /// Records a checkpoint of the holder: the first `durable` bytes of the job's transfers,
+    /// in order, are durable at their destinations (flushed), so a mover that takes the job
+    /// over resumes there, and what they were read from is no longer needed. `false` (nothing
+    /// changed) unless `mover` holds the job. A holder only moves it forward.
+    fn checkpoint(&self, job: JobId, mover: &str, durable: u64) -> Result<bool>;
+
+    /// Where a copy of `job` starts: its last checkpoint (0: from the beginning).
+    fn resume_at(&self, job: JobId) -> Result<u64>;
 
     /// `mover` cannot serve `job` (`reason` says why): marks it and releases its claim; the
     /// job fails NotReachable if no live mover is left to try.
@@ -200,6 +213,7 @@ struct Entry {
     holder: Option<String>,
     path: Option<String>,
     bytes: u64,
+    durable: u64,
     unavailable: BTreeMap<String, String>,
     claims: u32,
     outcome: Option<Outcome>,
@@ -333,6 +347,7 @@ impl JobTable for LocalTable {
                 holder: None,
                 path: None,
                 bytes: 0,
+                durable: 0,
                 unavailable: BTreeMap::new(),
                 claims: 0,
                 outcome: None,
@@ -398,6 +413,28 @@ impl JobTable for LocalTable {
             e.path = Some(path.to_owned());
         }
         Ok(holds)
+    }
+
+    fn checkpoint(&self, job: JobId, mover: &str, durable: u64) -> Result<bool> {
+        let now = self.now();
+        let mut s = self.state.lock().unwrap();
+        let holds = s
+            .jobs
+            .get(&job)
+            .is_some_and(|e| e.outcome.is_none() && s.holder(e, now) == Some(mover));
+        if holds {
+            let e = s.jobs.get_mut(&job).expect("checked above");
+            e.durable = durable;
+        }
+        Ok(holds)
+    }
+
+    fn resume_at(&self, job: JobId) -> Result<u64> {
+        let s = self.state.lock().unwrap();
+        match s.jobs.get(&job) {
+            Some(e) => Ok(e.durable),
+            None => Err(TableError(format!("job {job} is not in the table"))),
+        }
     }
 
     fn unavailable(&self, job: JobId, mover: &str, reason: &str) -> Result<()> {
@@ -495,6 +532,7 @@ impl JobTable for LocalTable {
                 mover: s.holder(e, now).map(str::to_owned),
                 path: e.path.clone(),
                 bytes: e.bytes,
+                durable: e.durable,
                 unavailable: e.unavailable.clone(),
                 claims: e.claims,
                 outcome: e.outcome.clone(),

@@ -124,6 +124,31 @@ fn the_claim_of_a_mover_whose_lease_expired_is_void() {
 }
 
 #[test]
+fn only_the_holder_checkpoints_and_a_takeover_resumes_there() {
+    let (t, id) = table_with(&["a", "b"]);
+    assert_eq!(t.resume_at(id).unwrap(), 0, "a new job starts at 0");
+    assert!(!t.checkpoint(id, "a", 1024).unwrap(), "not claimed yet");
+    assert!(t.claim(id, "a").unwrap());
+    assert!(t.checkpoint(id, "a", 1024).unwrap());
+    assert!(!t.checkpoint(id, "b", 4096).unwrap(), "b does not hold it");
+    assert_eq!(
+        (t.resume_at(id).unwrap(), view(&t, id).durable),
+        (1024, 1024)
+    );
+    // a's lease ends; b takes the job over where a's checkpoint says.
+    t.advance(LEASE);
+    t.heartbeat("b", LEASE).unwrap();
+    assert!(!t.checkpoint(id, "a", 2048).unwrap(), "a must stop");
+    assert!(t.claim(id, "b").unwrap());
+    assert_eq!(t.resume_at(id).unwrap(), 1024);
+    assert!(t.checkpoint(id, "b", 3072).unwrap());
+    assert!(t.finish(id, "b", Outcome::Done { bytes: 4096 }).unwrap());
+    assert!(!t.checkpoint(id, "b", 4096).unwrap(), "an ended job");
+    assert_eq!(view(&t, id).durable, 3072);
+    assert!(t.resume_at(999).is_err(), "a job not in the table");
+}
+
+#[test]
 fn leave_voids_the_claims_at_once() {
     let (t, id) = table_with(&["a", "b"]);
     assert!(t.claim(id, "a").unwrap());

@@ -421,6 +421,23 @@ impl Container {
         out
     }
 
+    /// Takes the saved blocks in `blocks` out of the container (their T content is durable
+    /// elsewhere): `(block, slot)`, the slots still to be released.
+    pub fn take_range(&self, blocks: std::ops::Range<u32>) -> Vec<(u32, u32)> {
+        let mut s = self.state.lock().unwrap();
+        s.queue.retain(|b| !blocks.contains(b));
+        let taken: Vec<u32> = s
+            .index
+            .keys()
+            .copied()
+            .filter(|b| blocks.contains(b))
+            .collect();
+        taken
+            .into_iter()
+            .map(|b| (b, s.index.remove(&b).expect("just listed")))
+            .collect()
+    }
+
     /// Reads the saved copy of `block` into `buf`, if the container holds it.
     pub fn read_block(&self, block: u32, buf: &mut [u8]) -> Option<Result<(), DeviceError>> {
         let slot = *self.state.lock().unwrap().index.get(&block)?;

@@ -512,6 +512,24 @@ impl Session {
         slot
     }
 
+    /// The T content of `blocks` is durable at the backup's destination (a copy job's
+    /// checkpoint): they leave the pending set, so writes to them copy nothing any more, and
+    /// the container lets go of their saved copies. Reading them through the snapshot view
+    /// fails from now on: nobody may need them again.
+    pub fn release(&self, blocks: Range<u32>) {
+        if blocks.is_empty() {
+            return;
+        }
+        for b in self.pending.in_range(blocks.start, blocks.end - 1) {
+            let _held = self.locks.lock(b);
+            self.pending.remove(b);
+        }
+        for (b, slot) in self.container.take_range(blocks) {
+            let _held = self.locks.lock(b);
+            self.container.release(slot);
+        }
+    }
+
     /// True when a write of `len` bytes at `offset` touches a pending block.
     pub fn needs_copy(&self, offset: u64, len: u64) -> bool {
         let (first, last) = self.block_range(offset, len);

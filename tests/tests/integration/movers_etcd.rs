@@ -371,6 +371,15 @@ fn the_etcd_table_keeps_the_rules_of_the_job_table() {
     assert!(open_ids(&t, "b").is_empty());
     assert!(t.progress(id, "a", 2048, "be0 -> /v").unwrap());
     assert!(!t.progress(id, "b", 1, "x").unwrap());
+    // Only the holder checkpoints; the checkpoint outlives claims (a takeover resumes there).
+    assert_eq!(t.resume_at(id).unwrap(), 0);
+    assert!(t.checkpoint(id, "a", 1024).unwrap());
+    assert!(!t.checkpoint(id, "b", 4096).unwrap());
+    assert_eq!(
+        (t.resume_at(id).unwrap(), view(&t, id).durable),
+        (1024, 1024)
+    );
+    assert!(t.resume_at(999).is_err(), "a job not in the table");
     assert!(!t.finish(id, "b", Outcome::Done { bytes: 1 }).unwrap());
     assert_eq!(
         (view(&t, id).bytes, view(&t, id).path.as_deref()),
@@ -397,6 +406,11 @@ fn the_etcd_table_keeps_the_rules_of_the_job_table() {
     assert!(!t.claim(id, "a").unwrap(), "a mover without a lease claims");
     assert!(t.claim(id, "b").unwrap());
     assert_eq!(view(&t, id).claims, 3);
+    assert_eq!(
+        t.resume_at(id).unwrap(),
+        1024,
+        "b resumes at a's checkpoint"
+    );
 
     // A job ends once.
     assert!(t.finish(id, "b", Outcome::Done { bytes: 4096 }).unwrap());
@@ -407,6 +421,7 @@ fn the_etcd_table_keeps_the_rules_of_the_job_table() {
         Some(Outcome::Done { bytes: 4096 })
     );
     assert_eq!(view(&t, id).state(), "done");
+    assert!(!t.checkpoint(id, "b", 4096).unwrap(), "an ended job");
 
     // A name is one live mover's: a second process of the same name is refused.
     let other = etcd.table("/rules/");
