@@ -373,6 +373,26 @@ mod tests {
             Command::Prune(p) => assert!(p.policy().is_none()),
             c => panic!("{c:?}"),
         }
+        let rules = [
+            "prune",
+            "disk",
+            "--keep-hourly",
+            "24",
+            "--keep-yearly",
+            "5",
+            "--keep-within",
+            "1y6m",
+        ];
+        match parse(&rules).unwrap().command {
+            Command::Prune(p) => {
+                let keep = p.policy().unwrap();
+                assert_eq!((keep.hourly, keep.yearly), (Some(24), Some(5)));
+                assert_eq!(keep.within.unwrap().to_string(), "1y6m");
+            }
+            c => panic!("{c:?}"),
+        }
+        let e = parse(&["prune", "disk", "--keep-within", "6w"]).unwrap_err();
+        assert!(e.to_string().contains("unknown unit 'w'"), "{e}");
         match parse(&["restore", "disk-1", "--to", "/x.img", "--no-wait"])
             .unwrap()
             .command

@@ -176,9 +176,114 @@ impl VerifyReport {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeepPolicy {
     pub last: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hourly: Option<u32>,
     pub daily: Option<u32>,
     pub weekly: Option<u32>,
     pub monthly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yearly: Option<u32>,
+    /// Every backup made within this span before the newest backup (as restic's
+    /// `--keep-within`: a repository nobody backs up to any more keeps its last span).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<KeepWithin>,
+}
+
+/// A span of calendar time, `2y5m7d3h` (years, months, days, hours; each part optional, in
+/// this order), subtracted from a time as a calendar does: a month before March 31 is
+/// March 3 in a common year (February 31 rolled over), as restic and Go's `AddDate` count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct KeepWithin {
+    pub years: u32,
+    pub months: u32,
+    pub days: u32,
+    pub hours: u32,
+}
+
+impl std::str::FromStr for KeepWithin {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<KeepWithin, String> {
+        let bad = |why: &str| {
+            format!(
+                "{s:?}: {why} (a span like 1y6m, 30d or 12h: y years, m months, d days, h hours)"
+            )
+        };
+        let mut k = KeepWithin::default();
+        let mut rest = s.trim();
+        if rest.is_empty() {
+            return Err(bad("empty"));
+        }
+        let mut last_unit = 0;
+        while !rest.is_empty() {
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 {
+                return Err(bad("a number must come before each unit"));
+            }
+            let n: u32 = rest[..digits]
+                .parse()
+                .map_err(|_| bad("a number too large"))?;
+            let unit = rest[digits..]
+                .chars()
+                .next()
+                .ok_or_else(|| bad("a number without a unit"))?;
+            let (order, field) = match unit {
+                'y' => (1, &mut k.years),
+                'm' => (2, &mut k.months),
+                'd' => (3, &mut k.days),
+                'h' => (4, &mut k.hours),
+                _ => return Err(bad(&format!("unknown unit {unit:?}"))),
+            };
+            if order <= last_unit {
+                return Err(bad("units go in the order y, m, d, h, each once"));
+            }
+            last_unit = order;
+            *field = n;
+            rest = &rest[digits + 1..];
+        }
+        Ok(k)
+    }
+}
+
+impl std::fmt::Display for KeepWithin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts = [
+            (self.years, 'y'),
+            (self.months, 'm'),
+            (self.days, 'd'),
+            (self.hours, 'h'),
+        ];
+        let mut any = false;
+        for (n, unit) in parts.into_iter().filter(|(n, _)| *n > 0) {
+            write!(f, "{n}{unit}")?;
+            any = true;
+        }
+        if !any {
+            f.write_str("0h")?;
+        }
+        Ok(())
+    }
+}
+
+impl TryFrom<String> for KeepWithin {
+    type Error = String;
+    fn try_from(s: String) -> Result<KeepWithin, String> {
+        s.parse()
+    }
+}
+
+impl From<KeepWithin> for String {
+    fn from(k: KeepWithin) -> String {
+        k.to_string()
+    }
+}
+
+impl KeepWithin {
+    /// Spans nothing: keeps no backup.
+    pub fn is_zero(&self) -> bool {
+        *self == KeepWithin::default()
+    }
 }
 
 /// `POST /v1/repo/prune`: remove backups of an export outside a retention policy, then
@@ -239,6 +344,44 @@ mod tests {
 
     use super::*;
     use crate::fixtures::same_text;
+
+    #[test]
+    fn keep_within_spans_read_and_print_as_restic_writes_them() {
+        let k: KeepWithin = "2y5m7d3h".parse().unwrap();
+        assert_eq!((k.years, k.months, k.days, k.hours), (2, 5, 7, 3));
+        assert_eq!(k.to_string(), "2y5m7d3h");
+        for (text, shown) in [("30d", "30d"), ("1y", "1y"), ("12h", "12h"), ("0d", "0h")] {
+            assert_eq!(text.parse::<KeepWithin>().unwrap().to_string(), shown);
+        }
+        for bad in [
+            "",
+            "7",
+            "d",
+            "3x",
+            "1d2y",
+            "1d1d",
+            "-1d",
+            "99999999999d",
+            "1d 2h",
+        ] {
+            let e = bad.parse::<KeepWithin>().unwrap_err();
+            assert!(e.contains("a span like 1y6m"), "{bad}: {e}");
+        }
+        // In JSON as text; a policy without the newer rules reads as before.
+        let p = KeepPolicy {
+            daily: Some(7),
+            within: Some("1m".parse().unwrap()),
+            ..KeepPolicy::default()
+        };
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(json.contains(r#""within":"1m""#), "{json}");
+        assert_eq!(serde_json::from_str::<KeepPolicy>(&json).unwrap(), p);
+        let old: KeepPolicy =
+            serde_json::from_str(r#"{"last":3,"daily":null,"weekly":null,"monthly":null}"#)
+                .unwrap();
+        assert_eq!(old.last, Some(3));
+        assert!(serde_json::from_str::<KeepPolicy>(r#"{"within":"1q"}"#).is_err());
+    }
 
     #[test]
     fn a_manifest_file_reads_and_writes_back_unchanged() {

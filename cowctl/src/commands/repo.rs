@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use cowd_api::exports::ExportInfo;
 use cowd_api::repo::{
-    KeepPolicy, Listed, PruneRequest, PruneResult, RepoInfo, RepoInit, ServeRequest, VerifyReport,
-    VerifyRequest,
+    KeepPolicy, KeepWithin, Listed, PruneRequest, PruneResult, RepoInfo, RepoInit, ServeRequest,
+    VerifyReport, VerifyRequest,
 };
 
 use super::sessions::print;
@@ -80,6 +80,9 @@ pub struct PruneArgs {
     /// Keep the N newest backups.
     #[arg(long, value_name = "N")]
     pub keep_last: Option<u32>,
+    /// Keep the newest backup of each of the N most recent hours with backups.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
     /// Keep the newest backup of each of the N most recent days with backups (UTC).
     #[arg(long, value_name = "N")]
     pub keep_daily: Option<u32>,
@@ -89,6 +92,13 @@ pub struct PruneArgs {
     /// Keep the newest backup of each of the N most recent months with backups.
     #[arg(long, value_name = "N")]
     pub keep_monthly: Option<u32>,
+    /// Keep the newest backup of each of the N most recent years with backups.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every backup made within SPAN before the newest one (`1y6m`, `30d`, `12h`: y
+    /// years, m months, d days, h hours, as restic counts).
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within: Option<KeepWithin>,
     /// Only say what would be removed.
     #[arg(long)]
     pub dry_run: bool,
@@ -98,17 +108,21 @@ pub struct PruneArgs {
 }
 
 /// Why `prune` without a rule is refused before anything is sent.
-pub const NO_KEEP_RULE: &str = "give at least one of --keep-last, --keep-daily, --keep-weekly, \
-     --keep-monthly: a prune without a keep rule would keep every backup";
+pub const NO_KEEP_RULE: &str = "give at least one of --keep-last, --keep-hourly, --keep-daily, \
+     --keep-weekly, --keep-monthly, --keep-yearly, --keep-within: a prune without a keep rule \
+     would keep every backup";
 
 impl PruneArgs {
     /// The retention policy, or `None` when no rule is given.
     pub fn policy(&self) -> Option<KeepPolicy> {
         let p = KeepPolicy {
             last: self.keep_last,
+            hourly: self.keep_hourly,
             daily: self.keep_daily,
             weekly: self.keep_weekly,
             monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+            within: self.keep_within,
         };
         (p != KeepPolicy::default()).then_some(p)
     }

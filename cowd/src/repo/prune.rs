@@ -2,11 +2,14 @@
 //!
 //! Backups are taken newest first by snapshot time (UTC). `last N` keeps the N newest;
 //! `daily N` keeps the newest backup of each of the N most recent days that have backups;
-//! `weekly` does the same with ISO weeks (Monday to Sunday, the week-numbering year, so the
-//! last days of December may belong to week 1 of the next year) and `monthly` with calendar
-//! months. A backup kept by any rule is kept, with every rule that keeps it as a reason. With
-//! no rule given everything is kept; a policy whose rules are all 0 is refused (it would remove
-//! every backup). Backups made after `now` are kept and not counted by the rules ("after now"),
+//! `hourly` does the same with hours, `weekly` with ISO weeks (Monday to Sunday, the
+//! week-numbering year, so the last days of December may belong to week 1 of the next year),
+//! `monthly` with calendar months and `yearly` with calendar years (as restic and Proxmox
+//! Backup count). `within SPAN` keeps every backup made within SPAN before the newest one
+//! (restic's `--keep-within`: measured from the newest backup, not from now, so a repository
+//! nobody backs up to any more keeps its last span). A backup kept by any rule is kept, with
+//! every rule that keeps it as a reason. With no rule given everything is kept; a policy whose
+//! rules are all 0 is refused (it would remove every backup). Backups made after `now` are kept and not counted by the rules ("after now"),
 //! and a backup that a running backup uses as its parent is always kept ("parent of a running
 //! backup"). The plan only says; [`Repo::remove_backup`] and [`Repo::gc`] act.
 
@@ -17,14 +20,17 @@ use serde::{Deserialize, Serialize};
 
 use super::{Repo, RepoError};
 
-pub use cowd_api::repo::KeepPolicy;
+pub use cowd_api::repo::{KeepPolicy, KeepWithin};
 
 /// Every reason a plan gives for keeping a backup.
-pub const KEEP_REASONS: [&str; 7] = [
+pub const KEEP_REASONS: [&str; 10] = [
     "last",
+    "hourly",
     "daily",
     "weekly",
     "monthly",
+    "yearly",
+    "within",
     "no keep rule",
     "after now",
     "parent of a running backup",
@@ -66,16 +72,28 @@ impl<'de> Deserialize<'de> for PrunePlan {
     }
 }
 
-/// Days since 1970-01-01 (UTC) of `t`, rounded down.
-pub(crate) fn day_number(t: SystemTime) -> i64 {
-    let secs = match t.duration_since(UNIX_EPOCH) {
+/// Seconds since 1970-01-01 (UTC) of `t`, rounded down.
+fn seconds(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_secs() as i64,
         Err(e) => {
             let d = e.duration();
             -(d.as_secs() as i64) - i64::from(d.subsec_nanos() > 0)
         }
-    };
-    secs.div_euclid(86_400)
+    }
+}
+
+/// The start of the span `within` before `t`, in seconds since the epoch: years and months
+/// first (the day of the month kept, rolling over past a month's end), then days, then hours.
+fn span_start(t: SystemTime, within: &KeepWithin) -> i64 {
+    let secs = seconds(t);
+    let (day, in_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_date(day);
+    let months =
+        y * 12 + i64::from(m) - 1 - i64::from(within.years) * 12 - i64::from(within.months);
+    let (y, m) = (months.div_euclid(12), months.rem_euclid(12) as u32 + 1);
+    let day = day_of(y, m, d) - i64::from(within.days);
+    day * 86_400 + in_day - i64::from(within.hours) * 3_600
 }
 
 /// (year, month 1-12, day 1-31) of day number `days` (proleptic Gregorian calendar).
@@ -119,7 +137,16 @@ pub(crate) fn plan(
     keep: &KeepPolicy,
     now: SystemTime,
 ) -> Result<PrunePlan, RepoError> {
-    let rules = [keep.last, keep.daily, keep.weekly, keep.monthly];
+    let within = keep.within.map(|w| !w.is_zero() as u32);
+    let rules = [
+        keep.last,
+        keep.hourly,
+        keep.daily,
+        keep.weekly,
+        keep.monthly,
+        keep.yearly,
+        within,
+    ];
     if rules.iter().any(Option::is_some) && rules.iter().all(|r| r.is_none_or(|n| n == 0)) {
         return Err(RepoError::Invalid(
             "the keep policy keeps no backup (every rule is 0); remove backups one by one instead"
@@ -140,13 +167,24 @@ pub(crate) fn plan(
     for &i in counted.iter().take(keep.last.unwrap_or(0) as usize) {
         reasons[i].push("last");
     }
+    if let (Some(w), Some(&newest)) = (keep.within, counted.first()) {
+        let start = span_start(order[newest].1, &w);
+        for &i in counted.iter().take_while(|&&i| seconds(order[i].1) > start) {
+            reasons[i].push("within");
+        }
+    }
+    // Each rule's bucket of a time: (seconds since the epoch) -> a key equal within a bucket.
     type Bucket = fn(i64) -> (i64, u32);
-    let buckets: [(&'static str, Option<u32>, Bucket); 3] = [
-        ("daily", keep.daily, |d| (d, 0)),
-        ("weekly", keep.weekly, iso_week),
-        ("monthly", keep.monthly, |d| {
-            let (y, m, _) = civil_date(d);
+    let buckets: [(&'static str, Option<u32>, Bucket); 5] = [
+        ("hourly", keep.hourly, |s| (s.div_euclid(3_600), 0)),
+        ("daily", keep.daily, |s| (s.div_euclid(86_400), 0)),
+        ("weekly", keep.weekly, |s| iso_week(s.div_euclid(86_400))),
+        ("monthly", keep.monthly, |s| {
+            let (y, m, _) = civil_date(s.div_euclid(86_400));
             (y, m)
+        }),
+        ("yearly", keep.yearly, |s| {
+            (civil_date(s.div_euclid(86_400)).0, 0)
         }),
     ];
     for (name, n, bucket) in buckets {
@@ -157,7 +195,7 @@ pub(crate) fn plan(
             if seen == n {
                 break;
             }
-            let b = bucket(day_number(order[i].1));
+            let b = bucket(seconds(order[i].1));
             if current != Some(b) {
                 current = Some(b);
                 seen += 1;
@@ -232,6 +270,11 @@ mod tests {
 
     fn kept(p: &PrunePlan) -> Vec<&str> {
         p.keep.iter().map(|(id, _)| id.as_str()).collect()
+    }
+
+    /// Days since 1970-01-01 (UTC) of `t`, rounded down.
+    fn day_number(t: SystemTime) -> i64 {
+        seconds(t).div_euclid(86_400)
     }
 
     fn far() -> SystemTime {
@@ -382,6 +425,7 @@ mod tests {
             daily: Some(2),
             weekly: Some(2),
             monthly: Some(3),
+            ..KeepPolicy::default()
         };
         let p = plan(&b, &keep, far()).unwrap();
         let reasons: Vec<(&str, Vec<&str>)> = p
@@ -424,5 +468,70 @@ mod tests {
             vec![("b".into(), vec!["after now"]), ("a".into(), vec!["last"])]
         );
         assert!(plan(&[], &keep, far()).unwrap().keep.is_empty());
+        let never = KeepPolicy {
+            within: Some("0d".parse().unwrap()),
+            hourly: Some(0),
+            ..KeepPolicy::default()
+        };
+        assert!(
+            plan(&b, &never, far()).is_err(),
+            "a span of nothing keeps nothing"
+        );
+    }
+
+    #[test]
+    fn hourly_and_yearly_buckets() {
+        let b = set(&[
+            ("h1", "2024-03-05T10:05:00Z"),
+            ("h2", "2024-03-05T10:55:00Z"),
+            ("h3", "2024-03-05T11:00:00Z"),
+            ("h4", "2024-03-05T11:59:59Z"),
+            ("y0", "2022-12-31T23:59:59Z"),
+            ("y1", "2023-01-01T00:00:00Z"),
+            ("y2", "2023-12-31T00:00:00Z"),
+        ]);
+        let hourly = KeepPolicy {
+            hourly: Some(2),
+            ..KeepPolicy::default()
+        };
+        assert_eq!(kept(&plan(&b, &hourly, far()).unwrap()), ["h4", "h2"]);
+        let yearly = KeepPolicy {
+            yearly: Some(3),
+            ..KeepPolicy::default()
+        };
+        let p = plan(&b, &yearly, far()).unwrap();
+        assert_eq!(kept(&p), ["h4", "y2", "y0"]);
+        assert!(p.keep.iter().all(|(_, r)| r == &["yearly"]));
+    }
+
+    #[test]
+    fn within_counts_back_from_the_newest_backup_as_a_calendar_does() {
+        let w = |s: &str| KeepPolicy {
+            within: Some(s.parse().unwrap()),
+            ..KeepPolicy::default()
+        };
+        let b = set(&[
+            ("new", "2023-03-31T12:00:00Z"),
+            ("mar3", "2023-03-03T12:00:01Z"),
+            ("mar3b", "2023-03-03T12:00:00Z"),
+            ("feb", "2023-02-28T12:00:00Z"),
+            ("old", "2021-03-31T12:00:00Z"),
+        ]);
+        // From now or from the newest backup: a repository left alone keeps its last month.
+        let p = plan(&b, &w("1m"), far()).unwrap();
+        // A month before March 31st is "February 31st": March 3rd (2023 is a common year);
+        // only what is after that instant is within.
+        assert_eq!(kept(&p), ["new", "mar3"]);
+        assert!(p.keep.iter().all(|(_, r)| r == &["within"]));
+        assert_eq!(
+            kept(&plan(&b, &w("28d12h"), far()).unwrap()),
+            ["new", "mar3", "mar3b"]
+        );
+        assert_eq!(kept(&plan(&b, &w("2y1h"), far()).unwrap()).len(), 5);
+        assert_eq!(
+            kept(&plan(&b, &w("2y"), far()).unwrap()),
+            ["new", "mar3", "mar3b", "feb"],
+            "the start of the span itself is not within"
+        );
     }
 }

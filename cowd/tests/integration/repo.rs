@@ -457,7 +457,7 @@ fn prune_plan_gc_and_verify_keep_every_remaining_backup_whole() {
         last: Some(2),
         daily: Some(4),
         weekly: Some(2),
-        monthly: None,
+        ..KeepPolicy::default()
     };
     let now = time("2024-03-01T00:00:00Z");
     let plan = r.prune_plan("disk", &keep, now).unwrap();

@@ -247,8 +247,9 @@ fn repo_init_and_refusals() {
     let line = failed(&cowctl(&d, &["prune", "disk", "--repo", r]), 2);
     assert_eq!(
         line,
-        "cowctl: give at least one of --keep-last, --keep-daily, --keep-weekly, \
-         --keep-monthly: a prune without a keep rule would keep every backup"
+        "cowctl: give at least one of --keep-last, --keep-hourly, --keep-daily, \
+         --keep-weekly, --keep-monthly, --keep-yearly, --keep-within: a prune without a keep \
+         rule would keep every backup"
     );
     let line = failed(
         &cowctl(&d, &["prune", "disk", "--keep-last", "0", "--repo", r]),

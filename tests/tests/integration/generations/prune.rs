@@ -62,6 +62,26 @@ fn prune_keeps_the_policy_and_gc_removes_only_unreferenced_chunks() {
     .unwrap();
     assert!(dry.removed.is_empty());
     assert_eq!(chunk_files(&repo), before);
+    // Every backup was made within a day of the newest: --keep-within keeps all five, and
+    // --keep-yearly the newest of the year.
+    let within: PruneResult = serde_json::from_str(&ok(&ctl.in_repo(&[
+        "--json",
+        "prune",
+        "disk",
+        "--keep-within",
+        "1d",
+        "--keep-yearly",
+        "1",
+        "--dry-run",
+    ])))
+    .unwrap();
+    assert!(within.remove.is_empty(), "{within:?}");
+    assert_eq!(within.keep.len(), 5, "{within:?}");
+    assert_eq!(within.keep[0].reasons, ["within", "yearly"], "{within:?}");
+    assert!(
+        within.keep[1..].iter().all(|k| k.reasons == ["within"]),
+        "{within:?}"
+    );
     let res: PruneResult = serde_json::from_str(&ok(&ctl.in_repo(&[
         "--json",
         "prune",
