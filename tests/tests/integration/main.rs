@@ -9,6 +9,7 @@
 mod attacks;
 mod backup_cli;
 mod backup_copy_target;
+mod bench_tools;
 mod blockdev;
 mod control;
 mod copy_targets;
