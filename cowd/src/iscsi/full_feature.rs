@@ -12,11 +12,16 @@
 //! A large Data-Out that its command takes whole is read from the socket straight into the
 //! command's buffer (`PduReader::read_placing` with the buffer `Collect::place` lends).
 //!
-//! Everything sent goes through `Shared::send`: under one lock it takes the StatSN (for
-//! PDUs that carry a status), reads the window and writes the PDUs whole, so StatSN values go
-//! out in order. A non-immediate command opens the window by one when it is answered (or
-//! aborted). A protocol error ends the connection (error recovery level 0); commands already
-//! running finish first and their answers are sent if the socket still takes them.
+//! Everything sent goes through `Shared::send_gathered`: under one lock it takes the StatSN
+//! (for PDUs that carry a status), reads the window and writes the PDUs whole, so StatSN values
+//! go out in order. Answers the reader gives while more PDUs are already buffered may wait in
+//! the send buffer for the next send (`Shared::answer`); the reader sends them before it waits
+//! for the socket. A non-immediate command opens the window by one when it is answered (or
+//! aborted). A command on a worker carries a `scsi::Abort`: ABORT TASK, task-set functions,
+//! resets and the connection's end set it (a long EXTENDED COPY stops early), and an aborted
+//! command is not answered. A protocol error ends the connection (error recovery level 0);
+//! commands already running are aborted and not answered (an answer already on its way
+//! still goes out).
 
 use std::collections::HashMap;
 use std::io::{IoSlice, Write};
