@@ -536,6 +536,15 @@ impl crate::scsi::CopyCommands for UntilAborted {
 }
 
 impl UntilAborted {
+    /// cowd's target serving a memory disk whose copy hook this is.
+    fn serve() -> (Arc<UntilAborted>, CowdTarget) {
+        let hook = Arc::new(UntilAborted::default());
+        let disk = Disk::new(memory(), lun_identity())
+            .unwrap()
+            .with_copy(hook.clone());
+        (hook, CowdTarget::serve(TargetConfig::default(), disk))
+    }
+
     fn wait_started(&self) {
         let mut started = self.started.0.lock().unwrap();
         while !*started {
@@ -547,11 +556,7 @@ impl UntilAborted {
 #[test]
 fn a_running_extended_copy_is_aborted_and_never_answered() {
     for function in [TaskFunction::AbortTask, TaskFunction::LogicalUnitReset] {
-        let hook = Arc::new(UntilAborted::default());
-        let disk = Disk::new(memory(), lun_identity())
-            .unwrap()
-            .with_copy(hook.clone());
-        let target = CowdTarget::serve(TargetConfig::default(), disk);
+        let (hook, target) = UntilAborted::serve();
         let mut s = Session::login(&target.url(), INITIATOR, T).unwrap();
         // A write answered first: the session works, and StatSN moves on.
         assert!(
@@ -608,11 +613,7 @@ fn a_running_extended_copy_is_aborted_and_never_answered() {
 
 #[test]
 fn an_extended_copy_running_when_its_connection_drops_is_aborted() {
-    let hook = Arc::new(UntilAborted::default());
-    let disk = Disk::new(memory(), lun_identity())
-        .unwrap()
-        .with_copy(hook.clone());
-    let target = CowdTarget::serve(TargetConfig::default(), disk);
+    let (hook, target) = UntilAborted::serve();
     let mut s = Session::login(&target.url(), INITIATOR, T).unwrap();
     let copy = s.take_itt();
     s.send_command(copy, &commands::extended_copy(16), &[0; 16], 0)

@@ -6,27 +6,10 @@ use serde_json::json;
 
 use super::gateway::{self, Cmp, Kv, Op, Txn};
 use super::*;
-use crate::jobs::spec::{EndpointRef, Origin, TransferSpec};
+use crate::jobs::testing::spec;
 
 fn keys() -> Keys {
     Keys::new(DEFAULT_PREFIX)
-}
-
-fn spec(bytes: u64) -> JobSpec {
-    JobSpec {
-        origin: Origin::Other {
-            what: "etcd test".into(),
-        },
-        group: None,
-        transfers: vec![TransferSpec {
-            segment: 0,
-            src: EndpointRef::Export("src".into()),
-            src_offset: 0,
-            dst: EndpointRef::CopyTarget("vault".into()),
-            dst_offset: 0,
-            bytes,
-        }],
-    }
 }
 
 fn kv(key: Vec<u8>, value: &[u8]) -> Kv {

@@ -31,3 +31,5 @@ pub use table::{JobTable, JobView, LocalTable};
 #[cfg(test)]
 #[path = "model_tests.rs"]
 mod model_tests;
+#[cfg(test)]
+pub(crate) mod testing;

@@ -6,8 +6,8 @@ use std::sync::Condvar;
 
 use super::*;
 use crate::device::{BlockSizes, Capabilities, MemoryDevice};
-use crate::jobs::spec::Origin;
 use crate::jobs::table::LocalTable;
+use crate::jobs::testing::spec;
 use crate::san::copy_targets::TargetPath;
 use crate::san::paths::PathSpec;
 use crate::san::ports::Role;
@@ -122,22 +122,7 @@ fn a_takeover_resumes_at_the_last_checkpoint() {
     });
     let table = Arc::new(LocalTable::new());
     let first = spawn(config("a"), table.clone(), reach.clone());
-    let id = table
-        .submit(JobSpec {
-            origin: Origin::Other {
-                what: "checkpoint test".into(),
-            },
-            group: None,
-            transfers: vec![TransferSpec {
-                segment: 0,
-                src: EndpointRef::Export("src".into()),
-                src_offset: 0,
-                dst: EndpointRef::CopyTarget("vault".into()),
-                dst_offset: 0,
-                bytes: SIZE,
-            }],
-        })
-        .unwrap();
+    let id = table.submit(spec(SIZE)).unwrap();
     // a copies up to the gate: a checkpoint before every MiB, the last at 4 MiB.
     let deadline = Instant::now() + Duration::from_secs(10);
     while table.resume_at(id).unwrap() < GATE_AT {

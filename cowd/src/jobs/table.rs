@@ -278,6 +278,17 @@ impl LocalTable {
         }
     }
 
+    /// Runs `change` on `job`'s entry if `mover` holds it; whether it did.
+    fn if_held(&self, job: JobId, mover: &str, change: impl FnOnce(&mut Entry)) -> bool {
+        let now = self.now();
+        let mut s = self.state.lock().unwrap();
+        if !s.holds(job, mover, now) {
+            return false;
+        }
+        change(s.jobs.get_mut(&job).expect("held"));
+        true
+    }
+
     fn end(&self, s: &mut State, job: JobId, outcome: Outcome) {
         let Some(e) = s.jobs.get_mut(&job) else {
             return;
@@ -305,6 +316,12 @@ impl State {
     /// The holder of `e`, if its lease lives.
     fn holder<'a>(&self, e: &'a Entry, now: u64) -> Option<&'a str> {
         e.holder.as_deref().filter(|m| self.live(m, now))
+    }
+
+    /// `mover` holds `job`, which has not ended.
+    fn holds(&self, job: JobId, mover: &str, now: u64) -> bool {
+        (self.jobs.get(&job))
+            .is_some_and(|e| e.outcome.is_none() && self.holder(e, now) == Some(mover))
     }
 
     /// Open for `mover`: not ended, not held by another live mover, not marked by `mover`. A
@@ -401,32 +418,14 @@ impl JobTable for LocalTable {
     }
 
     fn progress(&self, job: JobId, mover: &str, bytes: u64, path: &str) -> Result<bool> {
-        let now = self.now();
-        let mut s = self.state.lock().unwrap();
-        let holds = s
-            .jobs
-            .get(&job)
-            .is_some_and(|e| e.outcome.is_none() && s.holder(e, now) == Some(mover));
-        if holds {
-            let e = s.jobs.get_mut(&job).expect("checked above");
+        Ok(self.if_held(job, mover, |e| {
             e.bytes = bytes;
             e.path = Some(path.to_owned());
-        }
-        Ok(holds)
+        }))
     }
 
     fn checkpoint(&self, job: JobId, mover: &str, durable: u64) -> Result<bool> {
-        let now = self.now();
-        let mut s = self.state.lock().unwrap();
-        let holds = s
-            .jobs
-            .get(&job)
-            .is_some_and(|e| e.outcome.is_none() && s.holder(e, now) == Some(mover));
-        if holds {
-            let e = s.jobs.get_mut(&job).expect("checked above");
-            e.durable = durable;
-        }
-        Ok(holds)
+        Ok(self.if_held(job, mover, |e| e.durable = durable))
     }
 
     fn resume_at(&self, job: JobId) -> Result<u64> {
@@ -461,10 +460,7 @@ impl JobTable for LocalTable {
     fn finish(&self, job: JobId, mover: &str, outcome: Outcome) -> Result<bool> {
         let now = self.now();
         let mut s = self.state.lock().unwrap();
-        let holds = s
-            .jobs
-            .get(&job)
-            .is_some_and(|e| e.outcome.is_none() && s.holder(e, now) == Some(mover));
+        let holds = s.holds(job, mover, now);
         if holds {
             if let (Outcome::Done { bytes }, Some(e)) = (&outcome, s.jobs.get_mut(&job)) {
                 e.bytes = *bytes;

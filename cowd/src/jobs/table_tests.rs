@@ -2,27 +2,9 @@
 //! shows. Leases are [`LEASE`] long; time moves only by `advance`.
 
 use super::*;
-use crate::jobs::spec::{EndpointRef, Origin, TransferSpec};
+use crate::jobs::testing::spec;
 
 const LEASE: Duration = Duration::from_millis(1000);
-
-/// A job of `bytes` bytes from export `src` to copy target `vault`.
-fn spec(bytes: u64) -> JobSpec {
-    JobSpec {
-        origin: Origin::Other {
-            what: "table test".into(),
-        },
-        group: None,
-        transfers: vec![TransferSpec {
-            segment: 0,
-            src: EndpointRef::Export("src".into()),
-            src_offset: 0,
-            dst: EndpointRef::CopyTarget("vault".into()),
-            dst_offset: 0,
-            bytes,
-        }],
-    }
-}
 
 /// A manual table with live movers `movers` and one job submitted.
 fn table_with(movers: &[&str]) -> (LocalTable, JobId) {

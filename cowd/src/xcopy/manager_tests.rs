@@ -422,8 +422,8 @@ fn results_are_held_as_list_id_usage_says() {
     );
 }
 
-#[test]
-fn a_running_list_keeps_its_identifier_and_its_targets() {
+/// Unit 0 over memory, unit 1 over a device whose reads wait at the gate.
+fn gated_rig() -> (Rig, Arc<Gate>) {
     let gate = Arc::new(Gate::default());
     let rig = Rig::over(
         vec![
@@ -432,6 +432,12 @@ fn a_running_list_keeps_its_identifier_and_its_targets() {
         ],
         Limits::default(),
     );
+    (rig, gate)
+}
+
+#[test]
+fn a_running_list_keeps_its_identifier_and_its_targets() {
+    let (rig, gate) = gated_rig();
     let d = rig.disks[0].clone();
     let from_gated = spc_list(
         7,
@@ -476,14 +482,7 @@ fn a_running_list_keeps_its_identifier_and_its_targets() {
 
 #[test]
 fn an_aborted_list_stops_within_a_piece_and_its_results_say_so() {
-    let gate = Arc::new(Gate::default());
-    let rig = Rig::over(
-        vec![
-            Arc::new(MemoryDevice::new(SIZE)),
-            Arc::new(Shaped::new(SIZE, 512, 1 << 20).gated(gate.clone())),
-        ],
-        Limits::default(),
-    );
+    let (rig, gate) = gated_rig();
     let data = pattern(3 << 20, 4);
     put(&rig.disks[1], 0, &data);
     // 3 MiB from the gated unit to unit 0: three pieces, each read through the gate.
