@@ -52,15 +52,20 @@ fn check_accepted(list: &[u8], parsed: &CopyList, limits: &Limits) {
         assert!(parsed.inline.is_empty(), "a Legato list with inline data");
     }
     for s in &parsed.segments {
-        let (Segment::BlockToBlock { src, dst, .. }
-        | Segment::BlockToStream { src, dst, .. }
-        | Segment::StreamToBlock { src, dst, .. }) = *s;
-        for end in [src, dst] {
+        let (src, dst) = s.ends();
+        for end in src.into_iter().chain([dst]) {
             assert!(
                 end == LOCAL_LU || usize::from(end) < parsed.targets.len(),
                 "segment {s:?} names a target the list does not have"
             );
         }
+        // The data a segment writes is in the list, exactly as long as it says.
+        let said = match s {
+            Segment::InlineToStream { bytes, .. } => Some(*bytes as usize),
+            Segment::EmbeddedToStream { bytes, .. } => Some(usize::from(*bytes)),
+            _ => None,
+        };
+        assert_eq!(s.carried(parsed).map(<[u8]>::len), said, "{s:?}");
     }
     let bytes = encode(parsed);
     assert_eq!(
@@ -75,7 +80,10 @@ fn check_refused(list: &[u8], e: &ParamError) {
     let (key, asc, ascq) = e.sense();
     let named = matches!(
         (key, asc, ascq),
-        (0x05, 0x1A, 0x00) | (0x05, 0x26, 0x00 | 0x06..=0x09 | 0x0B) | (0x0A, 0x08, 0x04)
+        (0x05, 0x1A, 0x00)
+            | (0x05, 0x26, 0x00 | 0x06..=0x09 | 0x0B)
+            | (0x0A, 0x08, 0x04)
+            | (0x0A, 0x26, 0x0B)
     );
     assert!(named, "{e}: sense {key:#04x}/{asc:#04x}/{ascq:#04x}");
     assert!(!list.is_empty(), "an empty list is not an error");

@@ -415,7 +415,9 @@ mod tests {
                 Segment::BlockToBlock { blocks, .. } | Segment::BlockToStream { blocks, .. } => {
                     *blocks
                 }
-                Segment::StreamToBlock { .. } => unreachable!(),
+                Segment::StreamToBlock { .. }
+                | Segment::InlineToStream { .. }
+                | Segment::EmbeddedToStream { .. } => unreachable!("the tool cuts block copies"),
             })
             .collect()
     }

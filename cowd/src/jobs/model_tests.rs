@@ -150,6 +150,7 @@ fn endpoint(device: &str) -> EndpointRef {
 fn device_of(e: &EndpointRef) -> &str {
     match e {
         EndpointRef::Export(n) | EndpointRef::CopyTarget(n) => n,
+        EndpointRef::Inline(_) => unreachable!("the model copies between devices"),
     }
 }
 

@@ -472,7 +472,7 @@ impl Running<'_> {
 
     fn transfer(&mut self, t: &TransferSpec, spec: &JobSpec) -> Result<(), Stop> {
         if self.is_stream(&t.dst) {
-            return self.write_stream(t);
+            return self.write_stream(t, spec);
         }
         if self.is_stream(&t.src) {
             return self.read_stream(t);
@@ -547,6 +547,18 @@ impl Running<'_> {
 
     fn read(&mut self, t: &TransferSpec, buf: &mut [u8], offset: u64) -> Result<(), Stop> {
         let (segment, ep) = (t.segment, &t.src);
+        if let EndpointRef::Inline(data) = ep {
+            let range = usize::try_from(offset).ok().and_then(|start| {
+                let end = start.checked_add(buf.len())?;
+                data.get(start..end)
+            });
+            let Some(bytes) = range else {
+                let reason = format!("{ep} holds no {} bytes at {offset}", buf.len());
+                return Err(Stop::failed(JobError::DeviceFailure, segment, true, reason));
+            };
+            buf.copy_from_slice(bytes);
+            return Ok(());
+        }
         self.io(ep, segment, true, |dev| dev.read_at(buf, offset))
     }
 
@@ -570,6 +582,12 @@ impl Running<'_> {
                 let dev = &self.exports[name];
                 op(dev.as_ref()).map_err(|e| failed(format!("export {name}: {e}")))
             }
+            EndpointRef::Inline(_) => Err(Stop::failed(
+                JobError::DeviceType,
+                segment,
+                source,
+                format!("{ep} is a source only, and read whole"),
+            )),
             EndpointRef::CopyTarget(name) => loop {
                 let r = self.reached.get_mut(name).expect("reached before copying");
                 let Opened::Block(dev) = &r.opened else {

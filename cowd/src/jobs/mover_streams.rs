@@ -1,13 +1,14 @@
 //! Stream copy targets in a mover's job: block→stream segments write the source's blocks
 //! into a [`StreamWriter`] per copy target (records carry their source offsets; the trailer
-//! and filemark go out when the job's segments are done), stream→block segments read the
-//! next bytes of a [`StreamReader`] in order. A stream has no failover: its path is the one
+//! and filemark go out when the job's segments are done), inline data goes between them as
+//! Inline records, stream→block segments read the next bytes of a [`StreamReader`] in order
+//! (Data and Inline alike: a stream is its bytes in order). A stream has no failover: its path is the one
 //! reached; a full medium goes on to the target's next `media`.
 
 use tracing::info;
 
 use super::{PIECE, Running, STREAM_BLOCK, Stop};
-use crate::jobs::spec::{EndpointRef, JobError, TransferSpec};
+use crate::jobs::spec::{EndpointRef, JobError, JobSpec, TransferSpec};
 use crate::san::paths::{Opened, PathSpec};
 use crate::scsi::inquiry::naa;
 use crate::stream::medium::{MediumKind, MediumSpec};
@@ -45,8 +46,9 @@ impl Running<'_> {
     }
 
     /// A block→stream segment: the source's blocks into the stream's records, which carry
-    /// their source offsets. No failover: a stream cannot go on through another path.
-    pub(super) fn write_stream(&mut self, t: &TransferSpec) -> Result<(), Stop> {
+    /// their source offsets; or inline data into Inline records. No failover: a stream cannot
+    /// go on through another path.
+    pub(super) fn write_stream(&mut self, t: &TransferSpec, spec: &JobSpec) -> Result<(), Stop> {
         let name = t
             .dst
             .copy_target()
@@ -54,13 +56,23 @@ impl Running<'_> {
             .to_owned();
         let failed = |reason| Stop::failed(JobError::DeviceFailure, t.segment, false, reason);
         if !self.writers.contains_key(&name) {
-            let designator = match &t.src {
-                EndpointRef::Export(e) => naa(crate::export::unit_id(e)).to_vec(),
-                EndpointRef::CopyTarget(c) => c.as_bytes().iter().take(32).copied().collect(),
+            // The stream's source: the first device the job copies to it.
+            let source = (spec.transfers.iter())
+                .filter(|s| s.dst == t.dst)
+                .map(|s| &s.src)
+                .find(|src| !matches!(src, EndpointRef::Inline(_)));
+            let designator = match source {
+                Some(EndpointRef::Export(e)) => naa(crate::export::unit_id(e)).to_vec(),
+                Some(EndpointRef::CopyTarget(c)) => c.as_bytes().iter().take(32).copied().collect(),
+                Some(EndpointRef::Inline(_)) | None => Vec::new(),
+            };
+            let label = match source {
+                Some(src) => format!("cowd job {} from {src}", self.id),
+                None => format!("cowd job {}", self.id),
             };
             let info = StreamInfo {
                 record_size: self.reached[&name].target.record_size,
-                label: format!("cowd job {} from {}", self.id, t.src),
+                label,
                 ..StreamInfo::new(&designator, STREAM_BLOCK)
             };
             let w = StreamWriter::new(self.media(&name), info)
@@ -76,9 +88,11 @@ impl Running<'_> {
             let mut result = self.read(t, &mut buf, t.src_offset + done);
             if result.is_ok() {
                 let w = self.writers.get_mut(&name).expect("opened above");
-                result = w
-                    .write_blocks(t.src_offset + done, &buf)
-                    .map_err(|e| failed(format!("copy target {name}: {e}")));
+                result = match t.src {
+                    EndpointRef::Inline(_) => w.write_inline(&buf),
+                    _ => w.write_blocks(t.src_offset + done, &buf),
+                }
+                .map_err(|e| failed(format!("copy target {name}: {e}")));
             }
             self.buffer = buf;
             result?;
@@ -113,7 +127,7 @@ impl Running<'_> {
                 while piece.len() < want {
                     if left.is_empty() {
                         match reader.next_chunk() {
-                            Ok(Some((_, data))) => left.extend_from_slice(data),
+                            Ok(Some(chunk)) => left.extend_from_slice(chunk.bytes()),
                             Ok(None) => break,
                             Err(e) => {
                                 self.buffer = piece;

@@ -8,6 +8,7 @@
 //! ```text
 //!   JobSpec { origin, group, transfers: [ TransferSpec { src: EndpointRef, src_offset,
 //!                                                       dst: EndpointRef, dst_offset, bytes } ] }
+//!   EndpointRef: Export(name) | CopyTarget(name) | Inline(bytes the request carried: a source)
 //!   Outcome: Done { bytes } | Failed { error: JobError, segment, reason }
 //! ```
 
@@ -27,6 +28,9 @@ pub enum EndpointRef {
     Export(String),
     /// A configured copy target, by name, reached through one of its paths.
     CopyTarget(String),
+    /// Bytes the requester sent with its request (an EXTENDED COPY's inline or embedded
+    /// data), carried in the job: a source only. Base64 in JSON.
+    Inline(#[serde(with = "base64_bytes")] Vec<u8>),
 }
 
 impl EndpointRef {
@@ -34,7 +38,7 @@ impl EndpointRef {
     pub fn copy_target(&self) -> Option<&str> {
         match self {
             EndpointRef::CopyTarget(name) => Some(name),
-            EndpointRef::Export(_) => None,
+            EndpointRef::Export(_) | EndpointRef::Inline(_) => None,
         }
     }
 }
@@ -44,6 +48,7 @@ impl fmt::Display for EndpointRef {
         match self {
             EndpointRef::Export(name) => write!(f, "export:{name}"),
             EndpointRef::CopyTarget(name) => write!(f, "copy-target:{name}"),
+            EndpointRef::Inline(data) => write!(f, "inline data ({} bytes)", data.len()),
         }
     }
 }
@@ -163,5 +168,54 @@ pub enum Outcome {
 impl Outcome {
     pub fn is_done(&self) -> bool {
         matches!(self, Outcome::Done { .. })
+    }
+}
+
+/// Bytes as base64 text (the JSON a job table stores stays compact and readable).
+mod base64_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_json_as_the_job_tables_store_them() {
+        let cases = [
+            (
+                EndpointRef::Export("db".into()),
+                r#"{"kind":"export","name":"db"}"#,
+            ),
+            (
+                EndpointRef::CopyTarget("vault".into()),
+                r#"{"kind":"copy_target","name":"vault"}"#,
+            ),
+            (
+                EndpointRef::Inline(b"label\0\xff".to_vec()),
+                r#"{"kind":"inline","name":"bGFiZWwA/w=="}"#,
+            ),
+        ];
+        for (ep, json) in cases {
+            assert_eq!(serde_json::to_string(&ep).unwrap(), json);
+            assert_eq!(serde_json::from_str::<EndpointRef>(json).unwrap(), ep);
+        }
+        let bad = r#"{"kind":"inline","name":"not base64!"}"#;
+        assert!(serde_json::from_str::<EndpointRef>(bad).is_err());
+        assert_eq!(
+            EndpointRef::Inline(vec![0; 12]).to_string(),
+            "inline data (12 bytes)"
+        );
     }
 }

@@ -1,9 +1,11 @@
 //! The stream format: block data on tapes, FIFOs and append-only files, for EXTENDED COPY
-//! segments 00h (block → stream) and 01h (stream → block) and for cowd's own backups to tape.
+//! segments 00h (block → stream), 01h (stream → block), 04h/05h (inline and embedded data →
+//! stream) and for cowd's own backups to tape.
 //!
 //! A stream is a run of fixed-size, self-describing records ([`record`]): a StreamHeader, Data
-//! records carrying the source's bytes at the offsets they name, and a Trailer with the totals
-//! and a SHA-256 of every payload. On one medium:
+//! records carrying the source's bytes at the offsets they name (and Inline records, bytes an
+//! EXTENDED COPY carried itself, segments 04h/05h), and a Trailer with the totals and a
+//! SHA-256 of every payload. On one medium:
 //!
 //! ```text
 //!   ┌──────────────┬──────┬──────┬─────┬──────┬─────────┬──────────┐
@@ -26,13 +28,14 @@
 //! 0, 1, 2, … over every record of the stream on every medium, with no gap or repeat; every
 //! record carries the stream id, record size, source designator, block size and start time of
 //! the first; each medium starts with a StreamHeader carrying its medium number (its place in
-//! the list of media); and the Trailer's totals and SHA-256 are those of the Data records read.
+//! the list of media); and the Trailer's totals and SHA-256 are those of the Data and Inline
+//! records read.
 //!
 //! - [`record`]: the record format (pure);
 //! - [`medium`]: tapes (Linux st), files and FIFOs, reading and writing whole records; which
 //!   kind a path is (`spec.rs`) and the st ioctls (`tape.rs`) beside it;
 //! - [`writer`]: [`StreamWriter`], block data in, records out over a list of media;
-//! - [`reader`]: [`StreamReader`], records in, checked (offset, payload) out or restored to a
+//! - [`reader`]: [`StreamReader`], records in, checked [`Chunk`]s out or restored to a
 //!   [`BlockDevice`](crate::device::BlockDevice).
 
 pub mod medium;
@@ -44,7 +47,7 @@ pub mod writer;
 mod testing;
 
 pub use medium::{Medium, MediumError, MediumKind, MediumSpec};
-pub use reader::{ReadError, ReadErrorKind, StreamDescription, StreamReader};
+pub use reader::{Chunk, ReadError, ReadErrorKind, StreamDescription, StreamReader};
 pub use record::{DEFAULT_RECORD_SIZE, RecordError, RecordHeader, RecordKind};
 pub use writer::{StreamInfo, StreamWriter, WriteError};
 

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!   medium 0 ──> StreamHeader (adopted: stream id, record size, source, start time)
-//!            ──> Data ──> (offset, payload) ... filemark / end of data
+//!            ──> Data ──> Chunk::Data { offset, bytes }, Inline ──> Chunk::Inline(bytes) ...
+//!                                                                       filemark / end of data
 //!   medium 1 ──> StreamHeader (medium 1, "before" = what was read) ──> Data ... Trailer
 //!                                                  totals and SHA-256 checked ──> None
 //! ```
@@ -17,9 +18,11 @@
 //! after the Trailer (on a FIFO it reads the filemark record too, so that the writer can finish). Every error names the medium
 //! (number and path) and the record (its index on that medium, from 0).
 //!
-//! [`StreamReader::restore_to`] writes each payload at its source offset (EXTENDED COPY
-//! segment 01h), merging contiguous payloads into writes aligned to the device's block size;
-//! what it wrote before finding damage stays written, and the error says where.
+//! [`StreamReader::restore_to`] writes each Data payload at its source offset, merging
+//! contiguous payloads into writes aligned to the device's block size, and passes over Inline
+//! payloads (they were never the source's); what it wrote before finding damage stays written,
+//! and the error says where. An EXTENDED COPY stream→block segment (01h) instead reads every
+//! payload as the stream's next bytes, in order (`jobs::mover`).
 
 use std::path::PathBuf;
 
@@ -111,6 +114,32 @@ pub enum ReadErrorKind {
     Device(DeviceError),
     #[error("the stream failed earlier and is read no further")]
     Failed,
+}
+
+/// The payload of one record of data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunk<'a> {
+    /// Bytes of the source from `offset`.
+    Data { offset: u64, bytes: &'a [u8] },
+    /// Bytes that are no part of the source (inline data).
+    Inline(&'a [u8]),
+}
+
+impl<'a> Chunk<'a> {
+    /// Its payload.
+    pub fn bytes(&self) -> &'a [u8] {
+        match *self {
+            Chunk::Data { bytes, .. } | Chunk::Inline(bytes) => bytes,
+        }
+    }
+
+    /// Where a Data chunk's bytes go in the source, and the bytes; `None` for inline bytes.
+    pub fn placed(&self) -> Option<(u64, &'a [u8])> {
+        match *self {
+            Chunk::Data { offset, bytes } => Some((offset, bytes)),
+            Chunk::Inline(_) => None,
+        }
+    }
 }
 
 /// Reads one stream over a list of media (see the module documentation).
@@ -213,9 +242,9 @@ impl StreamReader {
         &self.description
     }
 
-    /// The next Data record's source offset and payload; `None` once the Trailer is read and
-    /// matches what came before it.
-    pub fn next_chunk(&mut self) -> Result<Option<(u64, &[u8])>, ReadError> {
+    /// The next Data or Inline record's payload; `None` once the Trailer is read and matches
+    /// what came before it.
+    pub fn next_chunk(&mut self) -> Result<Option<Chunk<'_>>, ReadError> {
         loop {
             if self.done {
                 return Ok(None);
@@ -264,7 +293,14 @@ impl StreamReader {
                     self.hasher.update(&self.record[range.clone()]);
                     self.data_bytes += payload as u64;
                     self.data_records += 1;
-                    return Ok(Some((offset, &self.record[range])));
+                    let bytes = &self.record[range];
+                    return Ok(Some(Chunk::Data { offset, bytes }));
+                }
+                RecordKind::Inline => {
+                    self.hasher.update(&self.record[range.clone()]);
+                    self.data_bytes += payload as u64;
+                    self.data_records += 1;
+                    return Ok(Some(Chunk::Inline(&self.record[range])));
                 }
                 RecordKind::Trailer => {
                     let totals = Totals::decode(&self.record[range])
@@ -302,7 +338,8 @@ impl StreamReader {
         Ok(self.summary())
     }
 
-    /// Writes every payload at its source offset on `dev`, then flushes it (stream → block).
+    /// Writes every Data payload at its source offset on `dev`, then flushes it; Inline
+    /// payloads are passed over.
     pub fn restore_to(mut self, dev: &dyn BlockDevice) -> Result<StreamSummary, ReadError> {
         let sizes = dev.block_sizes();
         let align = sizes.minimum.max(1) as usize;
@@ -312,7 +349,10 @@ impl StreamReader {
         // A run of contiguous payloads not yet written, and where it starts.
         let mut run: Vec<u8> = Vec::with_capacity(chunk + self.description.record_size as usize);
         let mut run_offset = 0u64;
-        while let Some((offset, payload)) = self.next_chunk()? {
+        while let Some(next) = self.next_chunk()? {
+            let Some((offset, payload)) = next.placed() else {
+                continue;
+            };
             let len = payload.len();
             let fits = offset + len as u64 <= size;
             let mut flushed = Ok(());

@@ -34,7 +34,10 @@
 //!
 //! The payload of a [`RecordKind::StreamHeader`] is a [`Description`], of a
 //! [`RecordKind::Trailer`] a [`Totals`] (layouts at each), of a [`RecordKind::Data`] the source's
-//! bytes, of a [`RecordKind::Filemark`] nothing.
+//! bytes, of a [`RecordKind::Inline`] bytes the requester sent (no source offset), of a
+//! [`RecordKind::Filemark`] nothing. Kind 5 (Inline) came after the first streams were written:
+//! a stream without Inline records is read by readers that do not know it, one with them is
+//! refused there as of an unknown kind.
 //!
 //! [`decode`] accepts exactly what [`encode`] makes: both checksums, zero reserved bytes, zero
 //! padding and zero designator bytes past its length are checked, so one flipped bit anywhere
@@ -74,6 +77,9 @@ pub enum RecordKind {
     Trailer = 3,
     /// A filemark on a medium without filemarks of its own (a file, a FIFO); no payload.
     Filemark = 4,
+    /// Bytes that are no part of the source (an EXTENDED COPY's inline or embedded data), in
+    /// stream order between Data records; the source offset is 0.
+    Inline = 5,
 }
 
 impl RecordKind {
@@ -83,6 +89,7 @@ impl RecordKind {
             2 => RecordKind::Data,
             3 => RecordKind::Trailer,
             4 => RecordKind::Filemark,
+            5 => RecordKind::Inline,
             _ => return None,
         })
     }
@@ -443,12 +450,13 @@ impl Description {
 ///
 /// | offset | bytes | field                                                        |
 /// |-------:|------:|--------------------------------------------------------------|
-/// |      0 |     8 | Data payload bytes in the stream                             |
-/// |      8 |     8 | Data records in the stream                                   |
-/// |     16 |    32 | SHA-256 of every Data payload, in sequence order             |
+/// |      0 |     8 | Data and Inline payload bytes in the stream                  |
+/// |      8 |     8 | Data and Inline records in the stream                        |
+/// |     16 |    32 | SHA-256 of every Data and Inline payload, in sequence order  |
 ///
-/// When the data was written in one ascending contiguous run, the SHA-256 is that of the
-/// source range itself.
+/// When the data was written in one ascending contiguous run without inline bytes, the
+/// SHA-256 is that of the source range itself; in general it is that of the bytes a
+/// stream→block copy reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Totals {
     pub data_bytes: u64,

@@ -66,11 +66,15 @@ pub fn write_into(w: &mut StreamWriter, data: &[u8]) -> Result<(), WriteError> {
     Ok(())
 }
 
-/// Reads a stream back whole: the bytes, placed at their offsets, and the summary.
+/// Reads a stream back whole: the Data bytes, placed at their offsets (inline bytes passed
+/// over), and the summary.
 pub fn read(media: &[MediumSpec]) -> Result<(Vec<u8>, StreamSummary), ReadError> {
     let mut r = StreamReader::open(media.to_vec())?;
     let mut out = Vec::new();
-    while let Some((offset, payload)) = r.next_chunk()? {
+    while let Some(chunk) = r.next_chunk()? {
+        let Some((offset, payload)) = chunk.placed() else {
+            continue;
+        };
         let end = offset as usize + payload.len();
         if out.len() < end {
             out.resize(end, 0);

@@ -12,6 +12,10 @@
 //! than full) and starts a new one. Writes are in whole blocks of the source's block size, so
 //! every contiguous run read back restores in whole blocks.
 //!
+//! [`write_inline`](StreamWriter::write_inline) adds bytes that are no part of the source
+//! (an EXTENDED COPY's inline or embedded data: a tape label, a catalog record) in Inline
+//! records, in stream order between the Data records; consecutive inline writes share records.
+//!
 //! A writer that fails (a medium error, every medium full) takes no more writes. One dropped
 //! without [`finish`](StreamWriter::finish) leaves a stream without a Trailer, which readers
 //! report as truncated.
@@ -101,13 +105,15 @@ pub struct StreamWriter {
     on_medium: u64,
     /// Sequence number of the next record written.
     next_sequence: u64,
-    /// Source data waiting to fill a Data record, and where it starts in the source.
+    /// Bytes waiting to fill a record of `pending_kind` (Data or Inline), and where a Data
+    /// payload starts in the source.
     pending: Vec<u8>,
+    pending_kind: RecordKind,
     pending_offset: u64,
     /// Encoding buffer: one record.
     record: Vec<u8>,
     hasher: Sha256,
-    /// Data payload bytes and Data records on the media so far.
+    /// Payload bytes and records of data (Data and Inline) on the media so far.
     data_bytes: u64,
     data_records: u64,
     failed: bool,
@@ -160,6 +166,7 @@ impl StreamWriter {
             on_medium: 0,
             next_sequence: 0,
             pending: Vec::with_capacity(record::payload_capacity(info.record_size)),
+            pending_kind: RecordKind::Data,
             pending_offset: 0,
             record: vec![0; info.record_size as usize],
             hasher: Sha256::new(),
@@ -191,16 +198,30 @@ impl StreamWriter {
                 block_size: self.info.block_size,
             });
         }
-        let r = self.add(offset, data);
+        let r = self.add(RecordKind::Data, offset, data);
         self.failed = r.is_err();
         r
     }
 
-    fn add(&mut self, offset: u64, mut data: &[u8]) -> Result<(), WriteError> {
-        if !self.pending.is_empty() && offset != self.pending_offset + self.pending.len() as u64 {
+    /// Adds `data`, bytes that are no part of the source, after what was written so far.
+    pub fn write_inline(&mut self, data: &[u8]) -> Result<(), WriteError> {
+        if self.failed {
+            return Err(WriteError::Failed);
+        }
+        let r = self.add(RecordKind::Inline, 0, data);
+        self.failed = r.is_err();
+        r
+    }
+
+    fn add(&mut self, kind: RecordKind, offset: u64, mut data: &[u8]) -> Result<(), WriteError> {
+        let continues = kind == self.pending_kind
+            && (kind == RecordKind::Inline
+                || offset == self.pending_offset + self.pending.len() as u64);
+        if !self.pending.is_empty() && !continues {
             self.flush_pending()?;
         }
         if self.pending.is_empty() {
+            self.pending_kind = kind;
             self.pending_offset = offset;
         }
         let capacity = record::payload_capacity(self.info.record_size);
@@ -246,7 +267,7 @@ impl StreamWriter {
             return Ok(());
         }
         let payload = std::mem::take(&mut self.pending);
-        let r = self.emit(RecordKind::Data, self.pending_offset, &payload);
+        let r = self.emit(self.pending_kind, self.pending_offset, &payload);
         if r.is_ok() {
             self.hasher.update(&payload);
             self.data_bytes += payload.len() as u64;

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use super::*;
 use crate::stream::record::{RecordKind, decode, payload_capacity};
 use crate::stream::testing::{files, info, kinds, noise, read, write, write_into};
-use crate::stream::{MediumKind, MediumSpec};
+use crate::stream::{Chunk, MediumKind, MediumSpec};
 
 #[test]
 fn a_stream_on_one_file_is_header_data_trailer_filemark() {
@@ -59,8 +59,11 @@ fn writes_that_do_not_continue_the_last_start_a_record_of_their_own() {
     assert_eq!(summary.data_records, 1 + 3);
     let mut r = crate::stream::StreamReader::open(media).unwrap();
     let mut chunks = Vec::new();
-    while let Some((offset, payload)) = r.next_chunk().unwrap() {
-        chunks.push((offset, payload.len()));
+    while let Some(chunk) = r.next_chunk().unwrap() {
+        let Chunk::Data { offset, bytes } = chunk else {
+            panic!("no inline data was written");
+        };
+        chunks.push((offset, bytes.len()));
     }
     assert_eq!(
         chunks,
@@ -186,4 +189,69 @@ fn a_character_device_given_as_a_fifo_takes_a_stream() {
     let summary = write(&[sink], info(4096), &noise(100 << 10, 8)).unwrap();
     assert_eq!(summary.bytes, 100 << 10);
     assert_eq!(summary.records, summary.data_records + 2);
+}
+
+#[test]
+fn inline_bytes_go_between_the_data_in_records_of_their_own_and_count_in_the_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let media = files(dir.path(), 1, None);
+    let mut w = StreamWriter::new(media.clone(), info(4096)).unwrap();
+    let (label, a, note, more, b) = (
+        noise(100, 20),
+        noise(2048, 21),
+        noise(7, 22),
+        noise(5000, 23),
+        noise(1024, 24),
+    );
+    // Inline bytes need not be whole blocks; consecutive inline writes share records (5000
+    // + 7 bytes: two records of 3968 and 1039), and any inline write ends the Data record.
+    w.write_inline(&label).unwrap();
+    w.write_blocks(4096, &a).unwrap();
+    w.write_inline(&note).unwrap();
+    w.write_inline(&more).unwrap();
+    w.write_blocks(4096 + 2048, &b).unwrap();
+    let summary = w.finish().unwrap();
+
+    let kinds = kinds(&media[0].path, 4096);
+    use RecordKind::*;
+    let want = [
+        StreamHeader,
+        Inline,
+        Data,
+        Inline,
+        Inline,
+        Data,
+        Trailer,
+        Filemark,
+    ];
+    assert_eq!(kinds, want);
+    let in_order = [&label[..], &a, &note, &more, &b].concat();
+    assert_eq!(summary.bytes, in_order.len() as u64);
+    assert_eq!(summary.data_records, 5);
+    assert_eq!(summary.sha256, <[u8; 32]>::from(Sha256::digest(&in_order)));
+
+    // Read back: the chunks in order; inline ones have no offset, and a restore passes them
+    // over.
+    let mut r = crate::stream::StreamReader::open(media.clone()).unwrap();
+    let mut inline = Vec::new();
+    let mut data = Vec::new();
+    while let Some(chunk) = r.next_chunk().unwrap() {
+        match chunk {
+            Chunk::Inline(bytes) => inline.extend_from_slice(bytes),
+            Chunk::Data { offset, bytes } => data.push((offset, bytes.to_vec())),
+        }
+    }
+    assert_eq!(inline, [&label[..], &note, &more].concat());
+    assert_eq!(data, [(4096, a.clone()), (4096 + 2048, b.clone())]);
+    let (placed, read_summary) = read(&media).unwrap();
+    assert_eq!(read_summary, summary);
+    let dev = crate::device::MemoryDevice::new(16 << 10);
+    let restored = crate::stream::StreamReader::open(media)
+        .unwrap()
+        .restore_to(&dev);
+    assert_eq!(restored.unwrap(), summary);
+    let mut back = vec![0; placed.len()];
+    crate::device::BlockDevice::read_at(&dev, &mut back, 0).unwrap();
+    assert_eq!(placed, [vec![0; 4096], a, b].concat());
+    assert_eq!(back, placed);
 }

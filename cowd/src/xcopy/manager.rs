@@ -257,7 +257,9 @@ fn list_id_usage(list: &CopyList) -> Result<ListIdUsage, Sense> {
 /// The sense data of a refused parameter list.
 fn param_sense(e: &ParamError) -> Sense {
     let key = match e {
-        ParamError::UnreachableTarget { .. } => SenseKey::CopyAborted,
+        ParamError::UnreachableTarget { .. } | ParamError::InlineDataBeyond { .. } => {
+            SenseKey::CopyAborted
+        }
         ParamError::ParameterListLength(_)
         | ParamError::InvalidField { .. }
         | ParamError::TooManyTargets { .. }

@@ -38,7 +38,12 @@
 //! 4. a list shorter than header + lists + inline data: PARAMETER LIST LENGTH ERROR (bytes
 //!    beyond that are ignored, as LIO does);
 //! 5. each target descriptor: count, type code, fields; then each segment descriptor: count,
-//!    type code, DESCRIPTOR LENGTH, CSCD IDs, device types, lengths.
+//!    type code, DESCRIPTOR LENGTH, CSCD IDs, device types, lengths; for 04h (inline data →
+//!    stream, SPC-4 6.4.6.6) an INLINE DATA OFFSET that is a multiple of 4 and a range within
+//!    the inline data (beyond it: COPY ABORTED, INLINE DATA LENGTH EXCEEDED, with the
+//!    segment's number), for 05h (embedded data → stream, 6.4.6.7) a DESCRIPTOR LENGTH that
+//!    is a multiple of 4 and a count within the EMBEDDED DATA field (else INVALID FIELD IN
+//!    PARAMETER LIST).
 //!
 //! A CSCD ID (source or destination index) names a target descriptor of the list (0000h–07FFh)
 //! or, as SPC-4 allows, FFFFh: the logical unit that received the command, a block device. An ID
@@ -67,6 +72,10 @@ pub const SEG_BLOCK_TO_STREAM: u8 = 0x00;
 pub const SEG_STREAM_TO_BLOCK: u8 = 0x01;
 /// Segment descriptor type code: block device to block device.
 pub const SEG_BLOCK_TO_BLOCK: u8 = 0x02;
+/// Segment descriptor type code: the list's inline data to a stream device.
+pub const SEG_INLINE_TO_STREAM: u8 = 0x04;
+/// Segment descriptor type code: data embedded in the descriptor to a stream device.
+pub const SEG_EMBEDDED_TO_STREAM: u8 = 0x05;
 /// Target descriptor type code: Fibre Channel N_Port_Name.
 pub const TARGET_FC_N_PORT_NAME: u8 = 0xE0;
 /// Target descriptor type code: identification descriptor (a VPD 83h designator).
@@ -78,6 +87,13 @@ pub const LOCAL_LU: u16 = 0xFFFF;
 const B2B_LEN: usize = 28;
 /// Total length of a block↔stream segment descriptor (DESCRIPTOR LENGTH 0014h).
 const BLOCK_STREAM_LEN: usize = 24;
+/// Total length of an inline→stream segment descriptor (DESCRIPTOR LENGTH 0010h).
+const INLINE_STREAM_LEN: usize = 20;
+/// Where the data of an embedded→stream segment descriptor starts (DESCRIPTOR LENGTH n−3,
+/// a multiple of 4, so the data is zero-padded to a multiple of 4).
+const EMBEDDED_DATA_AT: usize = 16;
+/// The most embedded data a descriptor holds: DESCRIPTOR LENGTH is 16 bits and a multiple of 4.
+const MAX_EMBEDDED: usize = (0xFFFF - (EMBEDDED_DATA_AT - 4)) & !3;
 
 const PDT_BLOCK: u8 = 0x00;
 const PDT_STREAM: u8 = 0x01;
@@ -103,8 +119,8 @@ pub struct Limits {
     /// Largest amount of data one segment may write, in bytes; 0 for no limit. Checked where
     /// the target descriptors give the block length.
     pub max_segment_length: u32,
-    /// Largest inline data; SPC wants 0 when segment type 04h (inline→stream) is not
-    /// implemented, as here.
+    /// Largest inline data (the bytes after the segment descriptors, which 04h segments
+    /// write to streams).
     pub max_inline_data: u32,
     /// Largest STREAM DEVICE TRANSFER LENGTH, in bytes; 0 for no limit.
     pub max_stream_transfer_size: u32,
@@ -119,10 +135,11 @@ impl Default for Limits {
     /// and 1), keep one command's parse bounded while a backup application splits a file's
     /// extents over several commands. The descriptor list length leaves room for that many of
     /// the largest descriptors, so each count is reached before the length (libiscsi's
-    /// `DescrLimits` sends count + 1 descriptors and expects the count's sense). No inline data
-    /// (no 04h segments); 1 MiB stream transfers, a tape drive's usual largest block; no
-    /// segment length limit; FC names off, as libiscsi's `DescrType` expects of a copy
-    /// manager without FC names to resolve.
+    /// `DescrLimits` sends count + 1 descriptors and expects the count's sense). 64 KiB of
+    /// inline data: a tape label or a backup application's catalog record, not bulk data;
+    /// 1 MiB stream transfers, a tape drive's usual largest block; no segment length limit;
+    /// FC names off, as libiscsi's `DescrType` expects of a copy manager without FC names to
+    /// resolve.
     fn default() -> Limits {
         let (targets, segments) = (16u16, 64u16);
         Limits {
@@ -131,7 +148,7 @@ impl Default for Limits {
             max_descriptor_list_length: u32::from(targets) * TARGET_LEN as u32
                 + u32::from(segments) * B2B_LEN as u32,
             max_segment_length: 0,
-            max_inline_data: 0,
+            max_inline_data: 64 << 10,
             max_stream_transfer_size: 1 << 20,
             fc_n_port_names: false,
         }
@@ -147,7 +164,13 @@ impl Limits {
     /// The implemented segment and target descriptor type codes, ascending (for OPERATING
     /// PARAMETERS and the Supported Descriptors VPD descriptor).
     pub fn implemented_descriptor_codes(&self) -> Vec<u8> {
-        let mut codes = vec![SEG_BLOCK_TO_STREAM, SEG_STREAM_TO_BLOCK, SEG_BLOCK_TO_BLOCK];
+        let mut codes = vec![
+            SEG_BLOCK_TO_STREAM,
+            SEG_STREAM_TO_BLOCK,
+            SEG_BLOCK_TO_BLOCK,
+            SEG_INLINE_TO_STREAM,
+            SEG_EMBEDDED_TO_STREAM,
+        ];
         if self.fc_n_port_names {
             codes.push(TARGET_FC_N_PORT_NAME);
         }
@@ -214,7 +237,7 @@ impl TargetDescriptor {
 
 /// One segment descriptor. `src` and `dst` are CSCD IDs: an index into
 /// [`CopyList::targets`], or [`LOCAL_LU`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Segment {
     /// 02h. `blocks` counts destination blocks when `dc` is set, source blocks otherwise.
     BlockToBlock {
@@ -244,6 +267,63 @@ pub enum Segment {
         lba: u64,
         cat: bool,
     },
+    /// 04h: `bytes` bytes of the list's inline data, from `offset` (a multiple of 4), to the
+    /// stream.
+    InlineToStream {
+        dst: u16,
+        transfer_len: u32,
+        offset: u32,
+        bytes: u32,
+        cat: bool,
+    },
+    /// 05h: the first `bytes` bytes of `field`, the descriptor's EMBEDDED DATA field (a
+    /// multiple of 4 long, zero-padded, as sent), to the stream.
+    EmbeddedToStream {
+        dst: u16,
+        transfer_len: u32,
+        bytes: u16,
+        field: Vec<u8>,
+        cat: bool,
+    },
+}
+
+impl Segment {
+    /// Its source and destination CSCD IDs; no source for data the list carries.
+    pub fn ends(&self) -> (Option<u16>, u16) {
+        match *self {
+            Segment::BlockToBlock { src, dst, .. }
+            | Segment::BlockToStream { src, dst, .. }
+            | Segment::StreamToBlock { src, dst, .. } => (Some(src), dst),
+            Segment::InlineToStream { dst, .. } | Segment::EmbeddedToStream { dst, .. } => {
+                (None, dst)
+            }
+        }
+    }
+
+    /// Bytes of its descriptor, as [`parse`] read it and [`encode`] writes it.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Segment::BlockToBlock { .. } => B2B_LEN,
+            Segment::BlockToStream { .. } | Segment::StreamToBlock { .. } => BLOCK_STREAM_LEN,
+            Segment::InlineToStream { .. } => INLINE_STREAM_LEN,
+            Segment::EmbeddedToStream { field, .. } => {
+                EMBEDDED_DATA_AT + field.len().min(MAX_EMBEDDED).next_multiple_of(4)
+            }
+        }
+    }
+
+    /// The data a list carries for it (inline or embedded); `None` for a segment that copies
+    /// from a device.
+    pub fn carried<'a>(&'a self, list: &'a CopyList) -> Option<&'a [u8]> {
+        match self {
+            Segment::InlineToStream { offset, bytes, .. } => {
+                let start = *offset as usize;
+                list.inline.get(start..start.checked_add(*bytes as usize)?)
+            }
+            Segment::EmbeddedToStream { bytes, field, .. } => field.get(..usize::from(*bytes)),
+            _ => None,
+        }
+    }
 }
 
 /// A parsed EXTENDED COPY (LID1) parameter list.
@@ -286,6 +366,8 @@ pub enum ParamError {
     UnsupportedSegmentType { code: u8, byte: usize },
     #[error("inline data length {len} exceeds the maximum {max}")]
     InlineDataLengthExceeded { len: u32, max: u32 },
+    #[error("segment {segment} writes inline data past the end of the list's {len} bytes")]
+    InlineDataBeyond { segment: u16, len: u32, byte: usize },
     #[error("segment {segment} names target descriptor {index}, which the list does not have")]
     UnreachableTarget {
         segment: u16,
@@ -310,6 +392,7 @@ impl ParamError {
             ParamError::TooManySegments { .. } => (ILLEGAL_REQUEST, 0x26, 0x08),
             ParamError::UnsupportedSegmentType { .. } => (ILLEGAL_REQUEST, 0x26, 0x09),
             ParamError::InlineDataLengthExceeded { .. } => (ILLEGAL_REQUEST, 0x26, 0x0B),
+            ParamError::InlineDataBeyond { .. } => (COPY_ABORTED, 0x26, 0x0B),
             ParamError::UnreachableTarget { .. } => (COPY_ABORTED, 0x08, 0x04),
         }
     }
@@ -322,7 +405,8 @@ impl ParamError {
             ParamError::InvalidField { byte, .. }
             | ParamError::UnsupportedTargetType { byte, .. }
             | ParamError::UnsupportedSegmentType { byte, .. }
-            | ParamError::UnreachableTarget { byte, .. } => *byte,
+            | ParamError::UnreachableTarget { byte, .. }
+            | ParamError::InlineDataBeyond { byte, .. } => *byte,
             ParamError::TooManyTargets { .. } => TARGET_LIST_LENGTH_AT,
             ParamError::TooManySegments { .. } => SEGMENT_LIST_LENGTH_AT,
             ParamError::InlineDataLengthExceeded { .. } => INLINE_DATA_LENGTH_AT,
@@ -340,7 +424,8 @@ impl ParamError {
     /// The segment number for the COMMAND-SPECIFIC INFORMATION field of a COPY ABORTED sense.
     pub fn segment(&self) -> Option<u16> {
         match self {
-            ParamError::UnreachableTarget { segment, .. } => Some(*segment),
+            ParamError::UnreachableTarget { segment, .. }
+            | ParamError::InlineDataBeyond { segment, .. } => Some(*segment),
             _ => None,
         }
     }
@@ -424,7 +509,8 @@ pub fn parse(list: &[u8], limits: &Limits) -> Result<CopyList, ParamError> {
     let format = if legato { Format::Legato } else { Format::Spc };
     let layout = layout(list, format, limits)?;
     let targets = parse_targets(list, layout.targets, limits)?;
-    let segments = parse_segments(list, layout.segments, &targets, limits)?;
+    let inline_len = layout.inline.len() as u32;
+    let segments = parse_segments(list, layout.segments, &targets, limits, inline_len)?;
     Ok(CopyList {
         format,
         list_id: list[0],
@@ -516,6 +602,7 @@ fn parse_segments(
     range: Range<usize>,
     targets: &[TargetDescriptor],
     limits: &Limits,
+    inline_len: u32,
 ) -> Result<Vec<Segment>, ParamError> {
     let max = limits.max_segment_descriptors;
     let mut segments = Vec::with_capacity((range.len() / BLOCK_STREAM_LEN).min(usize::from(max)));
@@ -530,12 +617,17 @@ fn parse_segments(
             ));
         }
         let code = list[at];
+        let stated = usize::from(be16(list, at + 2)) + 4;
         let len = match code {
             SEG_BLOCK_TO_BLOCK => B2B_LEN,
             SEG_BLOCK_TO_STREAM | SEG_STREAM_TO_BLOCK => BLOCK_STREAM_LEN,
+            SEG_INLINE_TO_STREAM => INLINE_STREAM_LEN,
+            // DESCRIPTOR LENGTH: a multiple of 4 that covers the fixed fields.
+            SEG_EMBEDDED_TO_STREAM if stated >= EMBEDDED_DATA_AT && stated % 4 == 0 => stated,
+            SEG_EMBEDDED_TO_STREAM => 0,
             _ => return Err(ParamError::UnsupportedSegmentType { code, byte: at }),
         };
-        if usize::from(be16(list, at + 2)) + 4 != len {
+        if stated != len {
             return Err(ParamError::InvalidField {
                 byte: at + 2,
                 what: "descriptor length does not match the descriptor type code",
@@ -551,6 +643,7 @@ fn parse_segments(
             number: segments.len() as u16,
             targets,
             limits,
+            inline_len,
         };
         segments.push(checker.segment(&list[at..at + len])?);
         at += len;
@@ -572,6 +665,8 @@ struct SegmentChecker<'a> {
     number: u16,
     targets: &'a [TargetDescriptor],
     limits: &'a Limits,
+    /// Bytes of inline data the list carries.
+    inline_len: u32,
 }
 
 impl SegmentChecker<'_> {
@@ -667,7 +762,7 @@ impl SegmentChecker<'_> {
                     cat,
                 })
             }
-            _ => {
+            SEG_STREAM_TO_BLOCK => {
                 self.endpoint(d, 4, Kind::Stream)?;
                 let dst_len = self.endpoint(d, 6, Kind::Block)?;
                 let transfer_len = self.transfer_len(d)?;
@@ -682,12 +777,50 @@ impl SegmentChecker<'_> {
                     cat,
                 })
             }
+            SEG_INLINE_TO_STREAM => {
+                self.endpoint(d, 6, Kind::Stream)?;
+                let transfer_len = self.transfer_len(d)?;
+                let (offset, bytes) = (be32(d, 12), be32(d, 16));
+                if offset % 4 != 0 {
+                    return Err(self.invalid(12, "inline data offset not a multiple of 4"));
+                }
+                if u64::from(offset) + u64::from(bytes) > u64::from(self.inline_len) {
+                    return Err(ParamError::InlineDataBeyond {
+                        segment: self.number,
+                        len: self.inline_len,
+                        byte: self.at + 16,
+                    });
+                }
+                Ok(Segment::InlineToStream {
+                    dst,
+                    transfer_len,
+                    offset,
+                    bytes,
+                    cat,
+                })
+            }
+            _ => {
+                self.endpoint(d, 6, Kind::Stream)?;
+                let transfer_len = self.transfer_len(d)?;
+                let bytes = be16(d, 12);
+                if usize::from(bytes) > d.len() - EMBEDDED_DATA_AT {
+                    return Err(self.invalid(12, "more embedded bytes than the descriptor holds"));
+                }
+                Ok(Segment::EmbeddedToStream {
+                    dst,
+                    transfer_len,
+                    bytes,
+                    field: d[EMBEDDED_DATA_AT..].to_vec(),
+                    cat,
+                })
+            }
         }
     }
 }
 
 /// Encodes a list in its format. Fields are masked to their widths, designators cut at 20
-/// bytes, and a Legato list's inline data (which that format cannot carry) dropped; a Legato
+/// bytes, embedded data fields at 65,520 (and zero-padded to a multiple of 4, the count cut
+/// to the field), and a Legato list's inline data (which that format cannot carry) dropped; a Legato
 /// list must start with an FC N_Port_Name target to be read back as one. Lists [`parse`]
 /// returns encode to a list that parses back to them.
 pub fn encode(list: &CopyList) -> Vec<u8> {
@@ -843,9 +976,43 @@ fn encode_segment(s: &Segment) -> Vec<u8> {
             d[16..24].copy_from_slice(&lba.to_be_bytes());
             d
         }
+        Segment::InlineToStream {
+            dst,
+            transfer_len,
+            offset,
+            bytes,
+            cat,
+        } => {
+            let code = SEG_INLINE_TO_STREAM;
+            let mut d = header(code, u8::from(cat), INLINE_STREAM_LEN, 0, dst);
+            d[9..12].copy_from_slice(&transfer_len.to_be_bytes()[1..]);
+            d[12..16].copy_from_slice(&offset.to_be_bytes());
+            d[16..20].copy_from_slice(&bytes.to_be_bytes());
+            d
+        }
+        Segment::EmbeddedToStream {
+            dst,
+            transfer_len,
+            bytes,
+            ref field,
+            cat,
+        } => {
+            let field = &field[..field.len().min(MAX_EMBEDDED)];
+            let code = SEG_EMBEDDED_TO_STREAM;
+            let mut d = header(code, u8::from(cat), s.encoded_len(), 0, dst);
+            d[9..12].copy_from_slice(&transfer_len.to_be_bytes()[1..]);
+            let bytes = bytes.min(field.len() as u16);
+            d[12..14].copy_from_slice(&bytes.to_be_bytes());
+            d[EMBEDDED_DATA_AT..EMBEDDED_DATA_AT + field.len()].copy_from_slice(field);
+            d
+        }
     }
 }
 
 #[cfg(test)]
 #[path = "params_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "params_inline_tests.rs"]
+mod inline_tests;

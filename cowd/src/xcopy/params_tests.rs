@@ -16,7 +16,7 @@ const NAA: [u8; 16] = [
 
 /// An identification (E4h) target descriptor naming `NAA`, with `device` parameters in bytes
 /// 28–31, as libiscsi's `populate_tgt_desc` writes it.
-fn ident_target(peripheral_type: u8, device: [u8; 4]) -> Vec<u8> {
+pub(super) fn ident_target(peripheral_type: u8, device: [u8; 4]) -> Vec<u8> {
     let mut d = vec![
         0xE4,            // 0: type code: identification descriptor
         peripheral_type, // 1: LU ID TYPE 00b, NUL 0, PERIPHERAL DEVICE TYPE
@@ -34,10 +34,10 @@ fn ident_target(peripheral_type: u8, device: [u8; 4]) -> Vec<u8> {
 }
 
 /// A disk with 512-byte blocks: PAD 0, DISK BLOCK LENGTH 000200h.
-const DISK_512: [u8; 4] = [0x00, 0x00, 0x02, 0x00];
+pub(super) const DISK_512: [u8; 4] = [0x00, 0x00, 0x02, 0x00];
 
 /// A block→block (02h) segment descriptor, as libiscsi's `populate_seg_desc_b2b` writes it.
-fn b2b(src: u16, dst: u16, blocks: u16, src_lba: u64, dst_lba: u64) -> Vec<u8> {
+pub(super) fn b2b(src: u16, dst: u16, blocks: u16, src_lba: u64, dst_lba: u64) -> Vec<u8> {
     let mut d = vec![
         0x02, // 0: type code: block→block
         0x00, // 1: DC 0, CAT 0
@@ -53,7 +53,7 @@ fn b2b(src: u16, dst: u16, blocks: u16, src_lba: u64, dst_lba: u64) -> Vec<u8> {
 }
 
 /// An SPC list as libiscsi's `populate_param_header` heads it: LIST ID USAGE 00b, priority 0.
-fn spc_list<T: AsRef<[u8]>, S: AsRef<[u8]>>(
+pub(super) fn spc_list<T: AsRef<[u8]>, S: AsRef<[u8]>>(
     list_id: u8,
     targets: &[T],
     segments: &[S],
@@ -91,14 +91,14 @@ fn fc() -> Limits {
 }
 
 #[track_caller]
-fn assert_sense(r: Result<CopyList, ParamError>, want: (u8, u8, u8)) -> ParamError {
+pub(super) fn assert_sense(r: Result<CopyList, ParamError>, want: (u8, u8, u8)) -> ParamError {
     let e = r.expect_err("the list must be refused");
     assert_eq!(e.sense(), want, "{e}");
     e
 }
 
-const LIST_LENGTH: (u8, u8, u8) = (0x05, 0x1A, 0x00);
-const INVALID_FIELD: (u8, u8, u8) = (0x05, 0x26, 0x00);
+pub(super) const LIST_LENGTH: (u8, u8, u8) = (0x05, 0x1A, 0x00);
+pub(super) const INVALID_FIELD: (u8, u8, u8) = (0x05, 0x26, 0x00);
 
 #[test]
 fn spc4_block_to_block_as_libiscsi_sends_it() {
@@ -529,15 +529,18 @@ fn other_refusals() {
     let disk = ident_target(0, DISK_512);
     let seg = b2b(0, 0, 8, 0, 0);
 
-    // Inline data, which no implemented segment type reads: refused by default.
-    let list = spc_list(1, &[&disk], &[&seg], &[1, 2, 3, 4]);
-    let e = assert_sense(parse(&list, &Limits::default()), (0x05, 0x26, 0x0B));
-    assert_eq!(e.field_pointer(), Some(12));
-    let roomy = Limits {
+    // Inline data beyond the maximum: refused, pointing at INLINE DATA LENGTH.
+    let list = spc_list(1, &[&disk], &[&seg], &[1, 2, 3, 4, 5]);
+    let tight = Limits {
         max_inline_data: 4,
         ..Limits::default()
     };
-    assert_eq!(parse(&list, &roomy).unwrap().inline, [1, 2, 3, 4]);
+    let e = assert_sense(parse(&list, &tight), (0x05, 0x26, 0x0B));
+    assert_eq!(e.field_pointer(), Some(12));
+    assert_eq!(
+        parse(&list, &Limits::default()).unwrap().inline,
+        [1, 2, 3, 4, 5]
+    );
 
     // N_Port_ID (E1h) target descriptor.
     let mut e1 = disk.clone();
@@ -564,11 +567,11 @@ fn other_refusals() {
 fn implemented_codes_follow_the_limits() {
     assert_eq!(
         Limits::default().implemented_descriptor_codes(),
-        [0x00, 0x01, 0x02, 0xE4]
+        [0x00, 0x01, 0x02, 0x04, 0x05, 0xE4]
     );
     assert_eq!(
         fc().implemented_descriptor_codes(),
-        [0x00, 0x01, 0x02, 0xE0, 0xE4]
+        [0x00, 0x01, 0x02, 0x04, 0x05, 0xE0, 0xE4]
     );
     let l = Limits::default();
     // Each count is reached before the descriptor list length (see `Limits::default`).
@@ -650,12 +653,13 @@ fn target() -> impl Strategy<Value = TargetDescriptor> {
     prop_oneof![ident, fc_target()]
 }
 
-/// A segment's fields, before its ends are chosen among the targets.
-type RawSegment = (u8, Index, Index, u16, u64, u64, bool, bool, u32);
+/// A segment's fields, before its ends are chosen among the targets (and its inline range
+/// within the list's inline data); the last is an embedded data field.
+type RawSegment = (u8, Index, Index, u16, u64, u64, bool, bool, u32, Vec<u8>);
 
 fn raw_segment() -> impl Strategy<Value = RawSegment> {
     (
-        0u8..3,
+        0u8..5,
         any::<Index>(),
         any::<Index>(),
         any::<u16>(),
@@ -664,13 +668,18 @@ fn raw_segment() -> impl Strategy<Value = RawSegment> {
         any::<bool>(),
         any::<bool>(),
         0u32..1 << 24,
+        vec(any::<u8>(), 0..17).prop_map(|mut field| {
+            field.truncate(field.len() / 4 * 4);
+            field
+        }),
     )
 }
 
-/// Makes `raw` a valid segment over `targets`: ends of the right device types (the local LU
-/// is always a block device); block→block when no target is a stream device.
-fn segment(targets: &[TargetDescriptor], raw: RawSegment) -> Segment {
-    let (kind, a, b, blocks, lba1, lba2, dc, cat, transfer_len) = raw;
+/// Makes `raw` a valid segment over `targets` and `inline_len` bytes of inline data: ends of
+/// the right device types (the local LU is always a block device), inline ranges within the
+/// inline data; block→block when no target is a stream device.
+fn segment(targets: &[TargetDescriptor], inline_len: usize, raw: RawSegment) -> Segment {
+    let (kind, a, b, blocks, lba1, lba2, dc, cat, transfer_len, field) = raw;
     let mut block = vec![LOCAL_LU];
     let mut stream = vec![];
     for (i, t) in targets.iter().enumerate() {
@@ -696,6 +705,23 @@ fn segment(targets: &[TargetDescriptor], raw: RawSegment) -> Segment {
             transfer_len,
             blocks,
             lba: lba1,
+            cat,
+        },
+        3 if !stream.is_empty() => {
+            let offset = a.index(inline_len / 4 + 1) * 4;
+            Segment::InlineToStream {
+                dst: pick(&stream, b),
+                transfer_len,
+                offset: offset as u32,
+                bytes: (lba1 % (inline_len.saturating_sub(offset) as u64 + 1)) as u32,
+                cat,
+            }
+        }
+        4 if !stream.is_empty() => Segment::EmbeddedToStream {
+            dst: pick(&stream, b),
+            transfer_len,
+            bytes: (lba1 % (field.len() as u64 + 1)) as u16,
+            field,
             cat,
         },
         _ => Segment::BlockToBlock {
@@ -729,7 +755,10 @@ fn copy_list() -> impl Strategy<Value = CopyList> {
     let body = prop_oneof![legato, spc];
     (head, body, vec(raw_segment(), 0..8)).prop_map(
         |((list_id, str_bit, list_id_usage, priority), (targets, inline, format), raw)| {
-            let segments = raw.into_iter().map(|r| segment(&targets, r)).collect();
+            let segments = raw
+                .into_iter()
+                .map(|r| segment(&targets, inline.len(), r))
+                .collect();
             CopyList {
                 format,
                 list_id,
@@ -759,7 +788,10 @@ fn check_refusal(e: &ParamError, list: &[u8]) -> Result<(), TestCaseError> {
     let (key, asc, ascq) = e.sense();
     let named = matches!(
         (key, asc, ascq),
-        (0x05, 0x1A, 0x00) | (0x05, 0x26, 0x00 | 0x06..=0x09 | 0x0B) | (0x0A, 0x08, 0x04)
+        (0x05, 0x1A, 0x00)
+            | (0x05, 0x26, 0x00 | 0x06..=0x09 | 0x0B)
+            | (0x0A, 0x08, 0x04)
+            | (0x0A, 0x26, 0x0B)
     );
     prop_assert!(named, "{e}: sense {key:#x}/{asc:#x}/{ascq:#x}");
     if let Some(p) = e.field_pointer() {

@@ -5,6 +5,8 @@
 //!                     ── E0h N_Port_Name = its fc_name ──────┼─> EndpointRef::CopyTarget(name)
 //!                     ── E4h NAA of an export, or FFFFh ───────> EndpointRef::Export(name)
 //!   segments 02h (block→block), 00h (block→stream), 01h (stream→block) ─> TransferSpec
+//!   segments 04h (inline→stream), 05h (embedded→stream) ─> TransferSpec from
+//!                                                          EndpointRef::Inline(the bytes)
 //! ```
 //!
 //! Lists between cowd's own units only run in place ([`super::resolve`]); a list with any
@@ -46,8 +48,8 @@ pub fn spec(
             .is_some()
     };
     let any = list.segments.iter().any(|s| {
-        let (src, dst) = ends(s);
-        (src != LOCAL_LU && named(src)) || (dst != LOCAL_LU && named(dst))
+        let (src, dst) = s.ends();
+        src.is_some_and(|src| src != LOCAL_LU && named(src)) || (dst != LOCAL_LU && named(dst))
     });
     if !any {
         return Ok(None);
@@ -159,6 +161,19 @@ pub fn spec(
                     bytes,
                 }
             }
+            Segment::InlineToStream { dst, .. } | Segment::EmbeddedToStream { dst, .. } => {
+                let dst = side(n, dst, true)?;
+                // `parse` checked that the inline data holds the segment's range.
+                let data = s.carried(list).unwrap_or_default().to_vec();
+                TransferSpec {
+                    segment: n,
+                    src_offset: 0,
+                    dst_offset: 0,
+                    bytes: data.len() as u64,
+                    src: EndpointRef::Inline(data),
+                    dst: dst.ep,
+                }
+            }
         };
         transfers.push(t);
     }
@@ -187,14 +202,6 @@ pub fn find_target<'a>(t: &TargetDescriptor, targets: &'a [CopyTarget]) -> Optio
         TargetDescriptor::FcNPortName { name, .. } => {
             targets.iter().find(|c| c.fc_name.as_ref() == Some(name))
         }
-    }
-}
-
-fn ends(s: &Segment) -> (u16, u16) {
-    match *s {
-        Segment::BlockToBlock { src, dst, .. }
-        | Segment::BlockToStream { src, dst, .. }
-        | Segment::StreamToBlock { src, dst, .. } => (src, dst),
     }
 }
 

@@ -13,6 +13,7 @@ use crate::san::copy_targets::{CopyTarget, TargetKind, TargetPath};
 use crate::san::paths::{self, Opened, PathError, PathSpec};
 use crate::san::ports::{Port, Ports, Role};
 use crate::scsi::{Disk, Nexus, Status};
+use crate::stream::Chunk;
 use crate::xcopy::testing::*;
 
 const COPY_STATUS: u8 = 0x00;
@@ -412,12 +413,12 @@ fn an_aborted_list_cancels_its_job() {
     assert_eq!(good(rcr(&s.rig.disks[0], COPY_STATUS, 1, 12))[4], 0x02);
 }
 
-#[test]
-fn block_to_stream_and_back_through_a_stream_copy_target() {
-    const TAPE_NAA: [u8; 8] = [0x30, 0, 0, 0, 0, 0, 0x0B, 0x0B];
-    let dir = tempfile::tempdir().unwrap();
-    let first = dir.path().join("tape-1");
-    let second = dir.path().join("tape-2");
+const TAPE_NAA: [u8; 8] = [0x30, 0, 0, 0, 0, 0, 0x0B, 0x0B];
+
+/// A stream copy target "tape" (TAPE_NAA) on file `tape-1` in `dir`, `tape-2` its next medium.
+fn tape(dir: &Path) -> (CopyTarget, std::path::PathBuf, std::path::PathBuf) {
+    let first = dir.join("tape-1");
+    let second = dir.join("tape-2");
     std::fs::File::create(&first).unwrap();
     std::fs::File::create(&second).unwrap();
     let tape = CopyTarget {
@@ -432,16 +433,25 @@ fn block_to_stream_and_back_through_a_stream_copy_target() {
         }],
         media: vec![PathSpec::Stream(second.clone())],
     };
+    (tape, first, second)
+}
+
+/// A sequential-access target descriptor in fixed-block mode.
+fn stream_target(naa: [u8; 8]) -> [u8; 32] {
+    let mut t = naa_target(naa, 0x01, 0);
+    t[28] = 0x01; // FIXED
+    t
+}
+
+#[test]
+fn block_to_stream_and_back_through_a_stream_copy_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tape, first, second) = tape(dir.path());
     let s = setup(tape, vec![], &[("m1", &[])], vec![]);
     let d = &s.rig.disks[0];
     let data = pattern(1 << 20, 11);
     put(d, 64, &data);
     let blocks = (data.len() / 512) as u16;
-    let stream_target = |naa| {
-        let mut t = naa_target(naa, 0x01, 0);
-        t[28] = 0x01; // FIXED
-        t
-    };
     // 00h: the unit's blocks 64.. to the tape.
     let list = spc_list(
         1,
@@ -498,5 +508,77 @@ fn block_to_stream_and_back_through_a_stream_copy_target() {
         ),
         "{:?}",
         sense_of(&r)
+    );
+}
+
+#[test]
+fn inline_and_embedded_data_go_to_the_stream_between_the_blocks_in_list_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tape, first, _) = tape(dir.path());
+    let s = setup(tape, vec![], &[("m1", &[])], vec![]);
+    let d = &s.rig.disks[0];
+    let data = pattern(256 << 10, 5);
+    put(d, 64, &data);
+    let blocks = (data.len() / 512) as u16;
+    let label = pattern(512, 7);
+    let catalog = pattern(1024, 9);
+    // 05h: a 512-byte label; 00h: the blocks; 04h: the second half of the inline data.
+    let inline = [pattern(1024, 3), catalog.clone()].concat();
+    let list = spc_list(
+        1,
+        0b10,
+        &[stream_target(TAPE_NAA)],
+        &[
+            embedded_stream(0, &label),
+            block_stream(0x00, 0xFFFF, 0, blocks, 64),
+            inline_stream(0, 1024, 1024),
+        ],
+    );
+    let r = xcopy(d, &with_inline(list, &inline));
+    assert_eq!(r.status, Status::Good, "{:?}", sense_of(&r));
+
+    // The stream: label and catalog in Inline records, the blocks in Data records at their
+    // offsets, in list order.
+    let mut reader = crate::stream::StreamReader::open([first.clone()]).unwrap();
+    let mut read = Vec::new();
+    while let Some(chunk) = reader.next_chunk().unwrap() {
+        read.push(match chunk {
+            Chunk::Inline(b) => (None, b.to_vec()),
+            Chunk::Data { offset, bytes } => (Some(offset), bytes.to_vec()),
+        });
+    }
+    let capacity = crate::stream::record::payload_capacity(64 << 10);
+    let mut want = vec![(None, label.clone())];
+    for (i, piece) in data.chunks(capacity).enumerate() {
+        want.push((Some(64 * 512 + (i * capacity) as u64), piece.to_vec()));
+    }
+    want.push((None, catalog.clone()));
+    assert_eq!(read, want);
+
+    // 01h reads the stream's bytes in order, inline ones included.
+    let all = (label.len() + data.len() + catalog.len()) / 512;
+    let list = spc_list(
+        2,
+        0b10,
+        &[stream_target(TAPE_NAA)],
+        &[block_stream(0x01, 0, 0xFFFF, all as u16, 6000)],
+    );
+    let r = xcopy(d, &list);
+    assert_eq!(r.status, Status::Good, "{:?}", sense_of(&r));
+    assert_eq!(get(d, 6000, all * 512), [label, data, catalog].concat());
+
+    // Inline data the list does not hold: refused before any job, COPY ABORTED.
+    let list = spc_list(
+        3,
+        0b00,
+        &[stream_target(TAPE_NAA)],
+        &[inline_stream(0, 0, 12)],
+    );
+    let r = xcopy(d, &with_inline(list, &[0; 8]));
+    assert_eq!(sense_of(&r).0, (COPY_ABORTED, 0x26, 0x0B));
+    assert_eq!(
+        s.service.list().unwrap().len(),
+        2,
+        "no job for a refused list"
     );
 }

@@ -37,10 +37,6 @@ const SPC_HEADER: usize = 16;
 const LEGATO_HEADER: usize = 12;
 /// Every target descriptor cowd parses is 32 bytes.
 const TARGET_LEN: usize = 32;
-/// Block→block segment descriptor length.
-const B2B_LEN: usize = 28;
-/// Block↔stream segment descriptor length.
-const BLOCK_STREAM_LEN: usize = 24;
 
 /// Designator type NAA (SPC-4 7.8.6.1).
 const DESIGNATOR_NAA: u8 = 0x3;
@@ -126,7 +122,7 @@ impl ResolveError {
 }
 
 /// Where the descriptors of a parsed list start in its parameter list (the list was checked
-/// by `params::parse`, so the lengths are those of the descriptor types).
+/// by `params::parse`, so each descriptor's length is [`Segment::encoded_len`]).
 #[derive(Debug, Clone)]
 pub struct Layout {
     targets_at: usize,
@@ -143,10 +139,7 @@ impl Layout {
         let mut segments_at = Vec::with_capacity(list.segments.len());
         for s in &list.segments {
             segments_at.push(at);
-            at += match s {
-                Segment::BlockToBlock { .. } => B2B_LEN,
-                Segment::BlockToStream { .. } | Segment::StreamToBlock { .. } => BLOCK_STREAM_LEN,
-            };
+            at += s.encoded_len();
         }
         Layout {
             targets_at,
@@ -244,6 +237,9 @@ impl Resolver<'_> {
                 Err(self.stream(n, dst))
             }
             Segment::StreamToBlock { src, .. } => Err(self.stream(n, src)),
+            Segment::InlineToStream { dst, .. } | Segment::EmbeddedToStream { dst, .. } => {
+                Err(self.stream(n, dst))
+            }
         }
     }
 

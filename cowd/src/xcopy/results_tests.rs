@@ -59,13 +59,13 @@ fn operating_parameters_of_the_default_limits() {
     let p = OperatingParameters::from_limits(&Limits::default());
     #[rustfmt::skip]
     let want = [
-        0x00, 0x00, 0x00, 0x2C, // AVAILABLE DATA 44 (40 + 4 codes)
+        0x00, 0x00, 0x00, 0x2E, // AVAILABLE DATA 46 (40 + 6 codes)
         0x01, 0x00, 0x00, 0x00, // SNLID 1, reserved
         0x00, 0x10,             // MAXIMUM TARGET DESCRIPTOR COUNT 16
         0x00, 0x40,             // MAXIMUM SEGMENT DESCRIPTOR COUNT 64
         0x00, 0x00, 0x09, 0x00, // MAXIMUM DESCRIPTOR LIST LENGTH 2304
         0x00, 0x00, 0x00, 0x00, // MAXIMUM SEGMENT LENGTH: no limit
-        0x00, 0x00, 0x00, 0x00, // MAXIMUM INLINE DATA LENGTH 0
+        0x00, 0x01, 0x00, 0x00, // MAXIMUM INLINE DATA LENGTH 64 KiB
         0x00, 0x00, 0x00, 0x00, // HELD DATA LIMIT 0
         0x00, 0x10, 0x00, 0x00, // MAXIMUM STREAM DEVICE TRANSFER SIZE 1 MiB
         0x00, 0x00,             // reserved
@@ -73,8 +73,10 @@ fn operating_parameters_of_the_default_limits() {
         0x01,                   // MAXIMUM CONCURRENT COPIES 1
         0x00, 0x00, 0x00,       // DATA SEGMENT, INLINE DATA, HELD DATA GRANULARITY (log2)
         0x00, 0x00, 0x00,       // reserved
-        0x04,                   // IMPLEMENTED DESCRIPTOR LIST LENGTH 4
-        0x00, 0x01, 0x02, 0xE4, // block→stream, stream→block, block→block, identification
+        0x06,                   // IMPLEMENTED DESCRIPTOR LIST LENGTH 6
+        0x00, 0x01, 0x02,       // block→stream, stream→block, block→block
+        0x04, 0x05,             // inline→stream, embedded→stream
+        0xE4,                   // identification
     ];
     let got = operating_parameters(&p, 1024);
     assert_eq!(got, want);
@@ -87,7 +89,7 @@ fn operating_parameters_of_the_default_limits() {
     assert_eq!((u16_at(8), u16_at(10)), (16, 64));
     assert_eq!(
         &got[44..44 + usize::from(got[43])],
-        [0x00, 0x01, 0x02, 0xE4]
+        [0x00, 0x01, 0x02, 0x04, 0x05, 0xE4]
     );
 }
 
@@ -103,11 +105,11 @@ fn operating_parameters_list_fc_names_when_implemented() {
         ..OperatingParameters::from_limits(&limits)
     };
     let got = operating_parameters(&p, 1024);
-    assert_eq!(got[..4], 45u32.to_be_bytes());
+    assert_eq!(got[..4], 47u32.to_be_bytes());
     assert_eq!(got[34..37], [0x01, 0x02, 8]);
-    assert_eq!(got[43..], [5, 0x00, 0x01, 0x02, 0xE0, 0xE4]);
-    // LIO's short answer: 54 bytes asked, the whole 49 given.
-    assert_eq!(operating_parameters(&p, 54).len(), 49);
+    assert_eq!(got[43..], [7, 0x00, 0x01, 0x02, 0x04, 0x05, 0xE0, 0xE4]);
+    // LIO's short answer: 54 bytes asked, the whole 51 given.
+    assert_eq!(operating_parameters(&p, 54).len(), 51);
     assert_eq!(operating_parameters(&p, 40).len(), 40);
 }
 

@@ -282,6 +282,39 @@ pub fn block_stream(code: u8, src: u16, dst: u16, blocks: u16, lba: u64) -> Vec<
     d
 }
 
+/// An inline data→stream segment descriptor (04h, 20 bytes): `bytes` bytes of the list's
+/// inline data from `offset`.
+pub fn inline_stream(dst: u16, offset: u32, bytes: u32) -> Vec<u8> {
+    let mut d = vec![0u8; 20];
+    d[0] = 0x04;
+    d[2..4].copy_from_slice(&0x0010u16.to_be_bytes());
+    d[6..8].copy_from_slice(&dst.to_be_bytes());
+    d[9..12].copy_from_slice(&(64u32 << 10).to_be_bytes()[1..]);
+    d[12..16].copy_from_slice(&offset.to_be_bytes());
+    d[16..20].copy_from_slice(&bytes.to_be_bytes());
+    d
+}
+
+/// An embedded data→stream segment descriptor (05h) carrying `data`, zero-padded.
+pub fn embedded_stream(dst: u16, data: &[u8]) -> Vec<u8> {
+    let field = data.len().next_multiple_of(4);
+    let mut d = vec![0u8; 16 + field];
+    d[0] = 0x05;
+    d[2..4].copy_from_slice(&((12 + field) as u16).to_be_bytes());
+    d[6..8].copy_from_slice(&dst.to_be_bytes());
+    d[9..12].copy_from_slice(&(64u32 << 10).to_be_bytes()[1..]);
+    d[12..14].copy_from_slice(&(data.len() as u16).to_be_bytes());
+    d[16..16 + data.len()].copy_from_slice(data);
+    d
+}
+
+/// `list` with `inline` as its inline data (INLINE DATA LENGTH set, the bytes appended).
+pub fn with_inline(mut list: Vec<u8>, inline: &[u8]) -> Vec<u8> {
+    list[12..16].copy_from_slice(&(inline.len() as u32).to_be_bytes());
+    list.extend_from_slice(inline);
+    list
+}
+
 /// EXTENDED COPY (LID1) of `list` on `disk`.
 pub fn xcopy(disk: &Disk, list: &[u8]) -> Response {
     xcopy_from(disk, &crate::scsi::Nexus::default(), list)

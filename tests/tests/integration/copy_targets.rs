@@ -315,3 +315,131 @@ fn extended_copy_reaches_a_copy_target_over_iscsi_past_a_dead_and_a_frozen_porta
         "both failed paths are logged:\n{log}"
     );
 }
+
+/// A host's list to tape: a label embedded in a segment (05h), blocks of the unit (00h), a
+/// catalog record in the list's inline data (04h); the stream on the file holds them in that
+/// order, and a stream→block list (01h) reads them back as the stream's bytes.
+#[test]
+fn extended_copy_writes_embedded_and_inline_data_to_a_stream_target_between_the_blocks() {
+    use cowd::stream::{Chunk, StreamReader};
+    use cowd::xcopy::{CopyList, DeviceParams, LOCAL_LU, Segment, TargetDescriptor, encode};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let tape = tmp.path().join("tape.stream");
+    std::fs::File::create(&tape).unwrap();
+    let conf = tmp.path().join("cowd.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[copy_target]]\nname = \"tape\"\nnaa = \"3000000000000b0b\"\nkind = \"stream\"\n\
+             paths = [\"stream:{}\"]\n",
+            tape.display()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::builder()
+        .export("src", 8 * MIB)
+        .iscsi()
+        .args(&["--config", conf.to_str().unwrap()])
+        .start();
+    let data = cowd_tests::pattern(3, (2 * MIB) as usize);
+    let mut image = vec![0u8; (8 * MIB) as usize];
+    image[..data.len()].copy_from_slice(&data);
+    std::fs::write(d.image("src"), &image).unwrap();
+
+    let tape_descriptor = TargetDescriptor::Identification {
+        relative_initiator_port: 0,
+        code_set: 1,
+        association: 0,
+        designator_type: 3,
+        designator: vec![0x30, 0, 0, 0, 0, 0, 0x0b, 0x0b],
+        device: DeviceParams::Stream {
+            fixed: false,
+            pad: false,
+            block_len: 0,
+        },
+    };
+    let label = b"cowd test volume 0001, written by a host".to_vec();
+    // Label and catalog fill one block together, so the stream is whole blocks.
+    let catalog = cowd_tests::pattern(9, 512 - label.len());
+    let blocks = (data.len() / 512) as u16;
+    let to_tape = CopyList {
+        list_id: 1,
+        list_id_usage: 0b10,
+        targets: vec![tape_descriptor.clone()],
+        segments: vec![
+            Segment::EmbeddedToStream {
+                dst: 0,
+                transfer_len: 512,
+                bytes: label.len() as u16,
+                field: label.clone(),
+                cat: false,
+            },
+            Segment::BlockToStream {
+                src: LOCAL_LU,
+                dst: 0,
+                transfer_len: 1 << 20,
+                blocks,
+                lba: 0,
+                cat: false,
+            },
+            Segment::InlineToStream {
+                dst: 0,
+                transfer_len: 4096,
+                offset: 0,
+                bytes: catalog.len() as u32,
+                cat: false,
+            },
+        ],
+        inline: catalog.clone(),
+        ..CopyList::default()
+    };
+    let mut host = host(&d.iscsi_url("src")).unwrap();
+    let answer = extended_copy(&mut host, &encode(&to_tape)).unwrap();
+    assert_eq!(answer.status, 0, "{answer:?}\n{}", d.log());
+
+    let mut reader = StreamReader::open([tape.clone()]).unwrap();
+    let (mut kinds, mut bytes) = (Vec::new(), Vec::new());
+    while let Some(chunk) = reader.next_chunk().unwrap() {
+        if let Chunk::Data { offset, .. } = chunk {
+            assert_eq!(offset, bytes.len() as u64 - label.len() as u64, "in order");
+        }
+        kinds.push(matches!(chunk, Chunk::Inline(_)));
+        bytes.extend_from_slice(chunk.bytes());
+    }
+    let in_order = [&label[..], &data, &catalog].concat();
+    assert!(bytes == in_order, "the stream holds label, blocks, catalog");
+    assert!(kinds[0] && *kinds.last().unwrap() && !kinds[1..kinds.len() - 1].contains(&true));
+    let copies = stdout(&cowctl(&d, &["copies"]));
+    assert!(
+        copies.contains(&format!(
+            "inline data ({} bytes) -> copy-target:tape",
+            label.len()
+        )),
+        "{copies}"
+    );
+
+    // Back: the whole stream, label and catalog included, to LBA 8192 (4 MiB in).
+    let from_tape = CopyList {
+        list_id: 2,
+        list_id_usage: 0b10,
+        targets: vec![tape_descriptor],
+        segments: vec![Segment::StreamToBlock {
+            src: 0,
+            dst: LOCAL_LU,
+            transfer_len: 1 << 20,
+            blocks: (in_order.len() / 512) as u16,
+            lba: 8192,
+            cat: false,
+        }],
+        ..CopyList::default()
+    };
+    let answer = extended_copy(&mut host, &encode(&from_tape)).unwrap();
+    assert_eq!(answer.status, 0, "{answer:?}\n{}", d.log());
+    let image = std::fs::read(d.image("src")).unwrap();
+    let back = &image[(4 * MIB) as usize..(4 * MIB) as usize + in_order.len()];
+    assert!(
+        back == in_order,
+        "the stream's bytes, in order, from LBA 8192"
+    );
+}
