@@ -94,6 +94,7 @@ pub(super) fn job(session: &Session, snapshot: &str, target: &str) -> JobSpec {
             dst_offset: 0,
             bytes: session.size,
         }],
+        carried: Vec::new(),
     }
 }
 

@@ -150,7 +150,7 @@ fn endpoint(device: &str) -> EndpointRef {
 fn device_of(e: &EndpointRef) -> &str {
     match e {
         EndpointRef::Export(n) | EndpointRef::CopyTarget(n) => n,
-        EndpointRef::Inline(_) => unreachable!("the model copies between devices"),
+        EndpointRef::Inline => unreachable!("the model copies between devices"),
     }
 }
 
@@ -254,6 +254,7 @@ fn generate(seed: u64, mix: Mix) -> Scenario {
                 },
                 group: job_group(rng).map(Into::into),
                 transfers,
+                carried: Vec::new(),
             }
         })
         .collect();
@@ -1198,6 +1199,7 @@ fn a_mover_cut_off_from_the_table_mid_copy_takes_its_job_up_again() {
                 dst_offset: space.take("t0", bytes, 0),
                 bytes,
             }],
+            carried: Vec::new(),
         }],
         // Shorter than the lease: the table never voids the claim.
         events: vec![(

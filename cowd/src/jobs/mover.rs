@@ -352,6 +352,7 @@ impl Mover {
             durable: 0,
             checkpoints: false,
             buffer: Vec::new(),
+            carried: &spec.carried,
             writers: HashMap::new(),
             readers: HashMap::new(),
         };
@@ -453,6 +454,8 @@ struct Running<'a> {
     /// The job is checkpointed (block endpoints only).
     checkpoints: bool,
     buffer: Vec<u8>,
+    /// The bytes the job carries, which [`EndpointRef::Inline`] sources read.
+    carried: &'a [u8],
     /// Streams being written, by copy target (finished when the job is).
     writers: HashMap<String, StreamWriter>,
     /// Streams being read, by copy target, with bytes read but not used yet.
@@ -547,10 +550,10 @@ impl Running<'_> {
 
     fn read(&mut self, t: &TransferSpec, buf: &mut [u8], offset: u64) -> Result<(), Stop> {
         let (segment, ep) = (t.segment, &t.src);
-        if let EndpointRef::Inline(data) = ep {
+        if *ep == EndpointRef::Inline {
             let range = usize::try_from(offset).ok().and_then(|start| {
                 let end = start.checked_add(buf.len())?;
-                data.get(start..end)
+                self.carried.get(start..end)
             });
             let Some(bytes) = range else {
                 let reason = format!("{ep} holds no {} bytes at {offset}", buf.len());
@@ -582,7 +585,7 @@ impl Running<'_> {
                 let dev = &self.exports[name];
                 op(dev.as_ref()).map_err(|e| failed(format!("export {name}: {e}")))
             }
-            EndpointRef::Inline(_) => Err(Stop::failed(
+            EndpointRef::Inline => Err(Stop::failed(
                 JobError::DeviceType,
                 segment,
                 source,

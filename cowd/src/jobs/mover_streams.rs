@@ -60,11 +60,11 @@ impl Running<'_> {
             let source = (spec.transfers.iter())
                 .filter(|s| s.dst == t.dst)
                 .map(|s| &s.src)
-                .find(|src| !matches!(src, EndpointRef::Inline(_)));
+                .find(|src| **src != EndpointRef::Inline);
             let designator = match source {
                 Some(EndpointRef::Export(e)) => naa(crate::export::unit_id(e)).to_vec(),
                 Some(EndpointRef::CopyTarget(c)) => c.as_bytes().iter().take(32).copied().collect(),
-                Some(EndpointRef::Inline(_)) | None => Vec::new(),
+                Some(EndpointRef::Inline) | None => Vec::new(),
             };
             let label = match source {
                 Some(src) => format!("cowd job {} from {src}", self.id),
@@ -89,7 +89,7 @@ impl Running<'_> {
             if result.is_ok() {
                 let w = self.writers.get_mut(&name).expect("opened above");
                 result = match t.src {
-                    EndpointRef::Inline(_) => w.write_inline(&buf),
+                    EndpointRef::Inline => w.write_inline(&buf),
                     _ => w.write_blocks(t.src_offset + done, &buf),
                 }
                 .map_err(|e| failed(format!("copy target {name}: {e}")));

@@ -8,7 +8,7 @@
 //! ```text
 //!   JobSpec { origin, group, transfers: [ TransferSpec { src: EndpointRef, src_offset,
 //!                                                       dst: EndpointRef, dst_offset, bytes } ] }
-//!   EndpointRef: Export(name) | CopyTarget(name) | Inline(bytes the request carried: a source)
+//!   EndpointRef: Export(name) | CopyTarget(name) | Inline (JobSpec::carried, from src_offset)
 //!   Outcome: Done { bytes } | Failed { error: JobError, segment, reason }
 //! ```
 
@@ -28,9 +28,9 @@ pub enum EndpointRef {
     Export(String),
     /// A configured copy target, by name, reached through one of its paths.
     CopyTarget(String),
-    /// Bytes the requester sent with its request (an EXTENDED COPY's inline or embedded
-    /// data), carried in the job: a source only. Base64 in JSON.
-    Inline(#[serde(with = "base64_bytes")] Vec<u8>),
+    /// The bytes the requester sent with its request (an EXTENDED COPY's inline or embedded
+    /// data), carried in the job ([`JobSpec::carried`]): a source only.
+    Inline,
 }
 
 impl EndpointRef {
@@ -38,7 +38,7 @@ impl EndpointRef {
     pub fn copy_target(&self) -> Option<&str> {
         match self {
             EndpointRef::CopyTarget(name) => Some(name),
-            EndpointRef::Export(_) | EndpointRef::Inline(_) => None,
+            EndpointRef::Export(_) | EndpointRef::Inline => None,
         }
     }
 }
@@ -48,7 +48,7 @@ impl fmt::Display for EndpointRef {
         match self {
             EndpointRef::Export(name) => write!(f, "export:{name}"),
             EndpointRef::CopyTarget(name) => write!(f, "copy-target:{name}"),
-            EndpointRef::Inline(data) => write!(f, "inline data ({} bytes)", data.len()),
+            EndpointRef::Inline => f.write_str("inline data"),
         }
     }
 }
@@ -98,6 +98,11 @@ pub struct JobSpec {
     /// of this group may serve it. `None`: every initiator port.
     pub group: Option<String>,
     pub transfers: Vec<TransferSpec>,
+    /// The bytes the request carried (an EXTENDED COPY's inline data, then its segments'
+    /// embedded data), once for all its [`EndpointRef::Inline`] sources. Base64 in JSON,
+    /// left out when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "base64_bytes")]
+    pub carried: Vec<u8>,
 }
 
 impl JobSpec {
@@ -192,7 +197,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn endpoints_are_json_as_the_job_tables_store_them() {
+    fn endpoints_and_carried_bytes_are_json_as_the_job_tables_store_them() {
         let cases = [
             (
                 EndpointRef::Export("db".into()),
@@ -202,20 +207,27 @@ mod tests {
                 EndpointRef::CopyTarget("vault".into()),
                 r#"{"kind":"copy_target","name":"vault"}"#,
             ),
-            (
-                EndpointRef::Inline(b"label\0\xff".to_vec()),
-                r#"{"kind":"inline","name":"bGFiZWwA/w=="}"#,
-            ),
+            (EndpointRef::Inline, r#"{"kind":"inline"}"#),
         ];
         for (ep, json) in cases {
             assert_eq!(serde_json::to_string(&ep).unwrap(), json);
             assert_eq!(serde_json::from_str::<EndpointRef>(json).unwrap(), ep);
         }
-        let bad = r#"{"kind":"inline","name":"not base64!"}"#;
-        assert!(serde_json::from_str::<EndpointRef>(bad).is_err());
+        let mut spec = crate::jobs::testing::spec(7);
+        let plain = serde_json::to_value(&spec).unwrap();
+        assert!(plain.get("carried").is_none(), "{plain}");
+        spec.carried = b"label\0\xff".to_vec();
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["carried"], "bGFiZWwA/w==");
         assert_eq!(
-            EndpointRef::Inline(vec![0; 12]).to_string(),
-            "inline data (12 bytes)"
+            serde_json::from_value::<JobSpec>(json.clone()).unwrap(),
+            spec
         );
+        let mut bad = json;
+        bad["carried"] = "not base64!".into();
+        assert!(serde_json::from_value::<JobSpec>(bad).is_err());
+        // A spec stored before `carried` existed reads as carrying nothing.
+        let old = serde_json::from_value::<JobSpec>(plain).unwrap();
+        assert!(old.carried.is_empty());
     }
 }

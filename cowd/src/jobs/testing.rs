@@ -17,5 +17,6 @@ pub fn spec(bytes: u64) -> JobSpec {
             dst_offset: 0,
             bytes,
         }],
+        carried: Vec::new(),
     }
 }

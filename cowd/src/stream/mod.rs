@@ -57,13 +57,15 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamSummary {
     pub stream_id: u64,
-    /// Every record of the stream: stream headers, Data records and the Trailer.
+    /// Every record of the stream: stream headers, Data and Inline records and the Trailer.
     pub records: u64,
+    /// Data and Inline records.
     pub data_records: u64,
-    /// Bytes of source data (the payloads of the Data records).
+    /// Bytes of data: the payloads of the Data records (the source's) and of the Inline
+    /// records (a restore to the source's offsets passes those over, and still counts them).
     pub bytes: u64,
     /// The media the stream spans, in order.
     pub media: Vec<PathBuf>,
-    /// SHA-256 of every Data payload in sequence order.
+    /// SHA-256 of every Data and Inline payload in sequence order.
     pub sha256: [u8; 32],
 }

@@ -388,8 +388,8 @@ pub fn decode(bytes: &[u8]) -> Result<(RecordHeader, &[u8]), RecordError> {
 ///
 /// | offset | bytes | field                                                       |
 /// |-------:|------:|-------------------------------------------------------------|
-/// |      0 |     8 | Data payload bytes on the media before this one             |
-/// |      8 |     8 | Data records on the media before this one                   |
+/// |      0 |     8 | Data and Inline payload bytes on the media before this one  |
+/// |      8 |     8 | Data and Inline records on the media before this one        |
 /// |     16 |     8 | length of the source in bytes, `u64::MAX` when not known    |
 /// |     24 |     2 | label length n (≤ [`MAX_LABEL`])                            |
 /// |     26 |     n | label, UTF-8                                                |

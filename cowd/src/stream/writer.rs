@@ -267,12 +267,17 @@ impl StreamWriter {
             return Ok(());
         }
         let payload = std::mem::take(&mut self.pending);
-        let r = self.emit(self.pending_kind, self.pending_offset, &payload);
+        let inline = self.pending_kind == RecordKind::Inline;
+        // Inline records have no source offset.
+        let offset = if inline { 0 } else { self.pending_offset };
+        let r = self.emit(self.pending_kind, offset, &payload);
         if r.is_ok() {
             self.hasher.update(&payload);
             self.data_bytes += payload.len() as u64;
             self.data_records += 1;
-            self.pending_offset += payload.len() as u64;
+            if !inline {
+                self.pending_offset += payload.len() as u64;
+            }
         }
         self.pending = payload;
         self.pending.clear();

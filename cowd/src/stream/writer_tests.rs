@@ -225,6 +225,12 @@ fn inline_bytes_go_between_the_data_in_records_of_their_own_and_count_in_the_tot
         Filemark,
     ];
     assert_eq!(kinds, want);
+    // Inline records have no source offset, the second of two as well.
+    let file = std::fs::read(&media[0].path).unwrap();
+    let offsets: Vec<u64> = (file.chunks(4096).take(6))
+        .map(|r| decode(r).unwrap().0.source_offset)
+        .collect();
+    assert_eq!(offsets, [0, 0, 4096, 0, 0, 4096 + 2048]);
     let in_order = [&label[..], &a, &note, &more, &b].concat();
     assert_eq!(summary.bytes, in_order.len() as u64);
     assert_eq!(summary.data_records, 5);
@@ -254,4 +260,38 @@ fn inline_bytes_go_between_the_data_in_records_of_their_own_and_count_in_the_tot
     crate::device::BlockDevice::read_at(&dev, &mut back, 0).unwrap();
     assert_eq!(placed, [vec![0; 4096], a, b].concat());
     assert_eq!(back, placed);
+}
+
+#[test]
+fn inline_records_go_on_over_media_like_data() {
+    let dir = tempfile::tempdir().unwrap();
+    // 6 records a medium: a header and 5 more (the last medium also takes the Trailer).
+    let media = files(dir.path(), 4, Some(6 * 4096));
+    let mut w = StreamWriter::new(media.clone(), info(4096)).unwrap();
+    let label = noise(3 * 3968 + 10, 30);
+    let data = noise(30 * 512, 31);
+    let note = noise(9000, 32);
+    w.write_inline(&label).unwrap();
+    w.write_blocks(0, &data).unwrap();
+    w.write_inline(&note).unwrap();
+    let summary = w.finish().unwrap();
+    assert!(summary.media.len() >= 3, "{:?}", summary.media);
+    let in_order = [&label[..], &data, &note].concat();
+    assert_eq!(summary.bytes, in_order.len() as u64);
+
+    let mut r = crate::stream::StreamReader::open(media).unwrap();
+    let (mut bytes, mut placed) = (Vec::new(), Vec::new());
+    while let Some(chunk) = r.next_chunk().unwrap() {
+        bytes.extend_from_slice(chunk.bytes());
+        if let Some((offset, b)) = chunk.placed() {
+            assert_eq!(offset, placed.len() as u64);
+            placed.extend_from_slice(b);
+        }
+    }
+    assert!(
+        bytes == in_order,
+        "every byte once, in order, over the media"
+    );
+    assert!(placed == data);
+    assert_eq!(r.summary(), summary);
 }

@@ -40,8 +40,8 @@
 //! 5. each target descriptor: count, type code, fields; then each segment descriptor: count,
 //!    type code, DESCRIPTOR LENGTH, CSCD IDs, device types, lengths; for 04h (inline data →
 //!    stream, SPC-4 6.4.6.6) an INLINE DATA OFFSET that is a multiple of 4 and a range within
-//!    the inline data (beyond it: COPY ABORTED, INLINE DATA LENGTH EXCEEDED, with the
-//!    segment's number), for 05h (embedded data → stream, 6.4.6.7) a DESCRIPTOR LENGTH that
+//!    the inline data (beyond it: COPY ABORTED, INLINE DATA LENGTH EXCEEDED, pointing at
+//!    the count), for 05h (embedded data → stream, 6.4.6.7) a DESCRIPTOR LENGTH that
 //!    is a multiple of 4 and a count within the EMBEDDED DATA field (else INVALID FIELD IN
 //!    PARAMETER LIST).
 //!
@@ -928,7 +928,7 @@ fn encode_segment(s: &Segment) -> Vec<u8> {
         let mut d = vec![0u8; len];
         d[0] = code;
         d[1] = flags;
-        d[2..4].copy_from_slice(&(len as u16 - 4).to_be_bytes());
+        d[2..4].copy_from_slice(&((len - 4) as u16).to_be_bytes());
         d[4..6].copy_from_slice(&src.to_be_bytes());
         d[6..8].copy_from_slice(&dst.to_be_bytes());
         d

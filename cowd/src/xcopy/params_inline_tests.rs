@@ -243,3 +243,23 @@ fn the_encoder_pads_embedded_data_and_cuts_the_count_to_the_field() {
         Some(&[1u8, 2, 3, 4, 5][..])
     );
 }
+
+#[test]
+fn the_largest_embedded_field_round_trips() {
+    let [disk, tape] = disk_and_tape();
+    // DESCRIPTOR LENGTH FFFCh: the largest multiple of 4, 65,520 bytes of field.
+    let field: Vec<u8> = (0..65_520u32).map(|i| (i % 251) as u8).collect();
+    let seg = embedded_seg(1, 65_519, &field);
+    assert_eq!(seg[2..4], [0xFF, 0xFC]);
+    let list = spc_list(1, &[&disk, &tape], &[seg], &[]);
+    let roomy = Limits {
+        max_descriptor_list_length: 1 << 20,
+        ..Limits::default()
+    };
+    let got = parse(&list, &roomy).unwrap();
+    assert_eq!(got.segments[0].encoded_len(), 65_536);
+    assert_eq!(got.segments[0].carried(&got), Some(&field[..65_519]));
+    assert_eq!(encode(&got), list);
+    // The default limits leave no room for it: a length error, not a panic.
+    assert_sense(parse(&list, &Limits::default()), LIST_LENGTH);
+}

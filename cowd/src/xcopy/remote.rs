@@ -6,7 +6,8 @@
 //!                     ── E4h NAA of an export, or FFFFh ───────> EndpointRef::Export(name)
 //!   segments 02h (block→block), 00h (block→stream), 01h (stream→block) ─> TransferSpec
 //!   segments 04h (inline→stream), 05h (embedded→stream) ─> TransferSpec from
-//!                                                          EndpointRef::Inline(the bytes)
+//!                       EndpointRef::Inline at its offset in JobSpec::carried (the list's
+//!                       inline data, once, then each embedded segment's data)
 //! ```
 //!
 //! Lists between cowd's own units only run in place ([`super::resolve`]); a list with any
@@ -93,6 +94,14 @@ pub fn spec(
         unit_side(&unit.disk, n, at, stream, stated)
     };
     let mut transfers = Vec::with_capacity(list.segments.len());
+    // The bytes the job carries: the list's inline data whole when a segment uses it (once,
+    // however many segments do), then each embedded segment's data.
+    let uses_inline = (list.segments.iter()).any(|s| matches!(s, Segment::InlineToStream { .. }));
+    let mut carried = if uses_inline {
+        list.inline.clone()
+    } else {
+        Vec::new()
+    };
     for (n, s) in (0u16..).zip(&list.segments) {
         let seg_at = layout.segment(n);
         let t = match *s {
@@ -161,17 +170,33 @@ pub fn spec(
                     bytes,
                 }
             }
-            Segment::InlineToStream { dst, .. } | Segment::EmbeddedToStream { dst, .. } => {
+            Segment::InlineToStream {
+                dst, offset, bytes, ..
+            } => {
                 let dst = side(n, dst, true)?;
-                // `parse` checked that the inline data holds the segment's range.
-                let data = s.carried(list).unwrap_or_default().to_vec();
                 TransferSpec {
                     segment: n,
-                    src_offset: 0,
+                    src: EndpointRef::Inline,
+                    src_offset: u64::from(offset),
+                    dst: dst.ep,
+                    dst_offset: 0,
+                    bytes: u64::from(bytes),
+                }
+            }
+            Segment::EmbeddedToStream { dst, .. } => {
+                let dst = side(n, dst, true)?;
+                let data = s
+                    .carried(list)
+                    .expect("parse keeps the count within the field");
+                let at = carried.len() as u64;
+                carried.extend_from_slice(data);
+                TransferSpec {
+                    segment: n,
+                    src: EndpointRef::Inline,
+                    src_offset: at,
+                    dst: dst.ep,
                     dst_offset: 0,
                     bytes: data.len() as u64,
-                    src: EndpointRef::Inline(data),
-                    dst: dst.ep,
                 }
             }
         };
@@ -184,6 +209,7 @@ pub fn spec(
         },
         group,
         transfers,
+        carried,
     }))
 }
 

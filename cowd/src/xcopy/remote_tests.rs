@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::device::{BlockDevice, FaultDevice, OpMask};
 use crate::jobs::mover::{self, MoverConfig, MoverHandle, Reach};
-use crate::jobs::{CopyService, JobTable, LocalTable};
+use crate::jobs::{CopyService, EndpointRef, JobTable, LocalTable};
 use crate::san::copy_targets::{CopyTarget, TargetKind, TargetPath};
 use crate::san::paths::{self, Opened, PathError, PathSpec};
 use crate::san::ports::{Port, Ports, Role};
@@ -536,6 +536,14 @@ fn inline_and_embedded_data_go_to_the_stream_between_the_blocks_in_list_order() 
     );
     let r = xcopy(d, &with_inline(list, &inline));
     assert_eq!(r.status, Status::Good, "{:?}", sense_of(&r));
+    // The job carries the inline data once, then the label.
+    let job = &s.service.list().unwrap()[0].spec;
+    assert_eq!(job.carried, [&inline[..], &label].concat());
+    let from: Vec<(EndpointRef, u64, u64)> = (job.transfers.iter())
+        .map(|t| (t.src.clone(), t.src_offset, t.bytes))
+        .collect();
+    assert_eq!(from[0], (EndpointRef::Inline, 2048, 512));
+    assert_eq!(from[2], (EndpointRef::Inline, 1024, 1024));
 
     // The stream: label and catalog in Inline records, the blocks in Data records at their
     // offsets, in list order.

@@ -43,6 +43,7 @@ fn spec(bytes: u64) -> JobSpec {
             dst_offset: 0,
             bytes,
         }],
+        carried: Vec::new(),
     }
 }
 
