@@ -336,6 +336,25 @@ mod tests {
             }
             c => panic!("{c:?}"),
         }
+        let sync = [
+            "repo",
+            "sync",
+            "/a",
+            "/b",
+            "--export",
+            "disk",
+            "--keep-last",
+            "2",
+        ];
+        match parse(&sync).unwrap().command {
+            Command::Repo(RepoCommand::Sync(a)) => {
+                assert_eq!((a.src, a.dst), ("/a".into(), "/b".into()));
+                assert_eq!(a.export.as_deref(), Some("disk"));
+                assert_eq!(a.keep.policy().unwrap().last, Some(2));
+                assert!(!a.dry_run);
+            }
+            c => panic!("{c:?}"),
+        }
         match parse(&["backups", "disk", "--repo", "/r"]).unwrap().command {
             Command::Backups(b) => {
                 assert_eq!(b.export.as_deref(), Some("disk"));
@@ -360,7 +379,7 @@ mod tests {
         .command
         {
             Command::Prune(p) => {
-                let keep = p.policy().unwrap();
+                let keep = p.keep.policy().unwrap();
                 assert_eq!(
                     (keep.last, keep.daily, keep.monthly),
                     (Some(2), None, Some(6))
@@ -370,7 +389,7 @@ mod tests {
             c => panic!("{c:?}"),
         }
         match parse(&["prune", "disk"]).unwrap().command {
-            Command::Prune(p) => assert!(p.policy().is_none()),
+            Command::Prune(p) => assert!(p.keep.policy().is_none()),
             c => panic!("{c:?}"),
         }
         let rules = [
@@ -385,7 +404,7 @@ mod tests {
         ];
         match parse(&rules).unwrap().command {
             Command::Prune(p) => {
-                let keep = p.policy().unwrap();
+                let keep = p.keep.policy().unwrap();
                 assert_eq!((keep.hourly, keep.yearly), (Some(24), Some(5)));
                 assert_eq!(keep.within.unwrap().to_string(), "1y6m");
             }

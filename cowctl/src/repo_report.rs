@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use cowd_api::exports::ExportInfo;
 use cowd_api::repo::{
-    Blocks, CorruptChunk, Listed, Manifest, Mode, PruneResult, RepoInfo, VerifyReport,
+    Blocks, CorruptChunk, Listed, Manifest, Mode, PruneResult, RepoInfo, SyncReport, VerifyReport,
 };
 use cowd_api::restores::{RestoreState, RestoreStatus};
 use cowd_api::units::rfc3339;
@@ -216,6 +216,34 @@ pub fn verify_failure(r: &VerifyReport) -> Option<String> {
 
 /// What `cowctl prune` prints: each backup of the export with what happens to it, then the
 /// garbage collection.
+/// What `repo sync` did: each backup copied (or that would be), those already there, and
+/// the chunks moved.
+pub fn sync_text(r: &SyncReport, dry_run: bool) -> String {
+    let mut out = String::new();
+    let action = if dry_run { "would copy" } else { "copied" };
+    for id in &r.synced {
+        out.push_str(&format!("{action}  {}\n", printable(id)));
+    }
+    for id in &r.present {
+        out.push_str(&format!("present  {}\n", printable(id)));
+    }
+    if r.synced.is_empty() {
+        out.push_str("nothing to copy\n");
+    }
+    let stored = if dry_run {
+        String::new()
+    } else {
+        format!(", {} stored", human_size(r.stored_bytes))
+    };
+    out.push_str(&format!(
+        "chunks: {} {action} ({}{stored}), {} already there\n",
+        count(r.chunks_copied, "chunk"),
+        human_size(r.bytes_copied),
+        r.chunks_present
+    ));
+    out
+}
+
 pub fn prune_text(r: &PruneResult, dry_run: bool) -> String {
     let mut rows: Vec<(&str, String)> = Vec::new();
     for k in &r.keep {

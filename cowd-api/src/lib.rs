@@ -28,6 +28,7 @@
 //! | GET    | /v1/repo/backups/{id}/diff?to=  |                               | [`files::Diff`]               |
 //! | POST   | /v1/repo/verify                 | [`repo::VerifyRequest`]       | [`repo::VerifyReport`]        |
 //! | POST   | /v1/repo/prune                  | [`repo::PruneRequest`]        | [`repo::PruneResult`]         |
+//! | POST   | /v1/repo/sync                   | [`repo::SyncRequest`]         | [`repo::SyncReport`]          |
 //! | POST   | /v1/repo/serve                  | [`repo::ServeRequest`]        | [`exports::ExportInfo`]       |
 //! | POST   | /v1/exports/{name}/unserve      |                               | [`exports::ExportInfo`]       |
 //! | POST   | /v1/restores                    | [`restores::RestoreRequest`]  | [`restores::RestoreStatus`]   |

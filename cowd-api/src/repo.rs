@@ -329,6 +329,38 @@ pub struct GcReport {
     pub chunks_kept_young: u64,
 }
 
+/// `POST /v1/repo/sync`: copy backups from one repository to another.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SyncRequest {
+    /// The source (default: the daemon's repository).
+    pub src: Option<String>,
+    /// The destination.
+    pub dst: String,
+    /// Only the backups of this export.
+    pub export: Option<String>,
+    /// Only the backups this policy keeps (needs `export`); `None`: every backup.
+    pub keep: Option<KeepPolicy>,
+    /// Only say what would be copied.
+    pub dry_run: bool,
+}
+
+/// What a sync did (or, in a dry run, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReport {
+    /// Backups copied (in a dry run: to copy), oldest first.
+    pub synced: Vec<String>,
+    /// Backups asked for that the destination held already.
+    pub present: Vec<String>,
+    /// Distinct chunks copied (in a dry run: to copy) and the plain bytes they hold.
+    pub chunks_copied: u64,
+    pub bytes_copied: u64,
+    /// Bytes the copied chunks take in the destination (0 in a dry run).
+    pub stored_bytes: u64,
+    /// Distinct chunks of the synced backups the destination held already.
+    pub chunks_present: u64,
+}
+
 /// `POST /v1/repo/serve`: serve a backup as a read-only export.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

@@ -1,5 +1,5 @@
-//! The repository commands: `repo init`, `backups`, `verify`, `prune`, `serve` and `unserve`,
-//! one request each (`/v1/repo/...`, `/v1/exports/{name}/unserve`).
+//! The repository commands: `repo init`, `repo sync`, `backups`, `verify`, `prune`, `serve`
+//! and `unserve`, one request each (`/v1/repo/...`, `/v1/exports/{name}/unserve`).
 //!
 //! Paths go to the daemon absolute; a command without `--repo` uses the daemon's default
 //! repository (`cowd serve --repo DIR`).
@@ -11,7 +11,7 @@ use std::time::Duration;
 use cowd_api::exports::ExportInfo;
 use cowd_api::repo::{
     KeepPolicy, KeepWithin, Listed, PruneRequest, PruneResult, RepoInfo, RepoInit, ServeRequest,
-    VerifyReport, VerifyRequest,
+    SyncReport, SyncRequest, VerifyReport, VerifyRequest,
 };
 
 use super::sessions::print;
@@ -30,6 +30,11 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(120);
 pub enum RepoCommand {
     /// Create a repository in an empty or new directory.
     Init(InitArgs),
+    /// Copy the backups DST lacks from SRC, moving only the chunks DST does not hold.
+    ///
+    /// Oldest first, each backup whole or not at all; an interrupted sync leaves the chunks
+    /// it copied in DST, and the next one does not move them again.
+    Sync(SyncArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -77,6 +82,19 @@ pub struct PruneArgs {
     /// The export whose backups to prune.
     #[arg(value_name = "EXPORT")]
     pub export: String,
+    #[command(flatten)]
+    pub keep: KeepArgs,
+    /// Only say what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The repository [default: the daemon's].
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+}
+
+/// A retention policy's rules, as `prune` and `repo sync` take them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeepArgs {
     /// Keep the N newest backups.
     #[arg(long, value_name = "N")]
     pub keep_last: Option<u32>,
@@ -99,12 +117,6 @@ pub struct PruneArgs {
     /// years, m months, d days, h hours, as restic counts).
     #[arg(long, value_name = "SPAN")]
     pub keep_within: Option<KeepWithin>,
-    /// Only say what would be removed.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// The repository [default: the daemon's].
-    #[arg(long, value_name = "DIR")]
-    pub repo: Option<PathBuf>,
 }
 
 /// Why `prune` without a rule is refused before anything is sent.
@@ -112,7 +124,7 @@ pub const NO_KEEP_RULE: &str = "give at least one of --keep-last, --keep-hourly,
      --keep-weekly, --keep-monthly, --keep-yearly, --keep-within: a prune without a keep rule \
      would keep every backup";
 
-impl PruneArgs {
+impl KeepArgs {
     /// The retention policy, or `None` when no rule is given.
     pub fn policy(&self) -> Option<KeepPolicy> {
         let p = KeepPolicy {
@@ -126,6 +138,25 @@ impl PruneArgs {
         };
         (p != KeepPolicy::default()).then_some(p)
     }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SyncArgs {
+    /// The repository to copy from.
+    #[arg(value_name = "SRC")]
+    pub src: PathBuf,
+    /// The repository to copy to (see `repo init`; the same chunk size as SRC).
+    #[arg(value_name = "DST")]
+    pub dst: PathBuf,
+    /// Only the backups of this export.
+    #[arg(long, value_name = "EXPORT")]
+    pub export: Option<String>,
+    /// Only the backups these rules keep (as `prune` would; needs --export).
+    #[command(flatten)]
+    pub keep: KeepArgs,
+    /// Only say what would be copied.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -156,7 +187,35 @@ pub async fn repo(
 ) -> anyhow::Result<Outcome> {
     match cmd {
         RepoCommand::Init(a) => init(client, a, json, out).await,
+        RepoCommand::Sync(a) => sync(client, a, json, out).await,
     }
+}
+
+pub async fn sync(
+    client: &Client,
+    a: &SyncArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
+    let keep = a.keep.policy();
+    if keep.is_some() && a.export.is_none() {
+        let why =
+            "the --keep-* rules of a sync need --export: a policy counts one export's backups";
+        return Ok(Outcome::Usage(why.to_owned()));
+    }
+    let body = SyncRequest {
+        src: Some(absolute("source repository", &a.src)?),
+        dst: absolute("destination repository", &a.dst)?,
+        export: a.export.clone(),
+        keep,
+        dry_run: a.dry_run,
+    };
+    let reply: Reply<SyncReport> = client
+        .clone()
+        .with_timeout(LONG_TIMEOUT)
+        .post("/v1/repo/sync", &body)
+        .await?;
+    print(out, json, &reply, |r| repo_report::sync_text(r, a.dry_run))
 }
 
 pub async fn init(
@@ -243,7 +302,7 @@ pub async fn prune(
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<Outcome> {
-    let Some(keep) = a.policy() else {
+    let Some(keep) = a.keep.policy() else {
         return Ok(Outcome::Usage(NO_KEEP_RULE.to_owned()));
     };
     let body = PruneRequest {

@@ -14,7 +14,7 @@ pub use cowd_api::files::{
 };
 pub use cowd_api::repo::{
     Damaged, GcReport, KeepPolicy, Kept, Listed, Manifest, PruneRequest, PruneResult, RepoInfo,
-    RepoInit, ServeRequest, Status, VerifyReport, VerifyRequest,
+    RepoInit, ServeRequest, Status, SyncReport, SyncRequest, VerifyReport, VerifyRequest,
 };
 pub use cowd_api::restores::{RestoreRequest, RestoreState, RestoreStatus};
 pub use cowd_api::{DEFAULT_SOCKET, ErrorBody};

@@ -1,7 +1,7 @@
-//! Control API routes of the repository: init, list, verify, prune, restore, serve.
+//! Control API routes of the repository: init, list, verify, prune, sync, restore, serve.
 //!
 //! Requests name a repository or use the daemon's default (`--repo`). Long operations
-//! (verify, prune) run on tokio's blocking pool; restores run as jobs with progress.
+//! (verify, prune, sync) run on tokio's blocking pool; restores run as jobs with progress.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::api::{
     ExportInfo, Kept, Listed, PruneRequest, PruneResult, RepoInfo, RepoInit, RestoreRequest,
-    RestoreStatus, ServeRequest, VerifyReport, VerifyRequest,
+    RestoreStatus, ServeRequest, SyncReport, SyncRequest, VerifyReport, VerifyRequest,
 };
 use super::request::{Body, ControlState, Failure, Params, Reply, blocking, error, export_info};
 use crate::export::{Export, ExportError};
@@ -160,6 +160,36 @@ pub async fn prune(
             removed,
             gc,
         })
+    })
+    .await?;
+    result.map(Json).map_err(repo_error)
+}
+
+pub async fn sync(State(s): State<ControlState>, Body(r): Body<SyncRequest>) -> Reply<SyncReport> {
+    if r.keep.is_some() && r.export.is_none() {
+        let msg = "a sync with a retention policy needs the export whose backups it counts";
+        return Err(error(StatusCode::BAD_REQUEST, msg));
+    }
+    if r.dst.is_empty() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "sync needs a destination repository",
+        ));
+    }
+    let src = open(&s, r.src.as_deref())?;
+    let dst = Repo::open(Path::new(&r.dst)).map_err(repo_error)?;
+    let result = blocking(move || -> Result<SyncReport, RepoError> {
+        let ids: Vec<String> = match (&r.keep, &r.export) {
+            (Some(keep), Some(export)) => {
+                let plan = src.prune_plan(export, keep, SystemTime::now())?;
+                plan.keep.into_iter().map(|(id, _)| id).collect()
+            }
+            (_, export) => (src.backups()?.into_iter())
+                .filter(|m| export.as_ref().is_none_or(|e| m.export == *e))
+                .map(|m| m.id)
+                .collect(),
+        };
+        src.sync_to(&dst, &ids, r.dry_run, &|| false, &|_| {})
     })
     .await?;
     result.map(Json).map_err(repo_error)

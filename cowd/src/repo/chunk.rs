@@ -305,21 +305,14 @@ impl Repo {
             });
         }
         let digest = Digest::of(plain);
-        let path = self.chunk_path(&digest);
-        let present = {
-            let _g = held(self.inner.gc_lock.read());
-            touch(&path).map_err(RepoError::io(&path, "open chunk"))?
-        };
-        if present {
-            // It may have just been linked by another thread whose directory fsync is still
-            // pending: make sure our commit's sync_dirs covers it.
-            self.mark_dirty(&digest);
+        if self.refresh_chunk(&digest)? {
             return Ok(Stored {
                 digest,
                 new: false,
                 stored_bytes: 0,
             });
         }
+        let path = self.chunk_path(&digest);
         let tmp = self.tmp_path();
         let written = OUT.with(|buf| {
             let mut buf = buf.borrow_mut();
@@ -367,6 +360,25 @@ impl Repo {
             new,
             stored_bytes: if new { size } else { 0 },
         })
+    }
+
+    /// True when chunk `d` is present; its mtime is refreshed then, so that a gc keeps it for
+    /// the running backup about to name it (see the module documentation).
+    pub(crate) fn refresh_chunk(&self, d: &Digest) -> Result<bool, RepoError> {
+        if d.is_zero() {
+            return Ok(true);
+        }
+        let path = self.chunk_path(d);
+        let present = {
+            let _g = held(self.inner.gc_lock.read());
+            touch(&path).map_err(RepoError::io(&path, "open chunk"))?
+        };
+        if present {
+            // It may have just been linked by another thread whose directory fsync is still
+            // pending: make sure our commit's sync_dirs covers it.
+            self.mark_dirty(d);
+        }
+        Ok(present)
     }
 
     /// Reads chunk `d` of `len` bytes into `out`, checking header and SHA-256.

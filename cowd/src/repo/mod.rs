@@ -11,6 +11,9 @@
 //! ROOT/tmp/                     temporary files (cleaned at open)
 //! ```
 //!
+//! [`Repo::sync_to`] copies backups to another repository, moving only the chunks it lacks
+//! (`sync.rs`).
+//!
 //! Life of a backup: [`Repo::begin`] → [`Repo::store_chunk`] for each chunk read (from any
 //! number of threads) → [`InProgress::commit`] (chunk directories synced, index and manifest
 //! written and synced, directory renamed into place) or [`InProgress::abort`]. Chunks are
@@ -33,6 +36,7 @@ mod lease;
 mod manifest;
 mod owner;
 mod prune;
+mod sync;
 mod verify;
 
 pub use backup::{InProgress, Pin};
@@ -44,6 +48,7 @@ pub use lease::Lease;
 pub use manifest::{Blocks, Counts, Damaged, Listed, Listing, Manifest, Mode, Status, rfc3339};
 pub use owner::Owner;
 pub use prune::{KEEP_REASONS, KeepPolicy, PrunePlan};
+pub use sync::SyncReport;
 pub use verify::{CorruptChunk, VerifyReport};
 
 use std::fs::{self, File, OpenOptions};

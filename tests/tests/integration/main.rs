@@ -27,3 +27,4 @@ mod nbdsh;
 mod peers;
 mod power_loss;
 mod repo_cli;
+mod repo_sync;
