@@ -7,7 +7,8 @@ use std::time::SystemTime;
 
 use cowd_api::exports::ExportInfo;
 use cowd_api::repo::{
-    Blocks, CorruptChunk, Listed, Manifest, Mode, PruneResult, RepoInfo, SyncReport, VerifyReport,
+    Blocks, CorruptChunk, Listed, Manifest, Mode, PruneResult, RepairReport, RepoInfo, SyncReport,
+    VerifyReport,
 };
 use cowd_api::restores::{RestoreState, RestoreStatus};
 use cowd_api::units::rfc3339;
@@ -241,6 +242,47 @@ pub fn sync_text(r: &SyncReport, dry_run: bool) -> String {
         human_size(r.bytes_copied),
         r.chunks_present
     ));
+    out
+}
+
+/// What `repo repair` found and did: each chunk and index taken again and from where, each
+/// chunk no repository held, each backup that stays damaged (or was removed).
+pub fn repair_text(r: &RepairReport, dry_run: bool) -> String {
+    if r.found.is_ok() {
+        return format!("nothing to repair: {}", verify_text(&r.found));
+    }
+    let mut out = String::new();
+    let verb = if dry_run { "would repair" } else { "repaired" };
+    for (d, from) in &r.chunks_repaired {
+        out.push_str(&format!("{verb} chunk {d} from {}\n", printable(from)));
+    }
+    for (id, from) in &r.indexes_repaired {
+        out.push_str(&format!(
+            "{verb} index of {} from {}\n",
+            printable(id),
+            printable(from)
+        ));
+    }
+    for d in &r.chunks_unrepaired {
+        out.push_str(&format!(
+            "cannot repair chunk {d}: no repository given holds it intact\n"
+        ));
+    }
+    for (id, why) in &r.broken {
+        let fate = if r.removed.contains(id) {
+            "removed"
+        } else {
+            "damaged"
+        };
+        out.push_str(&format!("{fate} {}: {}\n", printable(id), printable(why)));
+    }
+    if r.broken.is_empty() {
+        out.push_str(if dry_run {
+            "every damaged backup can be repaired\n"
+        } else {
+            "every backup verifies now\n"
+        });
+    }
     out
 }
 

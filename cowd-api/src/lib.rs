@@ -29,6 +29,7 @@
 //! | POST   | /v1/repo/verify                 | [`repo::VerifyRequest`]       | [`repo::VerifyReport`]        |
 //! | POST   | /v1/repo/prune                  | [`repo::PruneRequest`]        | [`repo::PruneResult`]         |
 //! | POST   | /v1/repo/sync                   | [`repo::SyncRequest`]         | [`repo::SyncReport`]          |
+//! | POST   | /v1/repo/repair                 | [`repo::RepairRequest`]       | [`repo::RepairReport`]        |
 //! | POST   | /v1/repo/serve                  | [`repo::ServeRequest`]        | [`exports::ExportInfo`]       |
 //! | POST   | /v1/exports/{name}/unserve      |                               | [`exports::ExportInfo`]       |
 //! | POST   | /v1/restores                    | [`restores::RestoreRequest`]  | [`restores::RestoreStatus`]   |

@@ -361,6 +361,38 @@ pub struct SyncReport {
     pub chunks_present: u64,
 }
 
+/// `POST /v1/repo/repair`: what verify finds damaged, taken again from other repositories.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RepairRequest {
+    /// The repository to repair (default: the daemon's).
+    pub repo: Option<String>,
+    /// Repositories to take intact chunks and indexes from (e.g. one synced to), in order.
+    pub from: Vec<String>,
+    /// Remove the backups that stay damaged.
+    pub remove_broken: bool,
+    /// Only say what would be repaired.
+    pub dry_run: bool,
+}
+
+/// What a repair found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairReport {
+    /// What verify found first.
+    pub found: VerifyReport,
+    /// Chunks written again (in a dry run: that would be), with the repository each came
+    /// from.
+    pub chunks_repaired: Vec<(Digest, String)>,
+    /// Backups whose index was written again, with the repository it came from.
+    pub indexes_repaired: Vec<(String, String)>,
+    /// Damaged or missing chunks no repository given holds intact.
+    pub chunks_unrepaired: Vec<Digest>,
+    /// Backups still damaged after the repair, each with why (removed with `remove_broken`).
+    pub broken: Vec<(String, String)>,
+    /// Backups removed.
+    pub removed: Vec<String>,
+}
+
 /// `POST /v1/repo/serve`: serve a backup as a read-only export.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

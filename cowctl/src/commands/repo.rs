@@ -1,5 +1,5 @@
-//! The repository commands: `repo init`, `repo sync`, `backups`, `verify`, `prune`, `serve`
-//! and `unserve`, one request each (`/v1/repo/...`, `/v1/exports/{name}/unserve`).
+//! The repository commands: `repo init`, `repo sync`, `repo repair`, `backups`, `verify`,
+//! `prune`, `serve` and `unserve`, one request each (`/v1/repo/...`, `/v1/exports/{name}/unserve`).
 //!
 //! Paths go to the daemon absolute; a command without `--repo` uses the daemon's default
 //! repository (`cowd serve --repo DIR`).
@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use cowd_api::exports::ExportInfo;
 use cowd_api::repo::{
-    KeepPolicy, KeepWithin, Listed, PruneRequest, PruneResult, RepoInfo, RepoInit, ServeRequest,
-    SyncReport, SyncRequest, VerifyReport, VerifyRequest,
+    KeepPolicy, KeepWithin, Listed, PruneRequest, PruneResult, RepairReport, RepairRequest,
+    RepoInfo, RepoInit, ServeRequest, SyncReport, SyncRequest, VerifyReport, VerifyRequest,
 };
 
 use super::sessions::print;
@@ -35,6 +35,36 @@ pub enum RepoCommand {
     /// Oldest first, each backup whole or not at all; an interrupted sync leaves the chunks
     /// it copied in DST, and the next one does not move them again.
     Sync(SyncArgs),
+    /// Verify a repository, then take each damaged or missing chunk and each damaged index
+    /// again from the repositories given with --from (copies made by `repo sync`).
+    ///
+    /// A chunk is only replaced by data with its name, an index only by one with the checksum
+    /// its manifest holds. The backups that stay damaged are named (exit status 1), and
+    /// removed with --remove-broken.
+    #[command(after_help = REPAIR_STATUS)]
+    Repair(RepairArgs),
+}
+
+const REPAIR_STATUS: &str = "\
+Exit status:
+  0  nothing is damaged any more (repaired, or removed with --remove-broken)
+  1  backups stay damaged, or the daemon refused
+  2  cannot reach the daemon, or bad usage";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RepairArgs {
+    /// The repository to repair [default: the daemon's].
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+    /// A repository holding copies of the same backups (several: tried in order).
+    #[arg(long, value_name = "DIR")]
+    pub from: Vec<PathBuf>,
+    /// Remove the backups that stay damaged (their intact chunks go at the next gc).
+    #[arg(long)]
+    pub remove_broken: bool,
+    /// Only say what would be repaired.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -188,7 +218,44 @@ pub async fn repo(
     match cmd {
         RepoCommand::Init(a) => init(client, a, json, out).await,
         RepoCommand::Sync(a) => sync(client, a, json, out).await,
+        RepoCommand::Repair(a) => repair(client, a, json, out).await,
     }
+}
+
+pub async fn repair(
+    client: &Client,
+    a: &RepairArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
+    let body = RepairRequest {
+        repo: repo_arg(a.repo.as_deref())?,
+        from: (a.from.iter())
+            .map(|p| absolute("repository", p))
+            .collect::<Result<_, _>>()?,
+        remove_broken: a.remove_broken,
+        dry_run: a.dry_run,
+    };
+    let reply: Reply<RepairReport> = client
+        .clone()
+        .with_timeout(LONG_TIMEOUT)
+        .post("/v1/repo/repair", &body)
+        .await?;
+    let text = if json {
+        pretty_json(&reply.body)
+    } else {
+        repo_report::repair_text(&reply.value, a.dry_run)
+    };
+    out.write_all(text.as_bytes())?;
+    let r = &reply.value;
+    let left = (r.broken.iter())
+        .filter(|(id, _)| !r.removed.contains(id))
+        .count();
+    Ok(if left == 0 || a.dry_run {
+        Outcome::Success
+    } else {
+        Outcome::Failed(format!("{left} damaged backup(s) remain"))
+    })
 }
 
 pub async fn sync(

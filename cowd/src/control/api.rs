@@ -13,8 +13,9 @@ pub use cowd_api::files::{
     MappedExtent, Owner,
 };
 pub use cowd_api::repo::{
-    Damaged, GcReport, KeepPolicy, Kept, Listed, Manifest, PruneRequest, PruneResult, RepoInfo,
-    RepoInit, ServeRequest, Status, SyncReport, SyncRequest, VerifyReport, VerifyRequest,
+    Damaged, GcReport, KeepPolicy, Kept, Listed, Manifest, PruneRequest, PruneResult, RepairReport,
+    RepairRequest, RepoInfo, RepoInit, ServeRequest, Status, SyncReport, SyncRequest, VerifyReport,
+    VerifyRequest,
 };
 pub use cowd_api::restores::{RestoreRequest, RestoreState, RestoreStatus};
 pub use cowd_api::{DEFAULT_SOCKET, ErrorBody};

@@ -1,7 +1,8 @@
-//! Control API routes of the repository: init, list, verify, prune, sync, restore, serve.
+//! Control API routes of the repository: init, list, verify, prune, sync, repair, restore,
+//! serve.
 //!
 //! Requests name a repository or use the daemon's default (`--repo`). Long operations
-//! (verify, prune, sync) run on tokio's blocking pool; restores run as jobs with progress.
+//! (verify, prune, sync, repair) run on tokio's blocking pool; restores run as jobs with progress.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,8 +14,9 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::api::{
-    ExportInfo, Kept, Listed, PruneRequest, PruneResult, RepoInfo, RepoInit, RestoreRequest,
-    RestoreStatus, ServeRequest, SyncReport, SyncRequest, VerifyReport, VerifyRequest,
+    ExportInfo, Kept, Listed, PruneRequest, PruneResult, RepairReport, RepairRequest, RepoInfo,
+    RepoInit, RestoreRequest, RestoreStatus, ServeRequest, SyncReport, SyncRequest, VerifyReport,
+    VerifyRequest,
 };
 use super::request::{Body, ControlState, Failure, Params, Reply, blocking, error, export_info};
 use crate::export::{Export, ExportError};
@@ -193,6 +195,25 @@ pub async fn sync(State(s): State<ControlState>, Body(r): Body<SyncRequest>) -> 
     })
     .await?;
     result.map(Json).map_err(repo_error)
+}
+
+pub async fn repair(
+    State(s): State<ControlState>,
+    Body(r): Body<RepairRequest>,
+) -> Reply<RepairReport> {
+    let repo = open(&s, r.repo.as_deref())?;
+    let from = (r.from.iter())
+        .map(|p| Repo::open(Path::new(p)).map_err(repo_error))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(same) = from.iter().find(|f| f.id() == repo.id()) {
+        let msg = format!(
+            "{} is the repository being repaired: give another one (a copy made by repo sync)",
+            same.root().display()
+        );
+        return Err(error(StatusCode::BAD_REQUEST, msg));
+    }
+    let report = blocking(move || repo.repair(&from, r.remove_broken, r.dry_run)).await?;
+    report.map(Json).map_err(repo_error)
 }
 
 pub async fn restore(

@@ -83,6 +83,7 @@ pub fn routes() -> Vec<Route> {
         route(M::POST, "/v1/repo/verify", repo::verify),
         route(M::POST, "/v1/repo/prune", repo::prune),
         route(M::POST, "/v1/repo/sync", repo::sync),
+        route(M::POST, "/v1/repo/repair", repo::repair),
         route(M::POST, "/v1/repo/serve", repo::serve),
         route(M::POST, "/v1/exports/{name}/unserve", repo::unserve),
         route(M::POST, "/v1/restores", repo::restore),

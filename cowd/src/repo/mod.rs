@@ -12,7 +12,8 @@
 //! ```
 //!
 //! [`Repo::sync_to`] copies backups to another repository, moving only the chunks it lacks
-//! (`sync.rs`).
+//! (`sync.rs`); [`Repo::repair`] takes what verify finds damaged from such a copy
+//! (`repair.rs`).
 //!
 //! Life of a backup: [`Repo::begin`] → [`Repo::store_chunk`] for each chunk read (from any
 //! number of threads) → [`InProgress::commit`] (chunk directories synced, index and manifest
@@ -36,6 +37,7 @@ mod lease;
 mod manifest;
 mod owner;
 mod prune;
+mod repair;
 mod sync;
 mod verify;
 
@@ -48,6 +50,7 @@ pub use lease::Lease;
 pub use manifest::{Blocks, Counts, Damaged, Listed, Listing, Manifest, Mode, Status, rfc3339};
 pub use owner::Owner;
 pub use prune::{KEEP_REASONS, KeepPolicy, PrunePlan};
+pub use repair::RepairReport;
 pub use sync::SyncReport;
 pub use verify::{CorruptChunk, VerifyReport};
 
