@@ -74,6 +74,18 @@ impl Repo {
         let mut planned: HashSet<Digest> = HashSet::new();
         for m in manifests {
             if held_there.contains(&m.id) {
+                // The same backup, or another one that took the same id (another host's):
+                // told apart by the checksum of the index.
+                if let Ok(there) = dst.manifest(&m.id)
+                    && there.index_sha256 != m.index_sha256
+                {
+                    return Err(RepoError::Invalid(format!(
+                        "{} holds another backup with the id {:?} (its index differs): it is \
+                         not copied over it",
+                        dst.root().display(),
+                        m.id
+                    )));
+                }
                 report.present.push(m.id.clone());
                 continue;
             }

@@ -159,6 +159,12 @@ fn different_chunk_sizes_the_same_repository_and_unknown_backups_are_refused() {
         .unwrap_err();
     assert!(e.to_string().contains("the same repository"), "{e}");
     let other = Repo::init(&d.path().join("other"), MIN_CHUNK_SIZE).unwrap();
+    // Another backup under the same id is neither counted present nor overwritten.
+    backup(&other, "b1", None, 100, &data(2, 6));
+    let e = src
+        .sync_to(&other, &ids(&["b1"]), false, &never, &|_| {})
+        .unwrap_err();
+    assert!(e.to_string().contains("another backup with the id"), "{e}");
     let e = src
         .sync_to(&other, &ids(&["nope"]), false, &never, &|_| {})
         .unwrap_err();
