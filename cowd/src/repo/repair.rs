@@ -48,28 +48,21 @@ impl Repo {
             }
             found = self.verify(None, &|_, _| {})?;
         }
-        // What stays damaged: in a dry run, what no repository given could mend.
+        // What stays damaged: what the last verify found; in a dry run, less what a
+        // repository given could mend.
         report.chunks_unrepaired.sort_unstable();
         report.chunks_unrepaired.dedup();
+        let mended = |d: &Digest| dry_run && report.chunks_repaired.iter().any(|(m, _)| m == d);
+        let reindexed = |id: &str| dry_run && report.indexes_repaired.iter().any(|(i, _)| i == id);
         let mut broken = Vec::new();
-        if dry_run {
-            let mended: Vec<&Digest> = report.chunks_repaired.iter().map(|(d, _)| d).collect();
-            for c in found.corrupt.iter().chain(&found.missing) {
-                if !mended.contains(&&c.digest) {
-                    broken.extend(c.backups.iter().map(|b| (b.clone(), problem(c))));
-                }
-            }
-            for (id, problem) in &found.bad_indexes {
-                if !report.indexes_repaired.iter().any(|(i, _)| i == id) {
-                    broken.push((id.clone(), format!("index: {problem}")));
-                }
-            }
-        } else {
-            for c in found.corrupt.iter().chain(&found.missing) {
+        for c in found.corrupt.iter().chain(&found.missing) {
+            if !mended(&c.digest) {
                 broken.extend(c.backups.iter().map(|b| (b.clone(), problem(c))));
             }
-            for (id, problem) in &found.bad_indexes {
-                broken.push((id.clone(), format!("index: {problem}")));
+        }
+        for (id, why) in &found.bad_indexes {
+            if !reindexed(id) {
+                broken.push((id.clone(), format!("index: {why}")));
             }
         }
         broken.sort();

@@ -281,9 +281,9 @@ impl StreamReader {
             self.next_sequence += 1;
             let range = HEADER_LEN..HEADER_LEN + payload;
             match header.kind {
-                RecordKind::Data => {
+                kind @ (RecordKind::Data | RecordKind::Inline) => {
                     let offset = header.source_offset;
-                    if offset.checked_add(payload as u64).is_none() {
+                    if kind == RecordKind::Data && offset.checked_add(payload as u64).is_none() {
                         let kind = ReadErrorKind::BadOffset {
                             offset,
                             len: payload,
@@ -294,13 +294,10 @@ impl StreamReader {
                     self.data_bytes += payload as u64;
                     self.data_records += 1;
                     let bytes = &self.record[range];
-                    return Ok(Some(Chunk::Data { offset, bytes }));
-                }
-                RecordKind::Inline => {
-                    self.hasher.update(&self.record[range.clone()]);
-                    self.data_bytes += payload as u64;
-                    self.data_records += 1;
-                    return Ok(Some(Chunk::Inline(&self.record[range])));
+                    return Ok(Some(match kind {
+                        RecordKind::Data => Chunk::Data { offset, bytes },
+                        _ => Chunk::Inline(bytes),
+                    }));
                 }
                 RecordKind::Trailer => {
                     let totals = Totals::decode(&self.record[range])
