@@ -19,6 +19,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use super::crypt::Object;
 use super::owner::Owner;
 use super::{
     Index, Manifest, Repo, RepoError, Status, check_id, fsync_dir, held, rfc3339, write_synced,
@@ -286,8 +287,10 @@ impl InProgress {
         let json = serde_json::to_vec_pretty(&m).expect("manifest to json");
         let tmp = repo.tmp_backup_dir(&self.id);
         let p = tmp.join("index.bin");
+        let bytes = repo.seal_object(Object::Index, &self.id, bytes);
         write_synced(&p, &bytes).map_err(RepoError::io(&p, "write"))?;
         let p = tmp.join("manifest.json");
+        let json = repo.seal_object(Object::Manifest, &self.id, json);
         write_synced(&p, &json).map_err(RepoError::io(&p, "write"))?;
         fsync_dir(&tmp).map_err(RepoError::io(&tmp, "fsync"))?;
         let dst = repo.backup_dir(&self.id);

@@ -1,19 +1,22 @@
 //! The chunk store: one file per distinct chunk, `chunks/ab/abcdef…`, named by the SHA-256 of
-//! its plain data.
+//! its plain data (an encrypted repository: by its keyed BLAKE3, [`Repo::name_of`]).
 //!
 //! ```text
 //! offset size  field                       (integers little-endian)
 //!      0    8  magic b"COWDCHK1"
-//!      8    1  version = 1
+//!      8    1  version: 1 plain, 2 sealed (encrypted repositories)
 //!      9    1  compression: 0 none, 1 zstd
 //!     10    2  0
 //!     12    4  plain_len
 //!     16    4  stored_len  (= file size - 52)
-//!     20   32  SHA-256 of the plain data (= the file name)
-//!     52       stored_len bytes
+//!     20   32  the chunk's name (= the file name)
+//!     52       stored_len bytes: the data, zstd-compressed or not; version 2: that sealed
+//!              (nonce ‖ AES-256-GCM ‖ tag, the 52 header bytes as associated data)
 //! ```
 //!
-//! Data is stored zstd-compressed only when that makes it smaller. All-zero chunks are never
+//! A sealed chunk opens only under its own header: a chunk file renamed, or a header byte
+//! changed, fails authentication like a changed data byte. Data is stored zstd-compressed only
+//! when that makes it smaller. All-zero chunks are never
 //! stored (their digest is [`Digest::ZERO`]). A chunk is written to `tmp/`, fsynced, and then
 //! hard-linked to its name, which fails if the name exists: so a chunk file is complete when it
 //! appears, two writers of the same chunk cannot both "win", and an existing chunk is never
@@ -29,12 +32,14 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::{Digest, DigestOf, Repo, RepoError, digest::to_hex, fsync_dir, held};
+use super::crypt::{MasterKey, SEAL_OVERHEAD};
+use super::{Digest, Repo, RepoError, digest::to_hex, fsync_dir, held};
 
 /// Size of a chunk file's header.
 pub const CHUNK_HEADER_LEN: usize = 52;
 const MAGIC: &[u8; 8] = b"COWDCHK1";
 const VERSION: u8 = 1;
+const VERSION_SEALED: u8 = 2;
 const NONE: u8 = 0;
 const ZSTD: u8 = 1;
 
@@ -51,6 +56,7 @@ pub struct Stored {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Header {
+    sealed: bool,
     compression: u8,
     plain_len: u32,
     stored_len: u32,
@@ -61,7 +67,7 @@ impl Header {
     fn encode(&self) -> [u8; CHUNK_HEADER_LEN] {
         let mut b = [0u8; CHUNK_HEADER_LEN];
         b[..8].copy_from_slice(MAGIC);
-        b[8] = VERSION;
+        b[8] = if self.sealed { VERSION_SEALED } else { VERSION };
         b[9] = self.compression;
         b[12..16].copy_from_slice(&self.plain_len.to_le_bytes());
         b[16..20].copy_from_slice(&self.stored_len.to_le_bytes());
@@ -73,13 +79,14 @@ impl Header {
         if &b[..8] != MAGIC {
             return Err("bad magic (not a cowd chunk)".into());
         }
-        if b[8] != VERSION {
+        if b[8] != VERSION && b[8] != VERSION_SEALED {
             return Err(format!("chunk version {} is not supported", b[8]));
         }
         if b[10..12] != [0, 0] {
             return Err("reserved header bytes are not zero".into());
         }
         let h = Header {
+            sealed: b[8] == VERSION_SEALED,
             compression: b[9],
             plain_len: u32::from_le_bytes(b[12..16].try_into().unwrap()),
             stored_len: u32::from_le_bytes(b[16..20].try_into().unwrap()),
@@ -88,12 +95,17 @@ impl Header {
         if h.plain_len == 0 || h.plain_len > super::MAX_CHUNK_SIZE {
             return Err(format!("plain length {} out of range", h.plain_len));
         }
+        // The body's length without the seal: what the plain length is held against.
+        let overhead = if h.sealed { SEAL_OVERHEAD as u32 } else { 0 };
+        let Some(body) = h.stored_len.checked_sub(overhead) else {
+            return Err(format!("sealed chunk stores only {} bytes", h.stored_len));
+        };
         match h.compression {
-            NONE if h.stored_len != h.plain_len => Err(format!(
+            NONE if body != h.plain_len => Err(format!(
                 "uncompressed chunk stores {} bytes for {}",
                 h.stored_len, h.plain_len
             )),
-            ZSTD if h.stored_len >= h.plain_len => Err(format!(
+            ZSTD if body >= h.plain_len => Err(format!(
                 "compressed chunk stores {} bytes for {}",
                 h.stored_len, h.plain_len
             )),
@@ -142,6 +154,8 @@ thread_local! {
     static ZSTD_CTX: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
         const { RefCell::new(None) };
     static OUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// A second buffer: a sealed chunk's body, written or opened.
+    static SEALED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// Per-thread zstd decompression context (restores, verify and served generations read
     /// chunk after chunk: one context each, not one per chunk).
     static ZSTD_DCTX: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
@@ -194,10 +208,12 @@ fn touch(path: &Path) -> io::Result<bool> {
 }
 
 /// Reads chunk file `path`, checks it is `digest` (and `expect_len` bytes long when given),
-/// leaves the plain data in `out`; returns the file's size.
+/// leaves the plain data in `out`; returns the file's size. `key` is the repository's: with
+/// one the chunk must be sealed and is opened, without one it must not be.
 pub(crate) fn read_chunk_file(
     path: &Path,
     digest: &Digest,
+    key: Option<&MasterKey>,
     expect_len: Option<usize>,
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
@@ -219,6 +235,16 @@ pub(crate) fn read_chunk_file(
         Err(e) => return Err(ChunkFault::Io(e)),
     }
     let h = Header::decode(&hb).map_err(ChunkFault::Corrupt)?;
+    if h.sealed != key.is_some() {
+        return Err(ChunkFault::Corrupt(
+            if h.sealed {
+                "a sealed chunk in an unencrypted repository"
+            } else {
+                "not sealed (an encrypted repository seals every chunk)"
+            }
+            .into(),
+        ));
+    }
     if h.digest != *digest {
         return Err(ChunkFault::Corrupt(format!(
             "header names chunk {}",
@@ -239,7 +265,7 @@ pub(crate) fn read_chunk_file(
     }
     let stored = u64::from(h.stored_len);
     out.clear();
-    if h.compression == NONE {
+    if h.compression == NONE && key.is_none() {
         out.reserve_exact(plain_len);
         (&mut f)
             .take(stored)
@@ -255,9 +281,27 @@ pub(crate) fn read_chunk_file(
         if scratch.len() as u64 != stored {
             return Err(ChunkFault::Corrupt("truncated while reading".into()));
         }
-        out.reserve_exact(plain_len);
-        decompress(scratch.as_slice(), out)
-            .map_err(|e| ChunkFault::Corrupt(format!("zstd: {e}")))?;
+        let zstd = |frame: &[u8], out: &mut Vec<u8>| {
+            out.reserve_exact(plain_len);
+            decompress(frame, out)
+                .map(|_| ())
+                .map_err(|e| ChunkFault::Corrupt(format!("zstd: {e}")))
+        };
+        let open = |sealed: &[u8], out: &mut Vec<u8>| {
+            let k = key.expect("sealed only with a key");
+            k.sealer()
+                .open(&hb, sealed, out)
+                .map_err(|e| ChunkFault::Corrupt(e.to_string()))
+        };
+        match (h.compression, key.is_some()) {
+            (NONE, _) => open(scratch, out)?,
+            (_, false) => zstd(scratch, out)?,
+            (_, true) => SEALED.with(|b| {
+                let mut b = b.borrow_mut();
+                open(scratch, &mut b)?;
+                zstd(&b, out)
+            })?,
+        }
     }
     if out.len() != plain_len {
         return Err(ChunkFault::Corrupt(format!(
@@ -265,10 +309,18 @@ pub(crate) fn read_chunk_file(
             out.len()
         )));
     }
-    let actual = Digest::of(out);
+    let actual = match key {
+        None => <Digest as super::DigestOf>::of(out),
+        Some(k) => k.chunk_name(out),
+    };
     if actual != *digest {
+        let hash = if key.is_some() {
+            "keyed BLAKE3"
+        } else {
+            "SHA-256"
+        };
         return Err(ChunkFault::Corrupt(format!(
-            "SHA-256 of the data is {actual}"
+            "{hash} of the data is {actual}"
         )));
     }
     Ok(size)
@@ -304,7 +356,7 @@ impl Repo {
                 stored_bytes: 0,
             });
         }
-        let digest = Digest::of(plain);
+        let digest = self.name_of(plain);
         if self.refresh_chunk(&digest)? {
             return Ok(Stored {
                 digest,
@@ -320,14 +372,32 @@ impl Repo {
                 Some(n) => (ZSTD, &buf[..n]),
                 None => (NONE, plain),
             };
+            let Some(key) = self.key() else {
+                let header = Header {
+                    sealed: false,
+                    compression,
+                    plain_len: plain.len() as u32,
+                    stored_len: body.len() as u32,
+                    digest,
+                };
+                return write_chunk_file(&tmp, &header.encode(), body)
+                    .map(|()| (CHUNK_HEADER_LEN + body.len()) as u64);
+            };
             let header = Header {
+                sealed: true,
                 compression,
                 plain_len: plain.len() as u32,
-                stored_len: body.len() as u32,
+                stored_len: (body.len() + SEAL_OVERHEAD) as u32,
                 digest,
-            };
-            write_chunk_file(&tmp, &header.encode(), body)
-                .map(|()| (CHUNK_HEADER_LEN + body.len()) as u64)
+            }
+            .encode();
+            SEALED.with(|sealed| {
+                let mut sealed = sealed.borrow_mut();
+                sealed.clear();
+                key.sealer().seal(&header, body, &mut sealed);
+                write_chunk_file(&tmp, &header, &sealed)
+                    .map(|()| (CHUNK_HEADER_LEN + sealed.len()) as u64)
+            })
         });
         let size = match written {
             Ok(n) => n,
@@ -390,9 +460,18 @@ impl Repo {
             return Ok(());
         }
         let path = self.chunk_path(d);
-        OUT.with(|scratch| read_chunk_file(&path, d, Some(len), out, &mut scratch.borrow_mut()))
-            .map(|_| ())
-            .map_err(|f| f.into_error(path, d))
+        OUT.with(|scratch| {
+            read_chunk_file(
+                &path,
+                d,
+                self.key(),
+                Some(len),
+                out,
+                &mut scratch.borrow_mut(),
+            )
+        })
+        .map(|_| ())
+        .map_err(|f| f.into_error(path, d))
     }
 
     /// True when chunk `d` is in the repository (always for [`Digest::ZERO`]).
@@ -437,6 +516,7 @@ fn write_chunk_file(path: &Path, header: &[u8], body: &[u8]) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::DigestOf;
     use super::*;
     use proptest::prelude::*;
 
@@ -476,6 +556,7 @@ mod tests {
     #[test]
     fn header_round_trip_and_rejects() {
         let h = Header {
+            sealed: false,
             compression: ZSTD,
             plain_len: 100,
             stored_len: 50,

@@ -30,9 +30,11 @@
 
 mod backup;
 mod chunk;
+mod crypt;
 mod digest;
 mod gc;
 mod index;
+mod keys;
 mod lease;
 mod manifest;
 mod owner;
@@ -43,9 +45,11 @@ mod verify;
 
 pub use backup::{InProgress, Pin};
 pub use chunk::{CHUNK_HEADER_LEN, Stored};
+pub use crypt::MasterKey;
 pub use digest::{Digest, DigestOf, ParseDigestError};
 pub use gc::{GcReport, PIN_MARGIN};
 pub use index::{Index, IndexFormatError, chunk_count};
+pub use keys::{KdfCost, MIN_KEY_FILE_LEN, Secret, Slot, SlotKind};
 pub use lease::Lease;
 pub use manifest::{Blocks, Counts, Damaged, Listed, Listing, Manifest, Mode, Status, rfc3339};
 pub use owner::Owner;
@@ -66,8 +70,15 @@ use serde::{Deserialize, Serialize};
 
 /// The `format` field of `config.json`.
 pub const FORMAT: &str = "cowd-repo";
-/// The repository format version this code reads and writes.
+/// The format version of an unencrypted repository (chunks named by SHA-256).
 pub const VERSION: u32 = 1;
+/// The format version of an encrypted repository (`crypt.rs`, `keys.rs`): older cowd refuses
+/// it rather than misread it.
+pub const VERSION_ENCRYPTED: u32 = 2;
+/// The cipher of an encrypted repository's objects.
+pub const CIPHER: &str = "aes-256-gcm";
+/// How an encrypted repository names its chunks.
+pub const CHUNK_NAMES_KEYED: &str = "blake3-keyed";
 /// Smallest chunk size.
 pub const MIN_CHUNK_SIZE: u32 = 64 << 10;
 /// Largest chunk size (and the default).
@@ -92,7 +103,7 @@ pub enum RepoError {
     #[error("{path} is not a cowd repository: {why}")]
     NotARepo { path: PathBuf, why: String },
     #[error(
-        "{path}: repository format version {version} is not supported (this cowd reads version {VERSION})"
+        "{path}: repository format version {version} is not supported (this cowd reads versions {VERSION} and {VERSION_ENCRYPTED})"
     )]
     UnsupportedVersion { path: PathBuf, version: u64 },
     #[error("{0} is already a repository")]
@@ -123,6 +134,12 @@ pub enum RepoError {
     BadId(String),
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "repository {0} is encrypted and locked: unlock it with `cowctl repo unlock` (a passphrase or --key-file)"
+    )]
+    Locked(PathBuf),
+    #[error("{0}")]
+    WrongKey(String),
 }
 
 impl RepoError {
@@ -158,6 +175,8 @@ struct Inner {
     meta_lock: Mutex<()>,
     /// Backups in use by readers of this process; its own lock, taken after `meta_lock`.
     leases: lease::Leases,
+    /// The master key of an encrypted repository.
+    key: Option<MasterKey>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -171,6 +190,30 @@ struct Config {
     compression_level: i32,
     #[serde(with = "rfc3339")]
     created: SystemTime,
+    /// Present exactly in encrypted repositories (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encryption: Option<Encryption>,
+}
+
+/// How an encrypted repository seals and names what it stores.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Encryption {
+    cipher: String,
+    chunk_names: String,
+    /// [`MasterKey::fingerprint`]: which key the slots must unwrap.
+    key_fingerprint: String,
+}
+
+/// How to encrypt a repository being created.
+#[derive(Debug)]
+pub struct InitKey<'a> {
+    pub secret: &'a Secret,
+    /// The first slot's label.
+    pub label: &'a str,
+    pub cost: KdfCost,
+    /// The master key to use (another repository's, so that both name chunks alike and sync
+    /// moves stored objects as they are); a fresh one when `None`.
+    pub key: Option<MasterKey>,
 }
 
 fn default_level() -> i32 {
@@ -246,6 +289,17 @@ impl Repo {
 
     /// [`Repo::init`] with the zstd level its chunks are stored with.
     pub fn init_with(root: &Path, chunk_size: u32, level: i32) -> Result<Repo, RepoError> {
+        Repo::create(root, chunk_size, level, None)
+    }
+
+    /// Creates a repository at `root` (an empty or missing directory), encrypted when `key`
+    /// says how: its master key is wrapped into a first key slot and unlocked in this process.
+    pub fn create(
+        root: &Path,
+        chunk_size: u32,
+        level: i32,
+        key: Option<InitKey<'_>>,
+    ) -> Result<Repo, RepoError> {
         if !valid_chunk_size(u64::from(chunk_size)) {
             return Err(RepoError::ChunkSize(chunk_size.into()));
         }
@@ -281,24 +335,42 @@ impl Repo {
             mkdir(&p).map_err(RepoError::io(&p, "create directory"))?;
         }
         fsync_dir(&chunks).map_err(RepoError::io(&chunks, "fsync"))?;
-        let mut id = [0u8; 16];
-        fastrand::fill(&mut id);
+        let id = digest::to_hex(&crypt::random_bytes::<16>());
+        let master = key
+            .as_ref()
+            .map(|k| k.key.clone().unwrap_or_else(MasterKey::generate));
+        if let (Some(k), Some(master)) = (&key, &master) {
+            // The slot before the config: a repository is visible only when it opens.
+            keys::add_slot(root, &id, master, k.secret, k.label, k.cost)?;
+        }
         let config = Config {
             format: FORMAT.to_owned(),
-            version: VERSION,
-            id: digest::to_hex(&id),
+            version: if master.is_some() {
+                VERSION_ENCRYPTED
+            } else {
+                VERSION
+            },
+            id,
             chunk_size,
             compression_level: level,
             created: SystemTime::now(),
+            encryption: master.as_ref().map(|m| Encryption {
+                cipher: CIPHER.to_owned(),
+                chunk_names: CHUNK_NAMES_KEYED.to_owned(),
+                key_fingerprint: m.fingerprint(),
+            }),
         };
         let json = serde_json::to_vec_pretty(&config).expect("config to json");
-        let repo = Repo::from_config(root, config)?;
+        let repo = Repo::from_config(root, config, master)?;
         repo.write_atomic(&root.join("config.json"), &json)?;
+        if let Some(k) = &repo.inner.key {
+            keys::remember(repo.id(), k.clone());
+        }
         Ok(repo)
     }
 
-    /// Opens an existing repository and removes temporary files that crashed writers left.
-    pub fn open(root: &Path) -> Result<Repo, RepoError> {
+    /// Reads and checks `root/config.json`.
+    fn read_config(root: &Path) -> Result<Config, RepoError> {
         if !root.is_dir() {
             return Err(RepoError::Missing(root.to_owned()));
         }
@@ -321,8 +393,8 @@ impl Repo {
                 "config.json does not say \"format\": \"{FORMAT}\""
             )));
         }
-        match value.get("version").and_then(|v| v.as_u64()) {
-            Some(v) if v == u64::from(VERSION) => {}
+        let version = match value.get("version").and_then(|v| v.as_u64()) {
+            Some(v) if v == u64::from(VERSION) || v == u64::from(VERSION_ENCRYPTED) => v,
             Some(v) => {
                 return Err(RepoError::UnsupportedVersion {
                     path: root.to_owned(),
@@ -330,7 +402,7 @@ impl Repo {
                 });
             }
             None => return Err(not_repo("config.json has no version".into())),
-        }
+        };
         let config: Config =
             serde_json::from_value(value).map_err(|e| not_repo(format!("config.json: {e}")))?;
         if !valid_chunk_size(config.chunk_size.into()) {
@@ -340,7 +412,36 @@ impl Repo {
             )));
         }
         check_level(config.compression_level).map_err(|e| not_repo(format!("config.json: {e}")))?;
-        let repo = Repo::from_config(root, config)?;
+        match (&config.encryption, version == u64::from(VERSION_ENCRYPTED)) {
+            (None, false) => {}
+            (Some(e), true) if e.cipher == CIPHER && e.chunk_names == CHUNK_NAMES_KEYED => {}
+            (Some(e), true) => {
+                return Err(not_repo(format!(
+                    "config.json: cipher {:?} with chunk names {:?} is not supported",
+                    e.cipher, e.chunk_names
+                )));
+            }
+            (_, true) => return Err(not_repo("config.json: version 2 without encryption".into())),
+            (Some(_), false) => {
+                return Err(not_repo(
+                    "config.json: encryption in a version 1 repository".into(),
+                ));
+            }
+        }
+        Ok(config)
+    }
+
+    /// Opens an existing repository and removes temporary files that crashed writers left.
+    /// An encrypted repository opens once this process holds its key ([`Repo::unlock`]).
+    pub fn open(root: &Path) -> Result<Repo, RepoError> {
+        let config = Repo::read_config(root)?;
+        let key = match &config.encryption {
+            None => None,
+            Some(_) => {
+                Some(keys::unlocked(&config.id).ok_or_else(|| RepoError::Locked(root.to_owned()))?)
+            }
+        };
+        let repo = Repo::from_config(root, config, key)?;
         for sub in ["chunks", "backups", "pins", "tmp"] {
             let p = root.join(sub);
             mkdir(&p).map_err(RepoError::io(&p, "create directory"))?;
@@ -349,10 +450,42 @@ impl Repo {
         Ok(repo)
     }
 
+    /// Unwraps the master key of the encrypted repository at `root` with `secret`, keeps it
+    /// for this process (later [`Repo::open`]s find it) and opens the repository. Returns the
+    /// repository and the id of the slot that opened.
+    pub fn unlock(root: &Path, secret: &Secret) -> Result<(Repo, String), RepoError> {
+        let config = Repo::read_config(root)?;
+        let Some(enc) = &config.encryption else {
+            return Err(RepoError::Invalid(format!(
+                "repository {} is not encrypted: there is nothing to unlock",
+                root.display()
+            )));
+        };
+        let (key, slot) = keys::unwrap_key(root, &config.id, secret)?;
+        if key.fingerprint() != enc.key_fingerprint {
+            return Err(RepoError::Corrupt {
+                path: keys::keys_dir(root).join(format!("{slot}.json")),
+                problem: format!(
+                    "key slot holds key {}; the repository's is {}",
+                    key.fingerprint(),
+                    enc.key_fingerprint
+                ),
+            });
+        }
+        keys::remember(&config.id, key);
+        Ok((Repo::open(root)?, slot))
+    }
+
+    /// Drops this process's key of the repository at `root` (handles open now keep theirs
+    /// until dropped); true when it held one.
+    pub fn lock(root: &Path) -> Result<bool, RepoError> {
+        Ok(keys::forget(&Repo::read_config(root)?.id))
+    }
+
     /// A handle on the repository at `root`, sharing its state (locks, directories to sync)
     /// with every other live handle of this process on the same directory: handles opened
     /// separately (say, by the backup target and by a gc request) still exclude each other.
-    fn from_config(root: &Path, config: Config) -> Result<Repo, RepoError> {
+    fn from_config(root: &Path, config: Config, key: Option<MasterKey>) -> Result<Repo, RepoError> {
         static OPEN: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
         let root = fs::canonicalize(root).map_err(RepoError::io(root, "resolve path"))?;
         let mut open = held(OPEN.lock());
@@ -374,6 +507,7 @@ impl Repo {
                     gc_lock: RwLock::new(()),
                     meta_lock: Mutex::new(()),
                     leases: lease::Leases::default(),
+                    key,
                 });
                 open.push(Arc::downgrade(&inner));
                 inner
@@ -563,6 +697,7 @@ impl Repo {
             }
             Err(e) => return Err(RepoError::io(&path, "read")(e)),
         };
+        let text = self.open_object(crypt::Object::Manifest, id, &path, text)?;
         let m: Manifest = serde_json::from_slice(&text).map_err(|e| RepoError::Corrupt {
             path: path.clone(),
             problem: format!("manifest: {e}"),
@@ -581,7 +716,7 @@ impl Repo {
     pub fn index(&self, id: &str) -> Result<Index, RepoError> {
         let m = self.manifest(id)?;
         let path = self.backup_dir(id).join("index.bin");
-        let bytes = fs::read(&path).map_err(RepoError::io(&path, "read"))?;
+        let bytes = self.index_bytes(id)?;
         let corrupt = |problem: String| RepoError::Corrupt {
             path: path.clone(),
             problem,
@@ -601,6 +736,15 @@ impl Repo {
             )));
         }
         Ok(index)
+    }
+}
+
+impl Repo {
+    /// The plain bytes of backup `id`'s index file (opened, not yet decoded or checked).
+    pub(crate) fn index_bytes(&self, id: &str) -> Result<Vec<u8>, RepoError> {
+        let path = self.backup_dir(id).join("index.bin");
+        let bytes = fs::read(&path).map_err(RepoError::io(&path, "read"))?;
+        self.open_object(crypt::Object::Index, id, &path, bytes)
     }
 }
 
@@ -676,6 +820,10 @@ pub(crate) mod testutil {
         index
     }
 }
+
+#[cfg(test)]
+#[path = "crypt_tests.rs"]
+mod crypt_tests;
 
 #[cfg(test)]
 mod tests {

@@ -22,7 +22,8 @@ use std::io;
 
 pub use cowd_api::repo::RepairReport;
 
-use super::{CorruptChunk, Digest, DigestOf, Index, Repo, RepoError, VerifyReport};
+use super::crypt::Object;
+use super::{CorruptChunk, Digest, Index, Repo, RepoError, VerifyReport};
 
 /// Verify rounds after the first repair: a repaired index can reveal chunks of its own.
 const ROUNDS: usize = 3;
@@ -115,7 +116,8 @@ impl Repo {
                 continue;
             };
             let intact = from.iter().find_map(|r| {
-                let bytes = fs::read(r.backup_dir(id).join("index.bin")).ok()?;
+                // The opened bytes: sealed again under this repository's key below.
+                let bytes = r.index_bytes(id).ok()?;
                 let sum = Index::checksum_of(&bytes)?;
                 (sum.to_string() == ours.index_sha256 && Index::decode(&bytes).is_ok())
                     .then_some((r, bytes))
@@ -124,6 +126,7 @@ impl Repo {
                 continue;
             };
             if !dry_run {
+                let bytes = self.seal_object(Object::Index, id, bytes);
                 self.write_atomic(&self.backup_dir(id).join("index.bin"), &bytes)?;
             }
             let whence = source.root().display().to_string();
@@ -144,7 +147,7 @@ impl Repo {
 
     /// Puts `plain`, checked to be chunk `d`, in place of a damaged or missing chunk file.
     fn replace_chunk(&self, d: &Digest, plain: &[u8]) -> Result<(), RepoError> {
-        if Digest::of(plain) != *d {
+        if self.name_of(plain) != *d {
             return Err(RepoError::Invalid(format!(
                 "repair of chunk {d}: other data"
             )));

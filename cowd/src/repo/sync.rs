@@ -19,12 +19,19 @@
 //! restore never needs the parent. Both repositories must use the same chunk size (an index
 //! counts chunks of that size).
 //!
+//! Repositories that name chunks differently (an unencrypted one and an encrypted one, or two
+//! encrypted with different master keys: [`Repo::chunk_naming`]) cannot compare names: every
+//! distinct chunk of a backup is then read, stored in the destination under the name it has
+//! there (which finds the chunks the destination holds), and the index is rewritten with
+//! those names. Sealed objects never move as they are between different keys. A dry run
+//! between such repositories counts every chunk as one to copy.
+//!
 //! Interrupted (stopped, a failed read or write, the process killed), a sync leaves no
 //! backup half-visible in the destination; the chunks it stored stay there, unreferenced
 //! until a gc, and the next sync does not move them again. A chunk that is damaged in the
 //! source fails the sync, naming it; nothing is copied from it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -62,6 +69,8 @@ impl Repo {
                 dst.root().display()
             )));
         }
+        // Names of this repository's chunks in the destination, when the two differ.
+        let translate = self.chunk_naming() != dst.chunk_naming();
         let mut manifests = ids
             .iter()
             .map(|id| self.manifest(id))
@@ -76,8 +85,17 @@ impl Repo {
             if held_there.contains(&m.id) {
                 // The same backup, or another one that took the same id (another host's):
                 // told apart by the checksum of the index.
+                // (Across namings the indexes differ anyway: the device and time must agree.)
+                let same = |there: &super::Manifest| {
+                    if translate {
+                        (&there.export, there.snapshot_time, there.device_size)
+                            == (&m.export, m.snapshot_time, m.device_size)
+                    } else {
+                        there.index_sha256 == m.index_sha256
+                    }
+                };
                 if let Ok(there) = dst.manifest(&m.id)
-                    && there.index_sha256 != m.index_sha256
+                    && !same(&there)
                 {
                     return Err(RepoError::Invalid(format!(
                         "{} holds another backup with the id {:?} (its index differs): it is \
@@ -90,7 +108,7 @@ impl Repo {
                 continue;
             }
             let _lease = self.lease(&m.id, &format!("sync to {}", dst.root().display()))?;
-            let index = self.index(&m.id)?;
+            let mut index = self.index(&m.id)?;
             let parent = m.parent.as_deref().filter(|p| held_there.contains(*p));
             // Begun first, as a backup: its pin protects what it copies and refreshes.
             // Dropped on an error, it is aborted.
@@ -106,7 +124,9 @@ impl Repo {
                     continue;
                 }
                 // Present: refreshed, so that a gc in the destination keeps it until commit.
-                let present = if dry_run {
+                let present = if translate {
+                    false
+                } else if dry_run {
                     dst.has_chunk(d) || planned.contains(d)
                 } else {
                     dst.refresh_chunk(d)?
@@ -125,7 +145,14 @@ impl Repo {
                 held_there.insert(m.id.clone());
                 continue;
             };
-            self.copy_chunks(dst, &missing, stop, &mut report, progress)?;
+            let names = translate.then(|| Mutex::new(HashMap::new()));
+            self.copy_chunks(dst, &missing, names.as_ref(), stop, &mut report, progress)?;
+            if let Some(names) = names {
+                let names = names.into_inner().unwrap_or_else(|p| p.into_inner());
+                for d in index.digests.iter_mut().filter(|d| !d.is_zero()) {
+                    *d = names[d];
+                }
+            }
             let mut manifest = m.clone();
             manifest.parent = parent.map(str::to_owned);
             copy.commit(&manifest, &index)?;
@@ -137,11 +164,13 @@ impl Repo {
     }
 
     /// Copies `chunks` (digest, plain length) to `dst` on several threads; the first error
-    /// stops them all.
+    /// stops them all. With `names`, each chunk's name in `dst` is recorded there, and a chunk
+    /// `dst` held already counts as present.
     fn copy_chunks(
         &self,
         dst: &Repo,
         chunks: &[(Digest, usize)],
+        names: Option<&Mutex<HashMap<Digest, Digest>>>,
         stop: &(dyn Fn() -> bool + Sync),
         report: &mut SyncReport,
         progress: &(dyn Fn(&SyncReport) + Sync),
@@ -168,10 +197,17 @@ impl Repo {
                         };
                         match copied {
                             Ok(stored) => {
+                                if let Some(names) = names {
+                                    held(names.lock()).insert(digest, stored.digest);
+                                }
                                 let mut r = held(shared.lock());
-                                r.chunks_copied += 1;
-                                r.bytes_copied += len as u64;
-                                r.stored_bytes += stored.stored_bytes;
+                                if names.is_some() && !stored.new {
+                                    r.chunks_present += 1;
+                                } else {
+                                    r.chunks_copied += 1;
+                                    r.bytes_copied += len as u64;
+                                    r.stored_bytes += stored.stored_bytes;
+                                }
                                 progress(&r);
                             }
                             Err(e) => {

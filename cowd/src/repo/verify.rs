@@ -75,8 +75,15 @@ impl Repo {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(&(d, len)) = work.get(i) else { break };
                         let path = self.chunk_path(&d);
-                        let r = read_chunk_file(&path, &d, Some(len), &mut out, &mut scratch)
-                            .map(|_| len as u64);
+                        let r = read_chunk_file(
+                            &path,
+                            &d,
+                            self.key(),
+                            Some(len),
+                            &mut out,
+                            &mut scratch,
+                        )
+                        .map(|_| len as u64);
                         if tx.send((i, r)).is_err() {
                             break;
                         }
