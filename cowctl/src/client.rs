@@ -236,6 +236,11 @@ impl Client {
         self.request(Method::PUT, path, Some(json)).await
     }
 
+    /// `DELETE path`, decoding a 2xx answer as `T`.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<Reply<T>, Error> {
+        self.request(Method::DELETE, path, None).await
+    }
+
     /// `GET path` of raw bytes (a file's content): a 2xx answer's body as it is.
     pub async fn get_bytes(&self, path: &str) -> Result<Bytes, Error> {
         let what = format!("GET {path}");

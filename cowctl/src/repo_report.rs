@@ -38,8 +38,12 @@ pub fn time(t: SystemTime) -> String {
 
 /// `repository DIR created (chunk size 4.0 MiB, id ...)`.
 pub fn repo_created(r: &RepoInfo) -> String {
+    let enc = match &r.key_fingerprint {
+        Some(k) => format!(", encrypted with key {}", printable(k)),
+        None => String::new(),
+    };
     format!(
-        "repository {} created (chunk size {}, zstd level {}, id {})\n",
+        "repository {} created (chunk size {}, zstd level {}, id {}{enc})\n",
         printable(&r.path),
         human_size(u64::from(r.chunk_size)),
         r.compression_level,
@@ -788,6 +792,7 @@ mod tests {
             id: "f00".into(),
             chunk_size: 4 << 20,
             compression_level: 1,
+            key_fingerprint: None,
         };
         assert_eq!(
             repo_created(&r),

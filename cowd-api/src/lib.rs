@@ -20,6 +20,12 @@
 //! | POST   | /v1/exports/{name}/attach       | [`exports::Device`]           | [`exports::Resolved`]         |
 //! | POST   | /v1/detach                      | [`exports::Device`]           | [`exports::Resolved`]         |
 //! | POST   | /v1/repo/init                   | [`repo::RepoInit`]            | [`repo::RepoInfo`]            |
+//! | POST   | /v1/repo/unlock                 | [`repo::UnlockRequest`]       | [`repo::LockState`]           |
+//! | POST   | /v1/repo/lock                   | [`repo::LockRequest`]         | [`repo::LockState`]           |
+//! | GET    | /v1/repo/keys?repo=             |                               | [`repo::KeySlot`] list        |
+//! | POST   | /v1/repo/keys                   | [`repo::KeyAdd`]              | [`repo::KeySlot`]             |
+//! | DELETE | /v1/repo/keys/{id}?repo=        |                               | [`repo::KeySlot`] list        |
+//! | POST   | /v1/repo/keys/passwd            | [`repo::KeyChange`]           | [`repo::KeyChanged`]          |
 //! | GET    | /v1/repo/backups?repo=&export=  |                               | [`repo::Listed`] list        |
 //! | GET    | /v1/repo/backups/{id}/files?path= |                             | [`files::Listing`]            |
 //! | GET    | /v1/repo/backups/{id}/file?path=&offset=&length= |              | the file's bytes              |

@@ -117,6 +117,16 @@ pub struct RepoInit {
     /// zstd level of the stored chunks (-7 to 19; default 1).
     #[serde(default)]
     pub compression_level: Option<i32>,
+    /// Encrypt the repository: its first key slot opens with this secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypt: Option<KeySecret>,
+    /// Label of the first key slot (default: "initial").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_label: Option<String>,
+    /// Share the master key of this (encrypted, unlocked) repository: the two name chunks
+    /// alike, so a sync between them moves stored chunks as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_from: Option<String>,
 }
 
 /// A repository.
@@ -126,6 +136,100 @@ pub struct RepoInfo {
     pub id: String,
     pub chunk_size: u32,
     pub compression_level: i32,
+    /// The master key's fingerprint when the repository is encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_fingerprint: Option<String>,
+}
+
+/// What opens an encrypted repository's key slot: exactly one of a passphrase or a key file.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KeySecret {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passphrase: Option<String>,
+    /// Path of a key file on the daemon's host (at least 32 bytes of random data).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// Create `key_file` (32 random bytes, hex, mode 0600) when it does not exist.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub create_key_file: bool,
+}
+
+impl std::fmt::Debug for KeySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySecret")
+            .field("passphrase", &self.passphrase.as_ref().map(|_| ".."))
+            .field("key_file", &self.key_file)
+            .field("create_key_file", &self.create_key_file)
+            .finish()
+    }
+}
+
+/// `POST /v1/repo/unlock`: the daemon keeps the repository's key until it stops or
+/// `POST /v1/repo/lock`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UnlockRequest {
+    /// The repository (default: the daemon's).
+    pub repo: Option<String>,
+    #[serde(flatten)]
+    pub secret: KeySecret,
+}
+
+/// `POST /v1/repo/lock`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LockRequest {
+    pub repo: Option<String>,
+}
+
+/// What `POST /v1/repo/unlock` and `POST /v1/repo/lock` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockState {
+    pub repo: String,
+    pub unlocked: bool,
+    /// The slot that opened (unlock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
+    /// Whether the daemon held the key before (lock).
+    #[serde(default)]
+    pub was_unlocked: bool,
+}
+
+/// One key slot of an encrypted repository (`GET /v1/repo/keys`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySlot {
+    pub id: String,
+    /// `passphrase` or `key-file`.
+    pub kind: String,
+    pub label: String,
+    #[serde(with = "rfc3339")]
+    pub created: SystemTime,
+}
+
+/// `POST /v1/repo/keys`: a new slot (the repository must be unlocked).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KeyAdd {
+    pub repo: Option<String>,
+    pub secret: KeySecret,
+    pub label: String,
+}
+
+/// `POST /v1/repo/keys/passwd`: the slot `old` opens replaced by one `new` opens.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KeyChange {
+    pub repo: Option<String>,
+    pub old: KeySecret,
+    pub new: KeySecret,
+}
+
+/// What `POST /v1/repo/keys/passwd` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyChanged {
+    pub added: KeySlot,
+    pub removed: String,
 }
 
 /// `POST /v1/repo/verify`.

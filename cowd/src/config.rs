@@ -66,6 +66,8 @@ pub struct ExportSetting {
 pub struct BackupSettings {
     /// Default repository of backups that name no target.
     pub repo: Option<PathBuf>,
+    /// Key file that unlocks `repo` at start when it is encrypted.
+    pub repo_key_file: Option<PathBuf>,
     pub container_dir: Option<PathBuf>,
     pub container_size: Option<Size>,
     pub block_size: Option<Size>,
@@ -232,6 +234,7 @@ impl Settings {
             etcd_prefix: pick!(self, base, etcd_prefix),
             backup: BackupSettings {
                 repo: pick!(self, base, backup.repo),
+                repo_key_file: pick!(self, base, backup.repo_key_file),
                 container_dir: pick!(self, base, backup.container_dir),
                 container_size: pick!(self, base, backup.container_size),
                 block_size: pick!(self, base, backup.block_size),
@@ -260,6 +263,10 @@ impl Settings {
         let mut backup = Defaults::new(&state_dir);
         let b = &self.backup;
         backup.repo = b.repo.clone();
+        backup.repo_key_file = b.repo_key_file.clone();
+        if backup.repo_key_file.is_some() && backup.repo.is_none() {
+            return Err("repo_key_file needs repo (the repository it unlocks)".into());
+        }
         if let Some(d) = &b.container_dir {
             backup.container_dir = d.clone();
         }

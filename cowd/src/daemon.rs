@@ -207,6 +207,7 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
         ))
     })?;
     let restores = Arc::new(restores);
+    unlock_default_repo(&cfg.backup)?;
     // Before any client can connect: a resumed restore puts its device under its export.
     restores.resume(&exports, crate::repo::chunk_threads());
     let server = Server::new(exports.clone(), cfg.server);
@@ -303,6 +304,34 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
 }
 
 /// Loads each export's changed-block map (valid only after a clean stop).
+/// Unlocks the default repository with its key file (`--repo-key-file`) when it is
+/// encrypted, before a resumed restore or a backup needs it. A key file that does not open it
+/// stops the start: a daemon that cannot write its backups should say so now.
+fn unlock_default_repo(d: &crate::backup::manager::Defaults) -> Result<(), DaemonError> {
+    use crate::repo::{Repo, RepoError, Secret};
+    let (Some(repo), Some(file)) = (&d.repo, &d.repo_key_file) else {
+        return Ok(());
+    };
+    let failed = |e: &dyn std::fmt::Display| {
+        DaemonError::Config(format!(
+            "repository {} with key file {}: {e}",
+            repo.display(),
+            file.display()
+        ))
+    };
+    match Repo::open(repo) {
+        Err(RepoError::Locked(_)) => {}
+        // Not encrypted, or not there yet (`cowctl repo init` may come later).
+        Ok(_) | Err(RepoError::Missing(_)) => return Ok(()),
+        Err(e) => return Err(failed(&e)),
+    }
+    let bytes = std::fs::read(file).map_err(|e| failed(&e))?;
+    let secret = Secret::KeyFile(zeroize::Zeroizing::new(bytes));
+    let (_, slot) = Repo::unlock(repo, &secret).map_err(|e| failed(&e))?;
+    tracing::info!("repository {} unlocked (key slot {slot})", repo.display());
+    Ok(())
+}
+
 fn load_change_maps(
     exports: &Exports,
     state_dir: &std::path::Path,

@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve devices over NBD and iSCSI and take backups when asked (flags override --config).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a data mover for a cowd whose job table is in etcd (`etcd = ...` in its cowd.toml),
     /// on this or another host; stops on SIGTERM or SIGINT.
     Mover(MoverArgs),
@@ -143,6 +143,10 @@ struct ServeArgs {
     /// Default repository for backups that name no target (created with `cowctl repo init`).
     #[arg(long, value_name = "DIR")]
     repo: Option<PathBuf>,
+    /// Key file that unlocks the --repo repository at start when it is encrypted (written by
+    /// `cowctl repo init --encrypt --key-file` or `cowctl repo key add --key-file`).
+    #[arg(long, value_name = "FILE")]
+    repo_key_file: Option<PathBuf>,
     /// Default directory of backup containers [default: STATE_DIR/containers].
     #[arg(long, value_name = "DIR")]
     container_dir: Option<PathBuf>,
@@ -191,6 +195,7 @@ impl ServeArgs {
             allow_fault_injection: self.allow_fault_injection.then_some(true),
             backup: BackupSettings {
                 repo: self.repo,
+                repo_key_file: self.repo_key_file,
                 container_dir: self.container_dir,
                 container_size: self.container_size,
                 block_size: self.block_size,

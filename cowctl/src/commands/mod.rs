@@ -8,6 +8,7 @@ pub mod devices;
 pub mod diff;
 pub mod files;
 pub mod image;
+pub mod keys;
 pub mod mount;
 pub mod repo;
 pub mod restore;

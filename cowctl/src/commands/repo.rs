@@ -1,4 +1,5 @@
-//! The repository commands: `repo init`, `repo sync`, `repo repair`, `backups`, `verify`,
+//! The repository commands: `repo init`, `repo sync`, `repo repair` (`repo unlock`, `lock` and
+//! `key` are `keys.rs`'s), `backups`, `verify`,
 //! `prune`, `serve` and `unserve`, one request each (`/v1/repo/...`, `/v1/exports/{name}/unserve`).
 //!
 //! Paths go to the daemon absolute; a command without `--repo` uses the daemon's default
@@ -15,7 +16,7 @@ use cowd_api::repo::{
 };
 
 use super::sessions::print;
-use super::{Outcome, absolute, export_path, repo_arg};
+use super::{Outcome, absolute, export_path, keys, repo_arg};
 use crate::client::{self, Client, Reply};
 use crate::output::pretty_json;
 use crate::repo_report;
@@ -43,6 +44,14 @@ pub enum RepoCommand {
     /// removed with --remove-broken.
     #[command(after_help = REPAIR_STATUS)]
     Repair(RepairArgs),
+    /// Give the daemon the key of an encrypted repository (a passphrase or a key file); it
+    /// holds it in memory until it stops or `repo lock`.
+    Unlock(keys::UnlockArgs),
+    /// Make the daemon forget an encrypted repository's key.
+    Lock(keys::RepoOnly),
+    /// The key slots of an encrypted repository.
+    #[command(subcommand)]
+    Key(keys::KeyCommand),
 }
 
 const REPAIR_STATUS: &str = "\
@@ -78,6 +87,30 @@ pub struct InitArgs {
     /// zstd level of the stored chunks, -7 (fastest) to 19 [daemon default: 1].
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub compression_level: Option<i32>,
+    /// Encrypt chunks, indexes and manifests (AES-256-GCM; chunk names keyed): the first key
+    /// slot opens with a passphrase (--passphrase-file, $COWD_PASSPHRASE, or asked twice) or
+    /// with --key-file.
+    #[arg(long)]
+    pub encrypt: bool,
+    /// Read the passphrase from the first line of FILE.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "encrypt",
+        conflicts_with = "key_file"
+    )]
+    pub passphrase_file: Option<PathBuf>,
+    /// A key file instead of a passphrase (on the daemon's host): created (32 random bytes,
+    /// mode 0600) when missing. Keep a copy away from the repository.
+    #[arg(long, value_name = "FILE", requires = "encrypt")]
+    pub key_file: Option<PathBuf>,
+    /// Label of the first key slot [default: initial].
+    #[arg(long, value_name = "TEXT", requires = "encrypt")]
+    pub key_label: Option<String>,
+    /// Use the master key of this encrypted repository (unlocked in the daemon): the two name
+    /// chunks alike, so `repo sync` between them moves stored chunks as they are.
+    #[arg(long, value_name = "DIR", requires = "encrypt")]
+    pub key_from: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -219,6 +252,9 @@ pub async fn repo(
         RepoCommand::Init(a) => init(client, a, json, out).await,
         RepoCommand::Sync(a) => sync(client, a, json, out).await,
         RepoCommand::Repair(a) => repair(client, a, json, out).await,
+        RepoCommand::Unlock(a) => keys::unlock(client, a, json, out).await,
+        RepoCommand::Lock(a) => keys::lock(client, a, json, out).await,
+        RepoCommand::Key(c) => keys::key(client, c, json, out).await,
     }
 }
 
@@ -291,10 +327,29 @@ pub async fn init(
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<Outcome> {
+    let encrypt = if a.encrypt {
+        let prompt = format!("New passphrase of {}", a.dir.display());
+        Some(keys::secret(
+            a.key_file.as_deref(),
+            a.passphrase_file.as_deref(),
+            keys::PASSPHRASE_ENV,
+            &prompt,
+            true,
+        )?)
+    } else {
+        None
+    };
     let body = RepoInit {
         path: absolute("repository", &a.dir)?,
         chunk_size: a.chunk_size,
         compression_level: a.compression_level,
+        encrypt,
+        key_label: a.key_label.clone(),
+        key_from: a
+            .key_from
+            .as_deref()
+            .map(|p| absolute("--key-from", p))
+            .transpose()?,
     };
     let reply: Reply<RepoInfo> = client
         .clone()

@@ -37,6 +37,8 @@ pub struct Defaults {
     pub mover: MoverConfig,
     /// Repository used when a request names no target.
     pub repo: Option<PathBuf>,
+    /// Key file that unlocks `repo` at start when it is encrypted.
+    pub repo_key_file: Option<PathBuf>,
     /// Accept `target_faults` in requests (testing only).
     pub allow_fault_injection: bool,
 }
@@ -56,6 +58,7 @@ impl Defaults {
             mover: MoverConfig::default(),
             allow_fault_injection: false,
             repo: None,
+            repo_key_file: None,
         }
     }
 }

@@ -13,8 +13,9 @@ pub use cowd_api::files::{
     MappedExtent, Owner,
 };
 pub use cowd_api::repo::{
-    Damaged, GcReport, KeepPolicy, Kept, Listed, Manifest, PruneRequest, PruneResult, RepairReport,
-    RepairRequest, RepoInfo, RepoInit, ServeRequest, Status, SyncReport, SyncRequest, VerifyReport,
+    Damaged, GcReport, KeepPolicy, Kept, KeyAdd, KeyChange, KeyChanged, KeySecret, KeySlot, Listed,
+    LockRequest, LockState, Manifest, PruneRequest, PruneResult, RepairReport, RepairRequest,
+    RepoInfo, RepoInit, ServeRequest, Status, SyncReport, SyncRequest, UnlockRequest, VerifyReport,
     VerifyRequest,
 };
 pub use cowd_api::restores::{RestoreRequest, RestoreState, RestoreStatus};

@@ -34,12 +34,14 @@ pub(super) fn repo_error(e: RepoError) -> Failure {
         | RepoError::AlreadyInProgress(_)
         | RepoError::AlreadyRepo(_) => StatusCode::CONFLICT,
         RepoError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        RepoError::Locked(_) => StatusCode::LOCKED,
+        RepoError::WrongKey(_) => StatusCode::FORBIDDEN,
         _ => StatusCode::BAD_REQUEST,
     };
     error(status, e.to_string())
 }
 
-fn repo_path(s: &ControlState, given: Option<&str>) -> Result<PathBuf, Failure> {
+pub(super) fn repo_path(s: &ControlState, given: Option<&str>) -> Result<PathBuf, Failure> {
     given
         .map(PathBuf::from)
         .or_else(|| s.backups.defaults().repo.clone())
@@ -51,7 +53,7 @@ fn repo_path(s: &ControlState, given: Option<&str>) -> Result<PathBuf, Failure> 
         })
 }
 
-fn open(s: &ControlState, given: Option<&str>) -> Result<Repo, Failure> {
+pub(super) fn open(s: &ControlState, given: Option<&str>) -> Result<Repo, Failure> {
     Repo::open(&repo_path(s, given)?).map_err(repo_error)
 }
 
@@ -81,12 +83,14 @@ pub async fn init(Body(r): Body<RepoInit>) -> Reply<RepoInfo> {
     let level = r
         .compression_level
         .unwrap_or(crate::repo::DEFAULT_COMPRESSION_LEVEL);
-    let repo = Repo::init_with(Path::new(&r.path), size, level).map_err(repo_error)?;
+    let path = r.path.clone();
+    let repo = blocking(move || super::keys::create(&r, size, level)).await??;
     Ok(Json(RepoInfo {
-        path: r.path,
+        path,
         id: repo.id().to_owned(),
         chunk_size: repo.chunk_size(),
         compression_level: repo.compression_level(),
+        key_fingerprint: repo.key_fingerprint(),
     }))
 }
 

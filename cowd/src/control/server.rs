@@ -17,7 +17,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tracing::{info, warn};
 
 pub use super::request::{ControlState, error};
-use super::{copies, files, handlers, repo};
+use super::{copies, files, handlers, keys, repo};
 
 /// One route of the API: the method and path it answers, and its handler.
 #[derive(Debug)]
@@ -70,6 +70,12 @@ pub fn routes() -> Vec<Route> {
         route(M::GET, "/v1/ports", copies::ports),
         route(M::PUT, "/v1/ports/{name}", copies::set_port),
         route(M::POST, "/v1/repo/init", repo::init),
+        route(M::POST, "/v1/repo/unlock", keys::unlock),
+        route(M::POST, "/v1/repo/lock", keys::lock),
+        route(M::GET, "/v1/repo/keys", keys::list),
+        route(M::POST, "/v1/repo/keys", keys::add),
+        route(M::DELETE, "/v1/repo/keys/{id}", keys::remove),
+        route(M::POST, "/v1/repo/keys/passwd", keys::passwd),
         route(M::GET, "/v1/repo/backups", repo::list),
         route(M::GET, "/v1/repo/backups/{id}/files", files::list),
         route(M::GET, "/v1/repo/backups/{id}/file", files::read),

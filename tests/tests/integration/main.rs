@@ -27,4 +27,5 @@ mod nbdsh;
 mod peers;
 mod power_loss;
 mod repo_cli;
+mod repo_encrypt;
 mod repo_sync;
