@@ -36,15 +36,16 @@ pub fn time(t: SystemTime) -> String {
     }
 }
 
-/// `repository DIR created (chunk size 4.0 MiB, id ...)`.
+/// `repository DIR created (format 2, chunk size 4.0 MiB, zstd level 1, id ...)`.
 pub fn repo_created(r: &RepoInfo) -> String {
     let enc = match &r.key_fingerprint {
         Some(k) => format!(", encrypted with key {}", printable(k)),
         None => String::new(),
     };
     format!(
-        "repository {} created (chunk size {}, zstd level {}, id {}{enc})\n",
+        "repository {} created (format {}, chunk size {}, zstd level {}, id {}{enc})\n",
         printable(&r.path),
+        r.format,
         human_size(u64::from(r.chunk_size)),
         r.compression_level,
         printable(&r.id)
@@ -792,11 +793,13 @@ mod tests {
             id: "f00".into(),
             chunk_size: 4 << 20,
             compression_level: 1,
+            format: 2,
+            chunk_names: "blake3".into(),
             key_fingerprint: None,
         };
         assert_eq!(
             repo_created(&r),
-            "repository /r created (chunk size 4.0 MiB, zstd level 1, id f00)\n"
+            "repository /r created (format 2, chunk size 4.0 MiB, zstd level 1, id f00)\n"
         );
     }
 }

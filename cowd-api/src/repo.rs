@@ -127,6 +127,9 @@ pub struct RepoInit {
     /// alike, so a sync between them moves stored chunks as they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_from: Option<String>,
+    /// Format version: 2 (default; BLAKE3 chunk names) or 1 (SHA-256, for an older cowd).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<u32>,
 }
 
 /// A repository.
@@ -136,9 +139,19 @@ pub struct RepoInfo {
     pub id: String,
     pub chunk_size: u32,
     pub compression_level: i32,
+    /// Format version (1 or 2; absent from older daemons: 1).
+    #[serde(default = "format_1")]
+    pub format: u32,
+    /// How chunks are named: `sha256`, `blake3`, or `blake3-keyed:<key fingerprint>`.
+    #[serde(default)]
+    pub chunk_names: String,
     /// The master key's fingerprint when the repository is encrypted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_fingerprint: Option<String>,
+}
+
+fn format_1() -> u32 {
+    1
 }
 
 /// What opens an encrypted repository's key slot: exactly one of a passphrase or a key file.

@@ -107,6 +107,9 @@ pub struct InitArgs {
     /// Label of the first key slot [default: initial].
     #[arg(long, value_name = "TEXT", requires = "encrypt")]
     pub key_label: Option<String>,
+    /// Format 2 (BLAKE3 chunk names, the default) or 1 (SHA-256: for an older cowd to read).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=2))]
+    pub format: Option<u32>,
     /// Use the master key of this encrypted repository (unlocked in the daemon): the two name
     /// chunks alike, so `repo sync` between them moves stored chunks as they are.
     #[arg(long, value_name = "DIR", requires = "encrypt")]
@@ -345,6 +348,7 @@ pub async fn init(
         compression_level: a.compression_level,
         encrypt,
         key_label: a.key_label.clone(),
+        format: a.format,
         key_from: a
             .key_from
             .as_deref()

@@ -75,13 +75,14 @@ pub(super) fn secret(k: &KeySecret) -> Result<Secret, Failure> {
 /// `POST /v1/repo/init`'s work: a repository, encrypted when the request says so.
 pub(super) fn create(r: &RepoInit, size: u32, level: i32) -> Result<Repo, Failure> {
     let root = Path::new(&r.path);
+    let version = r.format.unwrap_or(crate::repo::VERSION);
     let Some(enc) = &r.encrypt else {
         if r.key_from.is_some() {
             return Err(bad(
                 "key_from needs encrypt (the new repository's first key slot)",
             ));
         }
-        return Repo::create(root, size, level, None).map_err(repo_error);
+        return Repo::create(root, size, level, version, None).map_err(repo_error);
     };
     let key = match &r.key_from {
         None => None,
@@ -97,7 +98,7 @@ pub(super) fn create(r: &RepoInit, size: u32, level: i32) -> Result<Repo, Failur
         cost: KdfCost::DEFAULT,
         key,
     };
-    Repo::create(root, size, level, Some(init)).map_err(repo_error)
+    Repo::create(root, size, level, version, Some(init)).map_err(repo_error)
 }
 
 fn slot_info(s: &Slot) -> KeySlot {

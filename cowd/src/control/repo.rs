@@ -90,6 +90,8 @@ pub async fn init(Body(r): Body<RepoInit>) -> Reply<RepoInfo> {
         id: repo.id().to_owned(),
         chunk_size: repo.chunk_size(),
         compression_level: repo.compression_level(),
+        format: repo.format(),
+        chunk_names: repo.chunk_naming(),
         key_fingerprint: repo.key_fingerprint(),
     }))
 }

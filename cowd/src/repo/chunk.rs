@@ -1,5 +1,5 @@
-//! The chunk store: one file per distinct chunk, `chunks/ab/abcdef…`, named by the SHA-256 of
-//! its plain data (an encrypted repository: by its keyed BLAKE3, [`Repo::name_of`]).
+//! The chunk store: one file per distinct chunk, `chunks/ab/abcdef…`, named by the hash of its
+//! plain data ([`Repo::name_of`]: BLAKE3; SHA-256 in format 1; keyed BLAKE3 when encrypted).
 //!
 //! ```text
 //! offset size  field                       (integers little-endian)
@@ -32,7 +32,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::crypt::{MasterKey, SEAL_OVERHEAD};
+use super::crypt::SEAL_OVERHEAD;
+use super::digest::Naming;
 use super::{Digest, Repo, RepoError, digest::to_hex, fsync_dir, held};
 
 /// Size of a chunk file's header.
@@ -208,12 +209,12 @@ fn touch(path: &Path) -> io::Result<bool> {
 }
 
 /// Reads chunk file `path`, checks it is `digest` (and `expect_len` bytes long when given),
-/// leaves the plain data in `out`; returns the file's size. `key` is the repository's: with
-/// one the chunk must be sealed and is opened, without one it must not be.
+/// leaves the plain data in `out`; returns the file's size. `naming` is the repository's: with
+/// a key the chunk must be sealed and is opened, without one it must not be.
 pub(crate) fn read_chunk_file(
     path: &Path,
     digest: &Digest,
-    key: Option<&MasterKey>,
+    naming: Naming<'_>,
     expect_len: Option<usize>,
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
@@ -235,6 +236,7 @@ pub(crate) fn read_chunk_file(
         Err(e) => return Err(ChunkFault::Io(e)),
     }
     let h = Header::decode(&hb).map_err(ChunkFault::Corrupt)?;
+    let key = naming.key();
     if h.sealed != key.is_some() {
         return Err(ChunkFault::Corrupt(
             if h.sealed {
@@ -309,18 +311,11 @@ pub(crate) fn read_chunk_file(
             out.len()
         )));
     }
-    let actual = match key {
-        None => <Digest as super::DigestOf>::of(out),
-        Some(k) => k.chunk_name(out),
-    };
+    let actual = naming.of(out);
     if actual != *digest {
-        let hash = if key.is_some() {
-            "keyed BLAKE3"
-        } else {
-            "SHA-256"
-        };
         return Err(ChunkFault::Corrupt(format!(
-            "{hash} of the data is {actual}"
+            "{} of the data is {actual}",
+            naming.hash()
         )));
     }
     Ok(size)
@@ -451,7 +446,7 @@ impl Repo {
         Ok(present)
     }
 
-    /// Reads chunk `d` of `len` bytes into `out`, checking header and SHA-256.
+    /// Reads chunk `d` of `len` bytes into `out`, checking header, seal and name.
     /// [`Digest::ZERO`] gives `len` zero bytes.
     pub fn load_chunk(&self, d: &Digest, len: usize, out: &mut Vec<u8>) -> Result<(), RepoError> {
         if d.is_zero() {
@@ -464,7 +459,7 @@ impl Repo {
             read_chunk_file(
                 &path,
                 d,
-                self.key(),
+                self.naming(),
                 Some(len),
                 out,
                 &mut scratch.borrow_mut(),
@@ -586,7 +581,7 @@ mod tests {
 
         let c = compressible(1 << 20);
         let s = r.store_chunk(&c).unwrap();
-        assert!(s.new && s.digest == Digest::of(&c));
+        assert!(s.new && s.digest == r.name_of(&c));
         assert!(s.stored_bytes < (1 << 19), "{}", s.stored_bytes);
         assert_eq!(header_of(&r, &s.digest).compression, ZSTD);
         assert_eq!(

@@ -18,7 +18,8 @@ use aes_gcm::aead::{AeadInPlace, KeyInit, OsRng};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::{Digest, DigestOf, Repo, RepoError};
+use super::digest::Naming;
+use super::{Digest, Repo, RepoError};
 
 /// Bytes of a nonce.
 pub const NONCE_LEN: usize = 12;
@@ -193,21 +194,38 @@ impl Repo {
         self.key().map(MasterKey::fingerprint)
     }
 
-    /// How this repository names chunks: `sha256`, or `blake3-keyed:<key fingerprint>`. Two
-    /// repositories with the same naming give the same data the same name.
+    /// The repository's format version ([`super::VERSION_1`] or [`super::VERSION`]).
+    pub fn format(&self) -> u32 {
+        if self.inner.sha256_names {
+            super::VERSION_1
+        } else {
+            super::VERSION
+        }
+    }
+
+    /// How this repository names its chunks.
+    pub fn naming(&self) -> Naming<'_> {
+        match (self.key(), self.inner.sha256_names) {
+            (Some(k), _) => Naming::Keyed(k),
+            (None, true) => Naming::Sha256,
+            (None, false) => Naming::Blake3,
+        }
+    }
+
+    /// How this repository names chunks, as text: `sha256`, `blake3`, or
+    /// `blake3-keyed:<key fingerprint>`. Two repositories with the same naming give the same
+    /// data the same name.
     pub fn chunk_naming(&self) -> String {
-        match self.key() {
-            None => "sha256".to_owned(),
-            Some(k) => format!("{}:{}", super::CHUNK_NAMES_KEYED, k.fingerprint()),
+        match self.naming() {
+            Naming::Sha256 => "sha256".to_owned(),
+            Naming::Blake3 => super::CHUNK_NAMES_BLAKE3.to_owned(),
+            Naming::Keyed(k) => format!("{}:{}", super::CHUNK_NAMES_KEYED, k.fingerprint()),
         }
     }
 
     /// The name of a chunk holding `data` in this repository.
     pub fn name_of(&self, data: &[u8]) -> Digest {
-        match self.key() {
-            None => Digest::of(data),
-            Some(k) => k.chunk_name(data),
-        }
+        self.naming().of(data)
     }
 
     /// The bytes to store for `plain`, object `what` of backup `backup`: `plain` itself, or

@@ -26,7 +26,7 @@ fn encrypted(root: &Path, p: &str) -> Repo {
         cost: CHEAP,
         key: None,
     };
-    Repo::create(root, MIN_CHUNK_SIZE, 3, Some(init)).unwrap()
+    Repo::create(root, MIN_CHUNK_SIZE, 3, VERSION, Some(init)).unwrap()
 }
 
 /// Random chunks and compressible ones (text), so both stored forms are sealed.
@@ -205,7 +205,7 @@ fn locked_and_wrong_keys_are_refused_clearly() {
     cfg["version"] = 1.into();
     fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
     let e = Repo::open(&root).unwrap_err().to_string();
-    assert!(e.contains("encryption in a version 1 repository"), "{e}");
+    assert!(e.contains("in a version 1 repository"), "{e}");
 }
 
 #[test]
@@ -240,6 +240,7 @@ fn sync_between_namings_rewrites_the_index_and_a_shared_key_moves_objects_as_the
         &d.path().join("twin"),
         MIN_CHUNK_SIZE,
         1,
+        VERSION,
         Some(InitKey {
             secret: &secret,
             label: "twin",

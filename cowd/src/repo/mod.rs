@@ -2,8 +2,12 @@
 //! per backup.
 //!
 //! ```text
-//! ROOT/config.json              {"format":"cowd-repo","version":1,"id","chunk_size","created"}
-//! ROOT/chunks/ab/abcdef…        one file per chunk, named by the SHA-256 of its plain data
+//! ROOT/config.json              {"format":"cowd-repo","version":2,"id","chunk_size",
+//!                               "compression_level","created","chunk_names"} (+ "encryption";
+//!                               format 1: no "chunk_names")
+//! ROOT/chunks/ab/abcdef…        one file per chunk, named by the BLAKE3 of its plain data
+//!                               (format 1: SHA-256; encrypted: keyed BLAKE3)
+//! ROOT/keys/<slot>.json         encrypted: the master key wrapped (`keys.rs`)
 //! ROOT/backups/<id>/            manifest.json + index.bin: a complete backup
 //! ROOT/backups/.tmp-<id>/       a backup in progress (becomes <id>/ by one rename at commit)
 //! ROOT/pins/<id>.json           {"id","parent","started"}: protects a running backup's parent
@@ -21,7 +25,8 @@
 //! shared by every backup and export of the repository and never rewritten; they are removed
 //! only by [`Repo::gc`] when no complete backup references them. Every byte of a committed
 //! backup can be checked by [`Repo::verify`]: the manifest holds the index's SHA-256, the index
-//! holds every chunk's SHA-256, each chunk file holds its own.
+//! holds every chunk's name (its hash), each chunk file holds its own (and, encrypted, every
+//! object is sealed: `crypt.rs`).
 //!
 //! One process at a time should change a repository (the daemon); concurrency between threads
 //! of that process is handled here, also between handles opened separately on the same
@@ -70,14 +75,16 @@ use serde::{Deserialize, Serialize};
 
 /// The `format` field of `config.json`.
 pub const FORMAT: &str = "cowd-repo";
-/// The format version of an unencrypted repository (chunks named by SHA-256).
-pub const VERSION: u32 = 1;
-/// The format version of an encrypted repository (`crypt.rs`, `keys.rs`): older cowd refuses
-/// it rather than misread it.
-pub const VERSION_ENCRYPTED: u32 = 2;
+/// Format 1: chunks named by SHA-256, never encrypted. Still read and written.
+pub const VERSION_1: u32 = 1;
+/// Format 2 (the default): chunks named by BLAKE3, keyed when the repository is encrypted
+/// (`crypt.rs`, `keys.rs`). An older cowd refuses it rather than misread it.
+pub const VERSION: u32 = 2;
 /// The cipher of an encrypted repository's objects.
 pub const CIPHER: &str = "aes-256-gcm";
-/// How an encrypted repository names its chunks.
+/// `chunk_names` of an unencrypted format 2 repository.
+pub const CHUNK_NAMES_BLAKE3: &str = "blake3";
+/// `chunk_names` of an encrypted repository.
 pub const CHUNK_NAMES_KEYED: &str = "blake3-keyed";
 /// Smallest chunk size.
 pub const MIN_CHUNK_SIZE: u32 = 64 << 10;
@@ -103,7 +110,7 @@ pub enum RepoError {
     #[error("{path} is not a cowd repository: {why}")]
     NotARepo { path: PathBuf, why: String },
     #[error(
-        "{path}: repository format version {version} is not supported (this cowd reads versions {VERSION} and {VERSION_ENCRYPTED})"
+        "{path}: repository format version {version} is not supported (this cowd reads versions {VERSION_1} and {VERSION})"
     )]
     UnsupportedVersion { path: PathBuf, version: u64 },
     #[error("{0} is already a repository")]
@@ -177,6 +184,8 @@ struct Inner {
     leases: lease::Leases,
     /// The master key of an encrypted repository.
     key: Option<MasterKey>,
+    /// Format 1: chunks named by SHA-256 (else BLAKE3).
+    sha256_names: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -190,16 +199,18 @@ struct Config {
     compression_level: i32,
     #[serde(with = "rfc3339")]
     created: SystemTime,
-    /// Present exactly in encrypted repositories (version 2).
+    /// Format 2: [`CHUNK_NAMES_BLAKE3`] or [`CHUNK_NAMES_KEYED`] (format 1: absent, SHA-256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chunk_names: Option<String>,
+    /// Present exactly in encrypted repositories.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     encryption: Option<Encryption>,
 }
 
-/// How an encrypted repository seals and names what it stores.
+/// How an encrypted repository seals what it stores.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Encryption {
     cipher: String,
-    chunk_names: String,
     /// [`MasterKey::fingerprint`]: which key the slots must unwrap.
     key_fingerprint: String,
 }
@@ -289,21 +300,37 @@ impl Repo {
 
     /// [`Repo::init`] with the zstd level its chunks are stored with.
     pub fn init_with(root: &Path, chunk_size: u32, level: i32) -> Result<Repo, RepoError> {
-        Repo::create(root, chunk_size, level, None)
+        Repo::create(root, chunk_size, level, VERSION, None)
     }
 
-    /// Creates a repository at `root` (an empty or missing directory), encrypted when `key`
-    /// says how: its master key is wrapped into a first key slot and unlocked in this process.
+    /// Creates a repository of format `version` ([`VERSION`], or [`VERSION_1`] for an older
+    /// cowd to read) at `root` (an empty or missing directory), encrypted when `key` says how:
+    /// its master key is wrapped into a first key slot and unlocked in this process.
     pub fn create(
         root: &Path,
         chunk_size: u32,
         level: i32,
+        version: u32,
         key: Option<InitKey<'_>>,
     ) -> Result<Repo, RepoError> {
         if !valid_chunk_size(u64::from(chunk_size)) {
             return Err(RepoError::ChunkSize(chunk_size.into()));
         }
         check_level(level)?;
+        match version {
+            VERSION => {}
+            VERSION_1 if key.is_some() => {
+                return Err(RepoError::Invalid(
+                    "format 1 cannot be encrypted: encryption needs format 2".into(),
+                ));
+            }
+            VERSION_1 => {}
+            v => {
+                return Err(RepoError::Invalid(format!(
+                    "repository format {v} does not exist: give {VERSION_1} or {VERSION}"
+                )));
+            }
+        }
         match fs::read_dir(root) {
             Ok(mut entries) => {
                 if root.join("config.json").exists() {
@@ -343,20 +370,21 @@ impl Repo {
             // The slot before the config: a repository is visible only when it opens.
             keys::add_slot(root, &id, master, k.secret, k.label, k.cost)?;
         }
+        let chunk_names = match (version, &master) {
+            (VERSION_1, _) => None,
+            (_, None) => Some(CHUNK_NAMES_BLAKE3.to_owned()),
+            (_, Some(_)) => Some(CHUNK_NAMES_KEYED.to_owned()),
+        };
         let config = Config {
             format: FORMAT.to_owned(),
-            version: if master.is_some() {
-                VERSION_ENCRYPTED
-            } else {
-                VERSION
-            },
+            version,
             id,
             chunk_size,
             compression_level: level,
             created: SystemTime::now(),
+            chunk_names,
             encryption: master.as_ref().map(|m| Encryption {
                 cipher: CIPHER.to_owned(),
-                chunk_names: CHUNK_NAMES_KEYED.to_owned(),
                 key_fingerprint: m.fingerprint(),
             }),
         };
@@ -394,7 +422,7 @@ impl Repo {
             )));
         }
         let version = match value.get("version").and_then(|v| v.as_u64()) {
-            Some(v) if v == u64::from(VERSION) || v == u64::from(VERSION_ENCRYPTED) => v,
+            Some(v) if v == u64::from(VERSION_1) || v == u64::from(VERSION) => v,
             Some(v) => {
                 return Err(RepoError::UnsupportedVersion {
                     path: root.to_owned(),
@@ -412,20 +440,26 @@ impl Repo {
             )));
         }
         check_level(config.compression_level).map_err(|e| not_repo(format!("config.json: {e}")))?;
-        match (&config.encryption, version == u64::from(VERSION_ENCRYPTED)) {
-            (None, false) => {}
-            (Some(e), true) if e.cipher == CIPHER && e.chunk_names == CHUNK_NAMES_KEYED => {}
-            (Some(e), true) => {
+        let names = config.chunk_names.as_deref();
+        match (version == u64::from(VERSION), names, &config.encryption) {
+            (false, None, None) | (true, Some(CHUNK_NAMES_BLAKE3), None) => {}
+            (true, Some(CHUNK_NAMES_KEYED), Some(e)) if e.cipher == CIPHER => {}
+            (true, Some(CHUNK_NAMES_KEYED), Some(e)) => {
                 return Err(not_repo(format!(
-                    "config.json: cipher {:?} with chunk names {:?} is not supported",
-                    e.cipher, e.chunk_names
+                    "config.json: cipher {:?} is not supported",
+                    e.cipher
                 )));
             }
-            (_, true) => return Err(not_repo("config.json: version 2 without encryption".into())),
-            (Some(_), false) => {
+            (false, ..) => {
                 return Err(not_repo(
-                    "config.json: encryption in a version 1 repository".into(),
+                    "config.json: chunk names or encryption in a version 1 repository".into(),
                 ));
+            }
+            (true, n, e) => {
+                return Err(not_repo(format!(
+                    "config.json: chunk names {n:?} {} encryption are not supported",
+                    if e.is_some() { "with" } else { "without" }
+                )));
             }
         }
         Ok(config)
@@ -486,6 +520,7 @@ impl Repo {
     /// with every other live handle of this process on the same directory: handles opened
     /// separately (say, by the backup target and by a gc request) still exclude each other.
     fn from_config(root: &Path, config: Config, key: Option<MasterKey>) -> Result<Repo, RepoError> {
+        let sha256_names = config.version == VERSION_1;
         static OPEN: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
         let root = fs::canonicalize(root).map_err(RepoError::io(root, "resolve path"))?;
         let mut open = held(OPEN.lock());
@@ -508,6 +543,7 @@ impl Repo {
                     meta_lock: Mutex::new(()),
                     leases: lease::Leases::default(),
                     key,
+                    sha256_names,
                 });
                 open.push(Arc::downgrade(&inner));
                 inner
@@ -840,7 +876,8 @@ mod tests {
         let cfg: serde_json::Value =
             serde_json::from_slice(&fs::read(root.join("config.json")).unwrap()).unwrap();
         assert_eq!(cfg["format"], "cowd-repo");
-        assert_eq!(cfg["version"], 1);
+        assert_eq!(cfg["version"], 2);
+        assert_eq!(cfg["chunk_names"], "blake3");
         assert_eq!(cfg["chunk_size"], 65536);
         assert!(rfc3339::parse(cfg["created"].as_str().unwrap()).is_ok());
 
@@ -854,6 +891,34 @@ mod tests {
         for bad in [0u32, 1000, 1 << 15, 8 << 20, 65537] {
             let e = Repo::init(&d.path().join("x"), bad).unwrap_err();
             assert!(matches!(e, RepoError::ChunkSize(_)), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn format_1_is_still_written_and_read_with_sha256_names() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("v1");
+        let r = Repo::create(&root, MIN_CHUNK_SIZE, 1, VERSION_1, None).unwrap();
+        let img = testutil::data(3, 9);
+        let ix = testutil::backup(&r, "b1", None, 100, &img);
+        assert_eq!(ix.digests[0], Digest::of(&img[..MIN_CHUNK_SIZE as usize]));
+        assert_eq!((r.format(), r.chunk_naming().as_str()), (1, "sha256"));
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&fs::read(root.join("config.json")).unwrap()).unwrap();
+        assert_eq!(cfg["version"], 1);
+        assert!(cfg.get("chunk_names").is_none());
+        drop(r);
+        let o = Repo::open(&root).unwrap();
+        let v = o.verify(None, &|_, _| {}).unwrap();
+        assert!(v.corrupt.is_empty() && v.bad_indexes.is_empty() && v.missing.is_empty());
+        assert_eq!(v.chunks_checked, 3);
+        // Format 2 names the same data otherwise; sync renames (see crypt_tests).
+        let v2 = Repo::init(&d.path().join("v2"), MIN_CHUNK_SIZE).unwrap();
+        assert_eq!(v2.format(), 2);
+        assert_ne!(v2.name_of(&img), o.name_of(&img));
+        for bad in [0, 3] {
+            let e = Repo::create(&d.path().join("x"), MIN_CHUNK_SIZE, 1, bad, None).unwrap_err();
+            assert!(e.to_string().contains("give 1 or 2"), "{e}");
         }
     }
 

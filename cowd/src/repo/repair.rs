@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   verify ─> corrupt or missing chunks ─> the first repository given that holds it intact
-//!                                          (load_chunk there checks its SHA-256)
+//!                                          (load_chunk there checks its name)
 //!                                            ─> the damaged file removed, the chunk stored
 //!          ─> bad indexes (manifest readable) ─> the same backup there whose index has the
 //!                                                checksum our manifest names ─> index.bin

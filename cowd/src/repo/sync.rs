@@ -8,7 +8,7 @@
 //!                   holds already are refreshed as a backup refreshes them, so that a gc
 //!                   there keeps them too)
 //!     each distinct chunk of its index the destination lacks, on chunk_threads() threads:
-//!       load_chunk (source: header and SHA-256 checked) ─> store_chunk (destination: its
+//!       load_chunk (source: header and name checked) ─> store_chunk (destination: its
 //!       own compression level, the file linked into place complete)
 //!     commit: the source's index and manifest (the destination checks every chunk is there)
 //! ```

@@ -78,7 +78,7 @@ impl Repo {
                         let r = read_chunk_file(
                             &path,
                             &d,
-                            self.key(),
+                            self.naming(),
                             Some(len),
                             &mut out,
                             &mut scratch,
@@ -166,7 +166,7 @@ mod tests {
         assert_eq!(rep.corrupt[0].digest, shared);
         assert_eq!(rep.corrupt[0].backups, ["a", "b"]);
         assert!(
-            rep.corrupt[0].problem.contains("SHA-256"),
+            rep.corrupt[0].problem.contains("BLAKE3 of the data"),
             "{}",
             rep.corrupt[0].problem
         );

@@ -135,13 +135,13 @@ fn init_and_open_errors_say_what_is_wrong() {
 
     let cfg = root.join("config.json");
     let text = fs::read_to_string(&cfg).unwrap();
-    fs::write(&cfg, text.replace("\"version\": 1", "\"version\": 2")).unwrap();
+    fs::write(&cfg, text.replace("\"version\": 2", "\"version\": 3")).unwrap();
     let e = Repo::open(&root).unwrap_err();
     assert!(
-        matches!(e, RepoError::UnsupportedVersion { version: 2, .. }),
+        matches!(e, RepoError::UnsupportedVersion { version: 3, .. }),
         "{e}"
     );
-    assert!(e.to_string().contains("version 2 is not supported"), "{e}");
+    assert!(e.to_string().contains("version 3 is not supported"), "{e}");
     fs::write(&cfg, text).unwrap();
     let o = Repo::open(&root).unwrap();
     assert_eq!((o.id(), o.chunk_size()), (r.id(), 1 << 20));
@@ -166,7 +166,7 @@ fn round_trip_with_short_last_chunk_zero_and_compressible_chunks() {
     let index = r.index("b1").unwrap();
     assert_eq!(index.digests[1], Digest::ZERO);
     assert_eq!(index.chunk_len(4), 12345);
-    assert_eq!(index.digests[4], Digest::of(&image[4 * c..]));
+    assert_eq!(index.digests[4], r.name_of(&image[4 * c..]));
     assert_eq!(restore(&r, "b1"), image);
     assert!(r.verify(None, &|_, _| {}).unwrap().is_ok());
     // The same image again: everything deduplicated.
@@ -220,7 +220,7 @@ fn concurrent_stores_of_the_same_chunk_leave_one_valid_file() {
             .collect();
         let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
         assert_eq!(results.iter().filter(|s| s.new).count(), 1, "round {round}");
-        assert!(results.iter().all(|s| s.digest == Digest::of(&data)));
+        assert!(results.iter().all(|s| s.digest == r.name_of(&data)));
         let mut out = Vec::new();
         r.load_chunk(&results[0].digest, data.len(), &mut out)
             .unwrap();

@@ -130,7 +130,7 @@ fn repo_init_and_refusals() {
     let repo = d.dir().join("repo");
     let out = ok(&cowctl(&d, &["repo", "init", path_str(&repo)]));
     let prefix = format!(
-        "repository {} created (chunk size 4.0 MiB, zstd level 1, id ",
+        "repository {} created (format 2, chunk size 4.0 MiB, zstd level 1, id ",
         path_str(&repo)
     );
     assert!(out.starts_with(&prefix) && out.ends_with(")\n"), "{out}");
