@@ -70,6 +70,14 @@ pub struct KdfCost {
 }
 
 impl KdfCost {
+    /// The most a slot may ask for: a slot file is not trusted to make the daemon allocate
+    /// without bound (1 GiB, 64 passes, 64 lanes).
+    pub const MAX: KdfCost = KdfCost {
+        memory_kib: 1 << 20,
+        iterations: 64,
+        parallelism: 64,
+    };
+
     /// RFC 9106, 4, second recommended option.
     pub const DEFAULT: KdfCost = KdfCost {
         memory_kib: 64 << 10,
@@ -155,6 +163,17 @@ impl Kdf {
             } => {
                 if *version != 0x13 {
                     return Err(format!("Argon2 version {version:#x} is not supported"));
+                }
+                let max = KdfCost::MAX;
+                if *memory_kib > max.memory_kib
+                    || *iterations > max.iterations
+                    || *parallelism > max.parallelism
+                {
+                    return Err(format!(
+                        "Argon2id cost {memory_kib} KiB, {iterations} passes, {parallelism} \
+                         lanes is beyond {} KiB, {}, {}",
+                        max.memory_kib, max.iterations, max.parallelism
+                    ));
                 }
                 let salt = B64.decode(salt).map_err(|e| format!("salt: {e}"))?;
                 let params = argon2::Params::new(*memory_kib, *iterations, *parallelism, Some(32))

@@ -142,6 +142,35 @@ fn slots_unlock_with_their_secret_only() {
 }
 
 #[test]
+fn a_slot_asking_for_unbounded_memory_is_refused_before_any_allocation() {
+    let kdf = Kdf::Argon2id {
+        version: 0x13,
+        memory_kib: u32::MAX,
+        iterations: 3,
+        parallelism: 4,
+        salt: salt(),
+    };
+    let e = kdf.derive(b"pw").unwrap_err();
+    assert!(e.contains("beyond"), "{e}");
+    let d = tempfile::tempdir().unwrap();
+    let key = MasterKey::generate();
+    let e = add_slot(
+        d.path(),
+        REPO,
+        &key,
+        &pass("pw"),
+        "",
+        KdfCost {
+            memory_kib: 2 << 20,
+            ..CHEAP
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("beyond"), "{e}");
+}
+
+#[test]
 fn the_last_slot_stays() {
     let d = tempfile::tempdir().unwrap();
     let key = MasterKey::generate();
