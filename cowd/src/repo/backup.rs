@@ -15,12 +15,13 @@ use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use super::crypt::Object;
-use super::owner::Owner;
+use super::owner::{Liveness, Owner};
 use super::{
     Index, Manifest, Repo, RepoError, Status, check_id, fsync_dir, held, rfc3339, write_synced,
 };
@@ -43,14 +44,70 @@ pub struct Pin {
     /// The process running the backup (absent in pins of earlier versions: taken as gone).
     #[serde(default)]
     pub owner: Option<Owner>,
+    /// When its owner last refreshed it (the pin file's mtime; not in the file).
+    #[serde(skip)]
+    pub heartbeat: Option<SystemTime>,
 }
 
+/// How often a running backup refreshes its pin's mtime (its heartbeat; each second in the
+/// unit tests, which watch it happen).
+pub const PIN_HEARTBEAT: Duration = Duration::from_secs(if cfg!(test) { 1 } else { 60 });
+/// How long a pin of another host stays live after its last heartbeat: ten heartbeats, so a
+/// busy or briefly cut-off owner is not taken for gone.
+pub const PIN_LEASE: Duration = Duration::from_secs(600);
+
 impl Pin {
-    /// False once the process that wrote the pin is known to be gone. A pin of an earlier
-    /// version names no owner: it counts as live until the repository is next opened (see
-    /// `clean_at_open`), since nothing tells whether its process still runs.
+    /// False once the process that wrote the pin is known to be gone: on this host, when the
+    /// process is; of another host, when its heartbeat is older than [`PIN_LEASE`]. A pin of
+    /// an earlier version names no owner: it counts as live until the repository is next
+    /// opened (see `clean_at_open`), since nothing tells whether its process still runs.
     pub fn live(&self) -> bool {
-        self.owner.as_ref().is_none_or(Owner::alive)
+        match self.owner.as_ref().map(Owner::liveness) {
+            None | Some(Liveness::Alive) => true,
+            Some(Liveness::Gone) => false,
+            // A heartbeat in the future (clocks apart) counts as fresh.
+            Some(Liveness::Elsewhere) => self
+                .heartbeat
+                .is_none_or(|t| t.elapsed().map_or(true, |age| age < PIN_LEASE)),
+        }
+    }
+}
+
+/// Refreshes a pin's mtime every [`PIN_HEARTBEAT`] until dropped.
+#[derive(Debug)]
+struct Heartbeat {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    fn start(pin: PathBuf) -> Heartbeat {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("pin-heartbeat".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(PIN_HEARTBEAT)
+                {
+                    let r = fs::File::open(&pin).and_then(|f| f.set_modified(SystemTime::now()));
+                    if let Err(e) = r {
+                        tracing::warn!("repository: cannot refresh pin {}: {e}", pin.display());
+                    }
+                }
+            })
+            .ok();
+        Heartbeat {
+            stop: Some(stop),
+            thread,
+        }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -64,6 +121,8 @@ pub struct InProgress {
     parent: Option<String>,
     started: SystemTime,
     done: bool,
+    /// Keeps the pin fresh for the gc of other hosts sharing the repository.
+    heartbeat: Option<Heartbeat>,
 }
 
 impl Repo {
@@ -90,6 +149,7 @@ impl Repo {
             parent: parent.map(str::to_owned),
             started: SystemTime::now(),
             owner: Owner::current(),
+            heartbeat: None,
         };
         // The pin is created exclusively (link fails if it exists), then the directory.
         let pin_path = self.pin_path(id);
@@ -110,6 +170,7 @@ impl Repo {
             parent: pin.parent.clone(),
             started: pin.started,
             done: false,
+            heartbeat: Some(Heartbeat::start(pin_path.clone())),
         };
         // From here on, dropping `started` on error removes the pin again.
         let pins = self.pins_dir();
@@ -182,10 +243,11 @@ impl Repo {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(RepoError::io(&path, "read")(e)),
             };
-            let pin: Pin = serde_json::from_slice(&text).map_err(|e| RepoError::Corrupt {
+            let mut pin: Pin = serde_json::from_slice(&text).map_err(|e| RepoError::Corrupt {
                 path: path.clone(),
                 problem: format!("pin: {e}"),
             })?;
+            pin.heartbeat = fs::metadata(&path).and_then(|m| m.modified()).ok();
             pins.push(pin);
         }
         pins.sort_by(|a, b| (a.started, &a.id).cmp(&(b.started, &b.id)));
@@ -299,6 +361,7 @@ impl InProgress {
         }
         fs::rename(&tmp, &dst).map_err(RepoError::io(&dst, "rename into place"))?;
         self.done = true;
+        self.heartbeat = None;
         let backups = repo.backups_dir();
         let synced = fsync_dir(&backups).map_err(RepoError::io(&backups, "fsync"));
         let pin = repo.pin_path(&self.id);
@@ -523,6 +586,7 @@ mod tests {
                 parent: Some("p".into()),
                 started: SystemTime::now(),
                 owner,
+                heartbeat: None,
             };
             fs::write(r.pin_path(id), serde_json::to_vec(&pin).unwrap()).unwrap();
             fs::create_dir(r.tmp_backup_dir(id)).unwrap();
@@ -541,5 +605,57 @@ mod tests {
         // The parent is free again once the live backup ends.
         mine.abort();
         r.remove_backup("p").unwrap();
+    }
+
+    #[test]
+    fn a_pin_of_another_host_lives_while_its_heartbeat_is_fresh() {
+        let (_d, r) = repo();
+        backup(&r, "p", None, 1, &data(1, 5));
+        // A backup of another host sharing the repository: its process is not visible here.
+        let owner = Owner {
+            host: "another-host".into(),
+            pid: u32::MAX,
+            ..Owner::current().unwrap()
+        };
+        let pin = Pin {
+            id: "remote".into(),
+            parent: Some("p".into()),
+            started: SystemTime::now(),
+            owner: Some(owner),
+            heartbeat: None,
+        };
+        fs::write(r.pin_path("remote"), serde_json::to_vec(&pin).unwrap()).unwrap();
+        fs::create_dir(r.tmp_backup_dir("remote")).unwrap();
+        let live = r.in_progress().unwrap();
+        assert_eq!(live.len(), 1);
+        assert!(live[0].heartbeat.is_some());
+        // Its parent is protected, and a reopen leaves it.
+        let e = r.remove_backup("p").unwrap_err();
+        assert!(matches!(e, RepoError::InUse { .. }), "{e}");
+        let r = Repo::open(r.root()).unwrap();
+        assert!(r.pin_path("remote").exists() && r.tmp_backup_dir("remote").exists());
+        // Silent for longer than the lease: gone, with its directory.
+        let f = fs::File::open(r.pin_path("remote")).unwrap();
+        f.set_modified(SystemTime::now() - PIN_LEASE - Duration::from_secs(1))
+            .unwrap();
+        assert!(r.in_progress().unwrap().is_empty());
+        assert!(!r.pin_path("remote").exists() && !r.tmp_backup_dir("remote").exists());
+        r.remove_backup("p").unwrap();
+    }
+
+    #[test]
+    fn a_running_backup_refreshes_its_pin() {
+        let (_d, r) = repo();
+        let b = r.begin("hb", None).unwrap();
+        let pin = r.pin_path("hb");
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        fs::File::open(&pin).unwrap().set_modified(old).unwrap();
+        // The heartbeat thread runs every PIN_HEARTBEAT; wait for one round at most.
+        let deadline = std::time::Instant::now() + PIN_HEARTBEAT + Duration::from_secs(10);
+        while fs::metadata(&pin).unwrap().modified().unwrap() == old {
+            assert!(std::time::Instant::now() < deadline, "no heartbeat");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        b.abort();
     }
 }

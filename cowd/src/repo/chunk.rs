@@ -194,14 +194,22 @@ fn compress(level: i32, plain: &[u8], out: &mut Vec<u8>) -> Option<usize> {
     })
 }
 
-/// Opens `path` and sets its mtime to now; false when it does not exist.
+/// Opens `path` and sets its mtime to now; false when it does not exist, or no longer under
+/// that name once refreshed: a gc of another host renames a chunk away before it checks the
+/// mtime one last time (`gc.rs`), so a chunk still at its name after the refresh stays.
 fn touch(path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
     match File::open(path) {
         Ok(f) => {
             // Best effort: without ownership the mtime cannot be set, and gc then relies on
             // the commit check (every referenced chunk exists) to catch a lost race.
             let _ = f.set_modified(SystemTime::now());
-            Ok(true)
+            let opened = f.metadata()?;
+            match fs::symlink_metadata(path) {
+                Ok(m) => Ok(m.ino() == opened.ino() && m.dev() == opened.dev()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(e),
+            }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
@@ -403,7 +411,7 @@ impl Repo {
         };
         let linked = {
             let _g = held(self.inner.gc_lock.read());
-            let r = match fs::hard_link(&tmp, &path) {
+            let link = || match fs::hard_link(&tmp, &path) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     // A chunk directory removed by hand: recreate it.
                     let dir = path.parent().expect("chunk path has a parent");
@@ -411,10 +419,21 @@ impl Repo {
                 }
                 r => r,
             };
-            match r {
-                Ok(()) => Ok(true),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => touch(&path).map(|_| false),
-                Err(e) => Err(e),
+            // Present, but renamed away by another host's gc before our refresh took: link
+            // ours (a few rounds; each needs that gc to win a race again).
+            let mut rounds = 0;
+            loop {
+                rounds += 1;
+                match link() {
+                    Ok(()) => break Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match touch(&path) {
+                        Ok(true) => break Ok(false),
+                        Ok(false) if rounds < 8 => continue,
+                        Ok(false) => break Err(io::Error::other("removed by gc on every attempt")),
+                        Err(e) => break Err(e),
+                    },
+                    Err(e) => break Err(e),
+                }
             }
         };
         let _ = fs::remove_file(&tmp);

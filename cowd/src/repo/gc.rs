@@ -25,7 +25,49 @@ pub const PIN_MARGIN: Duration = Duration::from_secs(60);
 
 pub use cowd_api::repo::GcReport;
 
+/// What became of a chunk gc wanted to remove.
+enum Removal {
+    Removed,
+    /// Removed by someone else meanwhile.
+    Gone,
+    /// Refreshed by a store (of another host) meanwhile: put back.
+    Refreshed,
+}
+
 impl Repo {
+    /// Removes the old chunk file at `path` (last seen with `mtime`) in two steps, safe against
+    /// a store of another host sharing the repository (whose refresh this process's lock does
+    /// not exclude): renamed out of its name first, then its mtime checked once more. A store
+    /// that refreshed it before the rename shows in that mtime, and the chunk is linked back;
+    /// a store after the rename no longer finds it under its name and stores it anew
+    /// (`chunk.rs`, `touch`).
+    fn remove_chunk(
+        &self,
+        path: &std::path::Path,
+        mtime: SystemTime,
+    ) -> Result<Removal, RepoError> {
+        let trash = self.tmp_path();
+        match fs::rename(path, &trash) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Removal::Gone),
+            Err(e) => return Err(RepoError::io(path, "remove chunk")(e)),
+        }
+        let now = fs::symlink_metadata(&trash).and_then(|m| m.modified());
+        let outcome = if now.is_ok_and(|t| t == mtime) {
+            Removal::Removed
+        } else {
+            match fs::hard_link(&trash, path) {
+                // Stored anew meanwhile: that copy serves.
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(RepoError::io(path, "put back a refreshed chunk")(e)),
+            }
+            Removal::Refreshed
+        };
+        fs::remove_file(&trash).map_err(RepoError::io(&trash, "remove chunk"))?;
+        Ok(outcome)
+    }
+
     /// Removes the chunks that no complete backup references and that are not protected by a
     /// running backup. `dry_run` only counts.
     pub fn gc(&self, dry_run: bool) -> Result<GcReport, RepoError> {
@@ -114,10 +156,13 @@ impl Repo {
                         continue;
                     }
                     if !dry_run {
-                        match fs::remove_file(&path) {
-                            Ok(()) => removed = true,
-                            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                            Err(e) => return Err(RepoError::io(&path, "remove chunk")(e)),
+                        match self.remove_chunk(&path, mtime)? {
+                            Removal::Removed => removed = true,
+                            Removal::Gone => continue,
+                            Removal::Refreshed => {
+                                report.chunks_kept_young += 1;
+                                continue;
+                            }
                         }
                     }
                     report.chunks_removed += 1;
@@ -141,6 +186,34 @@ mod tests {
         let f = fs::File::open(r.chunk_path(d)).unwrap();
         f.set_modified(SystemTime::now() - Duration::from_secs(secs))
             .unwrap();
+    }
+
+    #[test]
+    fn a_chunk_refreshed_after_gc_looked_at_it_is_put_back() {
+        let (_d, r) = repo();
+        let chunk = data(1, 7);
+        let s = r.store_chunk(&chunk).unwrap();
+        let p = r.chunk_path(&s.digest);
+        let mtime = |p: &std::path::Path| fs::metadata(p).unwrap().modified().unwrap();
+        // gc saw it older; a store (another host's) refreshed it since.
+        let seen = mtime(&p) - Duration::from_secs(5);
+        assert!(matches!(
+            r.remove_chunk(&p, seen).unwrap(),
+            Removal::Refreshed
+        ));
+        let mut out = Vec::new();
+        r.load_chunk(&s.digest, chunk.len(), &mut out).unwrap();
+        assert_eq!(out, chunk);
+        // Unchanged since gc looked: removed; then gone.
+        assert!(matches!(
+            r.remove_chunk(&p, mtime(&p)).unwrap(),
+            Removal::Removed
+        ));
+        assert!(!p.exists());
+        assert!(matches!(r.remove_chunk(&p, seen).unwrap(), Removal::Gone));
+        assert_eq!(fs::read_dir(r.root().join("tmp")).unwrap().count(), 0);
+        // A store now finds it absent and stores it anew.
+        assert!(r.store_chunk(&chunk).unwrap().new);
     }
 
     #[test]

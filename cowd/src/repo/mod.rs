@@ -48,7 +48,7 @@ mod repair;
 mod sync;
 mod verify;
 
-pub use backup::{InProgress, Pin};
+pub use backup::{InProgress, PIN_HEARTBEAT, PIN_LEASE, Pin};
 pub use chunk::{CHUNK_HEADER_LEN, Stored};
 pub use crypt::MasterKey;
 pub use digest::{Digest, DigestOf, ParseDigestError};
@@ -233,6 +233,15 @@ fn default_level() -> i32 {
 
 fn valid_chunk_size(n: u64) -> bool {
     n.is_power_of_two() && (u64::from(MIN_CHUNK_SIZE)..=u64::from(MAX_CHUNK_SIZE)).contains(&n)
+}
+
+/// How long a temporary file of another host sharing the repository is left alone.
+const FOREIGN_TMP_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// 8 hex digits of this host's identity, in temporary file names.
+fn host_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| digest::to_hex(&blake3::hash(owner::host_id().as_bytes()).as_bytes()[..4]))
 }
 
 /// Backup ids become directory names: a conservative character set, no leading dot.
@@ -593,13 +602,15 @@ impl Repo {
     }
 
     /// A fresh path in `tmp/` (same filesystem as the chunks) for a temporary file. Its name,
-    /// `<pid>-<seq>-<random>.tmp`, lets `open` leave it alone while this process lives.
+    /// `<pid>-<seq>-<random>-<host>.tmp`, lets `open` leave it alone while this process lives
+    /// (and, on another host sharing the repository, for a day).
     pub fn tmp_path(&self) -> PathBuf {
         let seq = self.inner.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let name = format!(
-            "{}-{seq}-{:016x}.tmp",
+            "{}-{seq}-{:016x}-{}.tmp",
             std::process::id(),
-            fastrand::u64(..)
+            fastrand::u64(..),
+            host_tag()
         );
         self.inner.root.join("tmp").join(name)
     }
@@ -643,10 +654,18 @@ impl Repo {
             }
         };
         for (name, e) in entries(&self.inner.root.join("tmp")) {
-            let pid = name.split('-').next().and_then(|p| p.parse::<u32>().ok());
-            let live = pid.is_some_and(|p| {
-                p == std::process::id() || Path::new(&format!("/proc/{p}")).exists()
-            });
+            let parts: Vec<&str> = name.trim_end_matches(".tmp").split('-').collect();
+            let live = if parts.len() == 4 && parts[3] != host_tag() {
+                // Another host's: its processes cannot be seen from here.
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < FOREIGN_TMP_AGE))
+            } else {
+                let pid = parts[0].parse::<u32>().ok();
+                pid.is_some_and(|p| {
+                    p == std::process::id() || Path::new(&format!("/proc/{p}")).exists()
+                })
+            };
             if !live {
                 remove(&e.path(), e.file_type().is_ok_and(|t| t.is_dir()));
             }
@@ -969,10 +988,18 @@ mod tests {
         fs::write(&mine, b"staging").unwrap();
         let dead = r.root().join("tmp/4000000000-1-00.tmp");
         fs::write(&dead, b"x").unwrap();
+        // Another host's (sharing the repository): left alone for a day, whatever its pid.
+        let remote = r.root().join("tmp/4000000000-1-00-0badf00d.tmp");
+        let stale_remote = r.root().join("tmp/4000000000-2-00-0badf00d.tmp");
+        fs::write(&remote, b"x").unwrap();
+        fs::write(&stale_remote, b"x").unwrap();
+        let day_old = SystemTime::now() - FOREIGN_TMP_AGE - std::time::Duration::from_secs(1);
+        File::open(&stale_remote).unwrap().set_modified(day_old).unwrap();
         drop((r, o));
         let again = Repo::open(&d.path().join("repo")).unwrap();
         assert!(mine.exists(), "a live process's temporary file was removed");
         assert!(!dead.exists());
+        assert!(remote.exists() && !stale_remote.exists());
         // Another repository at the same path after the old one was deleted: fresh state.
         drop(again);
         let keep = Repo::open(&d.path().join("repo")).unwrap();
