@@ -52,6 +52,27 @@ pub fn repo_created(r: &RepoInfo) -> String {
     )
 }
 
+/// `cowctl repo info`: one line per property.
+pub fn repo_info(r: &RepoInfo) -> String {
+    let encryption = match (&r.key_fingerprint, r.unlocked) {
+        (None, _) => "none".to_owned(),
+        (Some(k), Some(true)) => format!("AES-256-GCM, key {}, unlocked", printable(k)),
+        (Some(k), _) => format!(
+            "AES-256-GCM, key {}, locked (cowctl repo unlock)",
+            printable(k)
+        ),
+    };
+    format!(
+        "repository   {}\nid           {}\nformat       {}\nchunk names  {}\nchunk size   {}\nzstd level   {}\nencryption   {encryption}\n",
+        printable(&r.path),
+        printable(&r.id),
+        r.format,
+        printable(&r.chunk_names),
+        human_size(u64::from(r.chunk_size)),
+        r.compression_level,
+    )
+}
+
 /// `full used ext4`, `incr all`: the mode, the blocks read and the filesystem they came from.
 pub fn mode(m: &Manifest) -> String {
     let mut s = match m.mode {
@@ -796,6 +817,7 @@ mod tests {
             format: 2,
             chunk_names: "blake3".into(),
             key_fingerprint: None,
+            unlocked: None,
         };
         assert_eq!(
             repo_created(&r),

@@ -20,6 +20,7 @@
 //! | POST   | /v1/exports/{name}/attach       | [`exports::Device`]           | [`exports::Resolved`]         |
 //! | POST   | /v1/detach                      | [`exports::Device`]           | [`exports::Resolved`]         |
 //! | POST   | /v1/repo/init                   | [`repo::RepoInit`]            | [`repo::RepoInfo`]            |
+//! | GET    | /v1/repo/info?repo=             |                               | [`repo::RepoInfo`]            |
 //! | POST   | /v1/repo/unlock                 | [`repo::UnlockRequest`]       | [`repo::LockState`]           |
 //! | POST   | /v1/repo/lock                   | [`repo::LockRequest`]         | [`repo::LockState`]           |
 //! | GET    | /v1/repo/keys?repo=             |                               | [`repo::KeySlot`] list        |

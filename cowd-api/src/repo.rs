@@ -148,6 +148,9 @@ pub struct RepoInfo {
     /// The master key's fingerprint when the repository is encrypted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_fingerprint: Option<String>,
+    /// Encrypted: whether the daemon holds the key (`GET /v1/repo/info`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlocked: Option<bool>,
 }
 
 fn format_1() -> u32 {

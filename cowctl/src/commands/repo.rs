@@ -44,6 +44,8 @@ pub enum RepoCommand {
     /// removed with --remove-broken.
     #[command(after_help = REPAIR_STATUS)]
     Repair(RepairArgs),
+    /// Show a repository's format, chunk naming, encryption and whether it is unlocked.
+    Info(keys::RepoOnly),
     /// Give the daemon the key of an encrypted repository (a passphrase or a key file); it
     /// holds it in memory until it stops or `repo lock`.
     Unlock(keys::UnlockArgs),
@@ -255,6 +257,7 @@ pub async fn repo(
         RepoCommand::Init(a) => init(client, a, json, out).await,
         RepoCommand::Sync(a) => sync(client, a, json, out).await,
         RepoCommand::Repair(a) => repair(client, a, json, out).await,
+        RepoCommand::Info(a) => info(client, a, json, out).await,
         RepoCommand::Unlock(a) => keys::unlock(client, a, json, out).await,
         RepoCommand::Lock(a) => keys::lock(client, a, json, out).await,
         RepoCommand::Key(c) => keys::key(client, c, json, out).await,
@@ -361,6 +364,20 @@ pub async fn init(
         .post("/v1/repo/init", &body)
         .await?;
     print(out, json, &reply, repo_report::repo_created)
+}
+
+pub async fn info(
+    client: &Client,
+    a: &keys::RepoOnly,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
+    let path = match repo_arg(a.repo.as_deref())? {
+        Some(r) => format!("/v1/repo/info?repo={}", client::encode(&r)),
+        None => "/v1/repo/info".to_owned(),
+    };
+    let reply: Reply<RepoInfo> = client.get(&path).await?;
+    print(out, json, &reply, repo_report::repo_info)
 }
 
 /// `/v1/repo/backups` with the query of `repo` and `export`.

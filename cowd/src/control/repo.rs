@@ -93,6 +93,28 @@ pub async fn init(Body(r): Body<RepoInit>) -> Reply<RepoInfo> {
         format: repo.format(),
         chunk_names: repo.chunk_naming(),
         key_fingerprint: repo.key_fingerprint(),
+        unlocked: repo.is_encrypted().then_some(true),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InfoQuery {
+    repo: Option<String>,
+}
+
+/// `GET /v1/repo/info`: the repository's configuration, also when it is locked.
+pub async fn info(State(s): State<ControlState>, Params(q): Params<InfoQuery>) -> Reply<RepoInfo> {
+    let root = repo_path(&s, q.repo.as_deref())?;
+    let a = Repo::about(&root).map_err(repo_error)?;
+    Ok(Json(RepoInfo {
+        path: root.display().to_string(),
+        id: a.id,
+        chunk_size: a.chunk_size,
+        compression_level: a.compression_level,
+        format: a.format,
+        chunk_names: a.chunk_names,
+        key_fingerprint: a.key_fingerprint,
+        unlocked: a.unlocked,
     }))
 }
 

@@ -70,6 +70,7 @@ pub fn routes() -> Vec<Route> {
         route(M::GET, "/v1/ports", copies::ports),
         route(M::PUT, "/v1/ports/{name}", copies::set_port),
         route(M::POST, "/v1/repo/init", repo::init),
+        route(M::GET, "/v1/repo/info", repo::info),
         route(M::POST, "/v1/repo/unlock", keys::unlock),
         route(M::POST, "/v1/repo/lock", keys::lock),
         route(M::GET, "/v1/repo/keys", keys::list),

@@ -51,6 +51,7 @@ mod verify;
 pub use backup::{InProgress, PIN_HEARTBEAT, PIN_LEASE, Pin};
 pub use chunk::{CHUNK_HEADER_LEN, Stored};
 pub use crypt::MasterKey;
+
 pub use digest::{Digest, DigestOf, ParseDigestError};
 pub use gc::{GcReport, PIN_MARGIN};
 pub use index::{Index, IndexFormatError, chunk_count};
@@ -213,6 +214,20 @@ struct Encryption {
     cipher: String,
     /// [`MasterKey::fingerprint`]: which key the slots must unwrap.
     key_fingerprint: String,
+}
+
+/// A repository's configuration, as [`Repo::about`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct About {
+    pub id: String,
+    pub chunk_size: u32,
+    pub compression_level: i32,
+    pub format: u32,
+    /// As [`Repo::chunk_naming`] says it.
+    pub chunk_names: String,
+    pub key_fingerprint: Option<String>,
+    /// Encrypted: whether this process holds the key.
+    pub unlocked: Option<bool>,
 }
 
 /// How to encrypt a repository being created.
@@ -517,6 +532,26 @@ impl Repo {
         }
         keys::remember(&config.id, key);
         Ok((Repo::open(root)?, slot))
+    }
+
+    /// What `root/config.json` says, without opening the repository (a locked one too).
+    pub fn about(root: &Path) -> Result<About, RepoError> {
+        let c = Repo::read_config(root)?;
+        let keyed = c.encryption.as_ref().map(|e| e.key_fingerprint.clone());
+        let chunk_names = match (&c.chunk_names, &keyed) {
+            (None, _) => "sha256".to_owned(),
+            (Some(n), Some(k)) => format!("{n}:{k}"),
+            (Some(n), None) => n.clone(),
+        };
+        Ok(About {
+            unlocked: keyed.is_some().then(|| keys::unlocked(&c.id).is_some()),
+            id: c.id,
+            chunk_size: c.chunk_size,
+            compression_level: c.compression_level,
+            format: c.version,
+            chunk_names,
+            key_fingerprint: keyed,
+        })
     }
 
     /// Drops this process's key of the repository at `root` (handles open now keep theirs
@@ -994,7 +1029,10 @@ mod tests {
         fs::write(&remote, b"x").unwrap();
         fs::write(&stale_remote, b"x").unwrap();
         let day_old = SystemTime::now() - FOREIGN_TMP_AGE - std::time::Duration::from_secs(1);
-        File::open(&stale_remote).unwrap().set_modified(day_old).unwrap();
+        File::open(&stale_remote)
+            .unwrap()
+            .set_modified(day_old)
+            .unwrap();
         drop((r, o));
         let again = Repo::open(&d.path().join("repo")).unwrap();
         assert!(mine.exists(), "a live process's temporary file was removed");

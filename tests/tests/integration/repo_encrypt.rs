@@ -144,6 +144,13 @@ fn an_encrypted_repository_backs_up_restores_and_keeps_its_secrets() {
 
     // Locked: requests say how to unlock; the old passphrase no longer opens it.
     ok(&cowctl(&d, &["repo", "lock", "--repo", &repo]));
+    let info = ok(&cowctl(&d, &["repo", "info", "--repo", &repo]));
+    assert!(
+        info.contains("format       2\n")
+            && info.contains("chunk names  blake3-keyed:")
+            && info.contains("locked (cowctl repo unlock)"),
+        "{info}"
+    );
     let line = failed(&cowctl(&d, &["backups", "--repo", &repo]), 1);
     assert!(
         line.contains("encrypted and locked") && line.contains("cowctl repo unlock"),
@@ -225,6 +232,11 @@ fn an_encrypted_repository_backs_up_restores_and_keeps_its_secrets() {
     // A sync from an unencrypted repository: the chunks are renamed and sealed on the way.
     let plain = path_str(&d.dir().join("plain")).to_owned();
     ok(&cowctl(&d, &["repo", "init", &plain]));
+    let info = ok(&cowctl(&d, &["repo", "info", "--repo", &plain]));
+    assert!(
+        info.contains("chunk names  blake3\n") && info.contains("encryption   none\n"),
+        "{info}"
+    );
     let pid = backup(&d, &plain);
     ok(&cowctl(&d, &["repo", "sync", &plain, &repo]));
     ok(&cowctl(
