@@ -55,6 +55,27 @@ pub fn cowctl_at(control: &Path, args: &[&str]) -> Output {
         .expect("run cowctl")
 }
 
+/// `cowctl start-backup EXPORT --repo REPO --no-quiesce --wait` against `d`: the backup's id.
+pub fn backup_into(d: &Daemon, export: &str, repo: &str) -> String {
+    let out = ok(&cowctl(
+        d,
+        &[
+            "start-backup",
+            export,
+            "--repo",
+            repo,
+            "--no-quiesce",
+            "--wait",
+        ],
+    ));
+    out.lines()
+        .next()
+        .and_then(|l| l.strip_prefix("backup "))
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_owned()
+}
+
 /// `cowctl` against `d`'s control socket.
 pub fn cowctl(d: &Daemon, args: &[&str]) -> Output {
     cowctl_at(&d.control, args)

@@ -8,29 +8,13 @@ use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use cowd_tests::cli::{cowctl, failed, ok, path_str, start};
+use cowd_tests::cli::{backup_into, cowctl, failed, ok, path_str, start};
 use cowd_tests::files::assert_same_file;
 use cowd_tests::{Daemon, MIB, pattern};
 
-/// Starts a backup of `disk` into `repo`, waits for it; its id.
+/// A backup of `disk` into `repo`; its id.
 fn backup(d: &Daemon, repo: &str) -> String {
-    let out = ok(&cowctl(
-        d,
-        &[
-            "start-backup",
-            "disk",
-            "--repo",
-            repo,
-            "--no-quiesce",
-            "--wait",
-        ],
-    ));
-    out.lines()
-        .next()
-        .and_then(|l| l.strip_prefix("backup "))
-        .and_then(|r| r.split(' ').next())
-        .unwrap_or_else(|| panic!("{out}"))
-        .to_owned()
+    backup_into(d, "disk", repo)
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {

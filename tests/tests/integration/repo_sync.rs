@@ -8,30 +8,13 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use cowd::control::api::SyncReport;
-use cowd_tests::cli::{cowctl, failed, ok, path_str, start};
+use cowd_tests::cli::{backup_into, cowctl, failed, ok, path_str, start};
 use cowd_tests::files::assert_same_file;
 use cowd_tests::{Daemon, MIB, nbd_writes, pattern};
 
-/// Starts a backup of `disk` into `repo`, waits for it; its id.
+/// A backup of `disk` into `repo`; its id.
 fn backup(d: &Daemon, repo: &str) -> String {
-    let out = ok(&cowctl(
-        d,
-        &[
-            "start-backup",
-            "disk",
-            "--repo",
-            repo,
-            "--no-quiesce",
-            "--wait",
-        ],
-    ));
-    let id = out
-        .lines()
-        .next()
-        .and_then(|l| l.strip_prefix("backup "))
-        .and_then(|r| r.split(' ').next())
-        .unwrap_or_else(|| panic!("{out}"));
-    id.to_owned()
+    backup_into(d, "disk", repo)
 }
 
 /// A daemon with export `disk` (32 MiB), repositories `a` and `b` in its directory, and two
