@@ -31,8 +31,7 @@ fn bad(msg: impl Into<String>) -> Failure {
 /// Writes a fresh key file at `path`: 32 random bytes from the OS, hex, mode 0600; never
 /// over an existing file.
 fn create_key_file(path: &Path) -> Result<(), Failure> {
-    let mut bytes = [0u8; MIN_KEY_FILE_LEN];
-    getrandom_fill(&mut bytes);
+    let bytes: [u8; MIN_KEY_FILE_LEN] = crate::repo::random_bytes();
     let text = Zeroizing::new(format!("{}\n", cowd_api::digest::to_hex(&bytes)));
     let mut f = OpenOptions::new()
         .write(true)
@@ -43,12 +42,6 @@ fn create_key_file(path: &Path) -> Result<(), Failure> {
     f.write_all(text.as_bytes())
         .and_then(|()| f.sync_all())
         .map_err(|e| bad(format!("cannot write key file {}: {e}", path.display())))
-}
-
-fn getrandom_fill(b: &mut [u8]) {
-    use aes_gcm::aead::OsRng;
-    use aes_gcm::aead::rand_core::RngCore;
-    OsRng.fill_bytes(b);
 }
 
 /// The secret a request gives: exactly one of a passphrase or a key file (read here).

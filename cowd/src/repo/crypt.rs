@@ -1,6 +1,6 @@
 //! Client-side encryption of a repository: the master key, AES-256-GCM sealing of what is
-//! stored (chunk bodies, indexes, manifests, wrapped keys), and the keyed BLAKE3 that names the
-//! chunks of an encrypted repository.
+//! stored (chunk bodies, indexes, manifests, wrapped keys; ring's implementation), and the keyed
+//! BLAKE3 that names the chunks of an encrypted repository.
 //!
 //! A sealed object is `nonce (12) ‖ ciphertext ‖ tag (16)`; the nonce is random (96 bits from
 //! the OS). The associated data binds each object to what it claims to be (a chunk's header
@@ -13,9 +13,8 @@
 
 use std::fmt;
 
-use aes_gcm::aead::rand_core::RngCore;
-use aes_gcm::aead::{AeadInPlace, KeyInit, OsRng};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::digest::Naming;
@@ -39,13 +38,15 @@ pub struct Tampered;
 /// `n` random bytes from the operating system.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
-    OsRng.fill_bytes(&mut b);
+    SystemRandom::new()
+        .fill(&mut b)
+        .expect("the operating system's random number generator works");
     b
 }
 
 /// Seals and opens with one 256-bit key.
 #[derive(Clone)]
-pub struct Sealer(Aes256Gcm);
+pub struct Sealer(LessSafeKey);
 
 impl fmt::Debug for Sealer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -55,7 +56,8 @@ impl fmt::Debug for Sealer {
 
 impl Sealer {
     pub fn new(key: &[u8; 32]) -> Sealer {
-        Sealer(Aes256Gcm::new(key.into()))
+        let key = UnboundKey::new(&AES_256_GCM, key).expect("a 256-bit key");
+        Sealer(LessSafeKey::new(key))
     }
 
     /// Appends `nonce ‖ AES-256-GCM(plain) ‖ tag` to `out`, with a random nonce.
@@ -78,9 +80,13 @@ impl Sealer {
         out.extend_from_slice(plain);
         let tag = self
             .0
-            .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut out[start..])
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(aad),
+                &mut out[start..],
+            )
             .expect("AES-GCM seals any object shorter than 64 GiB");
-        out.extend_from_slice(&tag);
+        out.extend_from_slice(tag.as_ref());
     }
 
     /// Opens `sealed` (as made by [`seal`](Sealer::seal) with the same `aad`) into `out`
@@ -92,12 +98,15 @@ impl Sealer {
         }
         let (nonce, rest) = sealed.split_at(NONCE_LEN);
         let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().expect("split at NONCE_LEN");
+        let tag = Tag::try_from(tag).expect("split at TAG_LEN");
         out.extend_from_slice(body);
-        let r = self.0.decrypt_in_place_detached(
-            Nonce::from_slice(nonce),
-            aad,
+        let r = self.0.open_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            tag,
             out,
-            Tag::from_slice(tag),
+            0..,
         );
         if r.is_err() {
             out.zeroize();

@@ -50,7 +50,7 @@ mod verify;
 
 pub use backup::{InProgress, PIN_HEARTBEAT, PIN_LEASE, Pin};
 pub use chunk::{CHUNK_HEADER_LEN, Stored};
-pub use crypt::MasterKey;
+pub use crypt::{MasterKey, random_bytes};
 
 pub use digest::{Digest, DigestOf, ParseDigestError};
 pub use gc::{GcReport, PIN_MARGIN};
