@@ -124,7 +124,7 @@ pub struct RepoInit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_label: Option<String>,
     /// Share the master key of this (encrypted, unlocked) repository: the two name chunks
-    /// alike, so a sync between them moves stored chunks as they are.
+    /// alike, so a sync between them reads only the chunks the destination lacks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_from: Option<String>,
     /// Format version: 2 (default; BLAKE3 chunk names) or 1 (SHA-256, for an older cowd).

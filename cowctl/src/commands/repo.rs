@@ -113,7 +113,7 @@ pub struct InitArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=2))]
     pub format: Option<u32>,
     /// Use the master key of this encrypted repository (unlocked in the daemon): the two name
-    /// chunks alike, so `repo sync` between them moves stored chunks as they are.
+    /// chunks alike, so `repo sync` between them reads only the chunks DST lacks.
     #[arg(long, value_name = "DIR", requires = "encrypt")]
     pub key_from: Option<PathBuf>,
 }

@@ -234,7 +234,7 @@ fn sync_between_namings_rewrites_the_index_and_a_shared_key_moves_objects_as_the
     assert_eq!((again.present.len(), again.chunks_copied), (2, 0));
 
     // A second repository with the same master key: names agree, sealed chunks are copied
-    // as they are (load + store), and back to an unencrypted one.
+    // without rewriting the index, and back to an unencrypted one.
     let secret = pass("b");
     let twin = Repo::create(
         &d.path().join("twin"),

@@ -238,7 +238,7 @@ pub struct InitKey<'a> {
     pub label: &'a str,
     pub cost: KdfCost,
     /// The master key to use (another repository's, so that both name chunks alike and sync
-    /// moves stored objects as they are); a fresh one when `None`.
+    /// reads only the chunks the destination lacks); a fresh one when `None`.
     pub key: Option<MasterKey>,
 }
 

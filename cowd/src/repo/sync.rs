@@ -23,7 +23,7 @@
 //! encrypted with different master keys: [`Repo::chunk_naming`]) cannot compare names: every
 //! distinct chunk of a backup is then read, stored in the destination under the name it has
 //! there (which finds the chunks the destination holds), and the index is rewritten with
-//! those names. Sealed objects never move as they are between different keys. A dry run
+//! those names (every chunk is read and sealed again; so it is within one key too). A dry run
 //! between such repositories counts every chunk as one to copy.
 //!
 //! Interrupted (stopped, a failed read or write, the process killed), a sync leaves no
