@@ -68,6 +68,14 @@ pub struct BackupSettings {
     pub repo: Option<PathBuf>,
     /// Key file that unlocks `repo` at start when it is encrypted.
     pub repo_key_file: Option<PathBuf>,
+    /// S3-compatible service of `s3://` repositories (default: `AWS_ENDPOINT_URL`, else AWS).
+    pub s3_endpoint: Option<String>,
+    /// Its region (default: `AWS_REGION`).
+    pub s3_region: Option<String>,
+    /// Path-style requests (default: with an endpoint given).
+    pub s3_path_style: Option<bool>,
+    /// How long failing S3 requests are retried (default: 180 s).
+    pub s3_retry_timeout_s: Option<Secs>,
     pub container_dir: Option<PathBuf>,
     pub container_size: Option<Size>,
     pub block_size: Option<Size>,
@@ -235,6 +243,10 @@ impl Settings {
             backup: BackupSettings {
                 repo: pick!(self, base, backup.repo),
                 repo_key_file: pick!(self, base, backup.repo_key_file),
+                s3_endpoint: pick!(self, base, backup.s3_endpoint),
+                s3_region: pick!(self, base, backup.s3_region),
+                s3_path_style: pick!(self, base, backup.s3_path_style),
+                s3_retry_timeout_s: pick!(self, base, backup.s3_retry_timeout_s),
                 container_dir: pick!(self, base, backup.container_dir),
                 container_size: pick!(self, base, backup.container_size),
                 block_size: pick!(self, base, backup.block_size),
@@ -264,6 +276,24 @@ impl Settings {
         let b = &self.backup;
         backup.repo = b.repo.clone();
         backup.repo_key_file = b.repo_key_file.clone();
+        backup.s3 = crate::repo::S3Options {
+            endpoint: b.s3_endpoint.clone(),
+            region: b.s3_region.clone(),
+            path_style: b.s3_path_style,
+            staging_dir: Some(state_dir.join("staging")),
+            retry_timeout: Some(secs(
+                "s3_retry_timeout_s",
+                b.s3_retry_timeout_s,
+                crate::repo::S3_RETRY_TIMEOUT.as_secs_f64(),
+            )?),
+        };
+        if let Some(e) = backup.s3.endpoint.as_deref()
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            return Err(format!(
+                "s3_endpoint {e:?}: give a URL, http://HOST:PORT or https://HOST"
+            ));
+        }
         if backup.repo_key_file.is_some() && backup.repo.is_none() {
             return Err("repo_key_file needs repo (the repository it unlocks)".into());
         }

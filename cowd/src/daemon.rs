@@ -207,6 +207,7 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
         ))
     })?;
     let restores = Arc::new(restores);
+    crate::repo::configure_s3(cfg.backup.s3.clone());
     unlock_default_repo(&cfg.backup)?;
     // Before any client can connect: a resumed restore puts its device under its export.
     restores.resume(&exports, crate::repo::chunk_threads());

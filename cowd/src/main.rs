@@ -147,6 +147,21 @@ struct ServeArgs {
     /// `cowctl repo init --encrypt --key-file` or `cowctl repo key add --key-file`).
     #[arg(long, value_name = "FILE")]
     repo_key_file: Option<PathBuf>,
+    /// S3-compatible service of s3://BUCKET/PREFIX repositories, e.g. http://127.0.0.1:7480
+    /// [default: $AWS_ENDPOINT_URL, else AWS]. Credentials come from the AWS environment
+    /// variables or ~/.aws/credentials, never from the command line.
+    #[arg(long, value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// Region of the S3 service [default: $AWS_REGION, else us-east-1].
+    #[arg(long, value_name = "REGION")]
+    s3_region: Option<String>,
+    /// Path-style S3 requests (ENDPOINT/BUCKET/KEY) [default: true with an endpoint].
+    #[arg(long, value_name = "BOOL")]
+    s3_path_style: Option<bool>,
+    /// How long failing S3 requests (timeouts, 5xx, a store that is down) are retried, with
+    /// exponential backoff, before the operation fails [default: 3m].
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    s3_retry_timeout: Option<Secs>,
     /// Default directory of backup containers [default: STATE_DIR/containers].
     #[arg(long, value_name = "DIR")]
     container_dir: Option<PathBuf>,
@@ -196,6 +211,10 @@ impl ServeArgs {
             backup: BackupSettings {
                 repo: self.repo,
                 repo_key_file: self.repo_key_file,
+                s3_endpoint: self.s3_endpoint,
+                s3_region: self.s3_region,
+                s3_path_style: self.s3_path_style,
+                s3_retry_timeout_s: self.s3_retry_timeout,
                 container_dir: self.container_dir,
                 container_size: self.container_size,
                 block_size: self.block_size,

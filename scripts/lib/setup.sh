@@ -7,6 +7,9 @@ install_packages() {
     # etcd (the job table shared with `cowd mover`; the tests start their own on free ports;
     # etcdctl to look at it) and ip (network namespaces: the movers' hosts).
     want+=(etcd-server etcd-client iproute2)
+    # Ceph's RADOS Gateway on a one-node cluster (a monitor, one OSD in memory): the real S3
+    # server that the object-storage repository tests start (tests/src/rgw.rs).
+    want+=(radosgw ceph-mon ceph-osd)
     # qemu-utils: keep whatever version the machine has (Debian backports may be newer).
     { command -v qemu-img && command -v qemu-io; } >/dev/null || want+=(qemu-utils)
     local missing=() p

@@ -24,6 +24,7 @@ pub mod nbd;
 pub mod netns;
 pub mod power;
 pub mod repo;
+pub mod rgw;
 pub mod tgtd;
 pub mod xcopy;
 
@@ -119,6 +120,7 @@ pub struct DaemonBuilder {
     dir: tempfile::TempDir,
     exports: Vec<(String, PathBuf)>,
     args: Vec<String>,
+    envs: Vec<(String, String)>,
     tcp: bool,
     iscsi: bool,
 }
@@ -144,6 +146,12 @@ impl DaemonBuilder {
     /// Passes extra flags to `cowd serve`.
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// Sets an environment variable of `cowd serve`.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.into(), value.into()));
         self
     }
 
@@ -183,6 +191,7 @@ impl DaemonBuilder {
             cmd.arg("--export").arg(format!("{n}={}", p.display()));
         }
         cmd.args(&self.args);
+        cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
         cmd.env(
             "RUST_LOG",
             std::env::var("COWD_TEST_LOG").unwrap_or_else(|_| "debug".into()),
@@ -232,6 +241,7 @@ impl Daemon {
             dir: tempfile::tempdir().unwrap(),
             exports: Vec::new(),
             args: Vec::new(),
+            envs: Vec::new(),
             tcp: false,
             iscsi: false,
         }

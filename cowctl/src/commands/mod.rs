@@ -57,9 +57,18 @@ pub fn absolute(what: &str, path: &Path) -> anyhow::Result<String> {
         .map_err(|p| anyhow::anyhow!("{what} {}: not valid UTF-8", p.to_string_lossy()))
 }
 
+/// A repository as the daemon opens it: `s3://BUCKET/PREFIX` as given, a directory made
+/// [`absolute`].
+pub fn repository(what: &str, path: &Path) -> anyhow::Result<String> {
+    match path.to_str() {
+        Some(s) if s.starts_with("s3://") => Ok(s.to_owned()),
+        _ => absolute(what, path),
+    }
+}
+
 /// `--repo DIR` as the request's `repo`: absolute, or `None` for the daemon's default.
 pub fn repo_arg(repo: Option<&Path>) -> anyhow::Result<Option<String>> {
-    repo.map(|p| absolute("--repo", p)).transpose()
+    repo.map(|p| repository("--repo", p)).transpose()
 }
 
 /// `/v1/exports/{name}` + `tail`, the name percent-encoded.

@@ -16,7 +16,7 @@ use cowd_api::repo::{
 };
 
 use super::sessions::print;
-use super::{Outcome, absolute, export_path, keys, repo_arg};
+use super::{Outcome, export_path, keys, repo_arg, repository};
 use crate::client::{self, Client, Reply};
 use crate::output::pretty_json;
 use crate::repo_report;
@@ -273,7 +273,7 @@ pub async fn repair(
     let body = RepairRequest {
         repo: repo_arg(a.repo.as_deref())?,
         from: (a.from.iter())
-            .map(|p| absolute("repository", p))
+            .map(|p| repository("repository", p))
             .collect::<Result<_, _>>()?,
         remove_broken: a.remove_broken,
         dry_run: a.dry_run,
@@ -313,8 +313,8 @@ pub async fn sync(
         return Ok(Outcome::Usage(why.to_owned()));
     }
     let body = SyncRequest {
-        src: Some(absolute("source repository", &a.src)?),
-        dst: absolute("destination repository", &a.dst)?,
+        src: Some(repository("source repository", &a.src)?),
+        dst: repository("destination repository", &a.dst)?,
         export: a.export.clone(),
         keep,
         dry_run: a.dry_run,
@@ -346,7 +346,7 @@ pub async fn init(
         None
     };
     let body = RepoInit {
-        path: absolute("repository", &a.dir)?,
+        path: repository("repository", &a.dir)?,
         chunk_size: a.chunk_size,
         compression_level: a.compression_level,
         encrypt,
@@ -355,7 +355,7 @@ pub async fn init(
         key_from: a
             .key_from
             .as_deref()
-            .map(|p| absolute("--key-from", p))
+            .map(|p| repository("--key-from", p))
             .transpose()?,
     };
     let reply: Reply<RepoInfo> = client

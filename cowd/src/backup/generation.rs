@@ -96,8 +96,7 @@ pub fn prepare(
         snapshot_time: now,
         started: now,
     };
-    let target =
-        Arc::new(RepoTarget::create(repo, g, crate::repo::chunk_threads()).map_err(invalid)?);
+    let target = Arc::new(RepoTarget::create(repo.clone(), g, repo.threads()).map_err(invalid)?);
     Ok(Planned {
         target,
         parent,

@@ -39,6 +39,8 @@ pub struct Defaults {
     pub repo: Option<PathBuf>,
     /// Key file that unlocks `repo` at start when it is encrypted.
     pub repo_key_file: Option<PathBuf>,
+    /// How to reach repositories in object storage (`s3://`), beside the AWS environment.
+    pub s3: crate::repo::S3Options,
     /// Accept `target_faults` in requests (testing only).
     pub allow_fault_injection: bool,
 }
@@ -59,6 +61,7 @@ impl Defaults {
             allow_fault_injection: false,
             repo: None,
             repo_key_file: None,
+            s3: crate::repo::S3Options::default(),
         }
     }
 }

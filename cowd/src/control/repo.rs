@@ -32,6 +32,7 @@ pub(super) fn repo_error(e: RepoError) -> Failure {
         RepoError::InUse { .. }
         | RepoError::Leased { .. }
         | RepoError::AlreadyInProgress(_)
+        | RepoError::Busy(_)
         | RepoError::AlreadyRepo(_) => StatusCode::CONFLICT,
         RepoError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         RepoError::Locked(_) => StatusCode::LOCKED,
@@ -75,8 +76,8 @@ pub(super) fn repo_of_backup(
 }
 
 pub async fn init(Body(r): Body<RepoInit>) -> Reply<RepoInfo> {
-    if !Path::new(&r.path).is_absolute() {
-        let msg = format!("{}: give an absolute path", r.path);
+    if !Path::new(&r.path).is_absolute() && !crate::repo::is_remote(Path::new(&r.path)) {
+        let msg = format!("{}: give an absolute path or s3://BUCKET/PREFIX", r.path);
         return Err(error(StatusCode::BAD_REQUEST, msg));
     }
     let size = r.chunk_size.unwrap_or(crate::repo::MAX_CHUNK_SIZE);
@@ -276,7 +277,8 @@ pub async fn restore(
     }
     repo.manifest(&r.backup).map_err(repo_error)?;
     let restores = s.restores.clone();
-    let job = blocking(move || restores.start(repo, &r.backup, &to, crate::repo::chunk_threads()))
+    let threads = repo.threads();
+    let job = blocking(move || restores.start(repo, &r.backup, &to, threads))
         .await?
         .map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
     Ok(Json(job.status()))

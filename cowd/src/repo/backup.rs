@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use super::crypt::Object;
 use super::owner::{Liveness, Owner};
 use super::{
-    Index, Manifest, Repo, RepoError, Status, check_id, fsync_dir, held, rfc3339, write_synced,
+    Index, Manifest, Repo, RepoError, Status, check_id, fsync_dir, held, rfc3339, store,
+    write_synced,
 };
 
 fn not_found_ok(e: io::Error) -> io::Result<()> {
@@ -62,33 +63,45 @@ impl Pin {
     /// an earlier version names no owner: it counts as live until the repository is next
     /// opened (see `clean_at_open`), since nothing tells whether its process still runs.
     pub fn live(&self) -> bool {
-        match self.owner.as_ref().map(Owner::liveness) {
-            None | Some(Liveness::Alive) => true,
-            Some(Liveness::Gone) => false,
-            // A heartbeat in the future (clocks apart) counts as fresh.
-            Some(Liveness::Elsewhere) => self
-                .heartbeat
-                .is_none_or(|t| t.elapsed().map_or(true, |age| age < PIN_LEASE)),
+        held_by_live(self.owner.as_ref(), self.heartbeat)
+    }
+}
+
+/// Whether a pin (or gc lock) written by `owner` and last refreshed at `heartbeat` still
+/// holds: see [`Pin::live`].
+pub(super) fn held_by_live(owner: Option<&Owner>, heartbeat: Option<SystemTime>) -> bool {
+    match owner.map(Owner::liveness) {
+        None | Some(Liveness::Alive) => true,
+        Some(Liveness::Gone) => false,
+        // A heartbeat in the future (clocks apart) counts as fresh.
+        Some(Liveness::Elsewhere) => {
+            heartbeat.is_none_or(|t| t.elapsed().map_or(true, |age| age < PIN_LEASE))
         }
     }
 }
 
 /// Refreshes a pin's mtime every [`PIN_HEARTBEAT`] until dropped.
 #[derive(Debug)]
-struct Heartbeat {
+pub(super) struct Heartbeat {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Heartbeat {
-    fn start(pin: PathBuf) -> Heartbeat {
+    /// `json`: the pin's text, rewritten in object storage (where a PUT is the only way to
+    /// refresh an object's time).
+    pub(super) fn start(pin: PathBuf, json: Vec<u8>) -> Heartbeat {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("pin-heartbeat".into())
             .spawn(move || {
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(PIN_HEARTBEAT)
                 {
-                    let r = fs::File::open(&pin).and_then(|f| f.set_modified(SystemTime::now()));
+                    let r = if store::is_remote(&pin) {
+                        store::write(&pin, &pin, &json)
+                    } else {
+                        fs::File::open(&pin).and_then(|f| f.set_modified(SystemTime::now()))
+                    };
                     if let Err(e) = r {
                         tracing::warn!("repository: cannot refresh pin {}: {e}", pin.display());
                     }
@@ -138,7 +151,7 @@ impl Repo {
     pub fn begin(&self, id: &str, parent: Option<&str>) -> Result<InProgress, RepoError> {
         check_id(id)?;
         let _m = held(self.inner.meta_lock.lock());
-        if self.backup_dir(id).exists() {
+        if self.backup_exists(id)? {
             return Err(RepoError::BackupExists(id.to_owned()));
         }
         if let Some(p) = parent {
@@ -153,10 +166,15 @@ impl Repo {
         };
         // The pin is created exclusively (link fails if it exists), then the directory.
         let pin_path = self.pin_path(id);
-        let tmp = self.tmp_path();
         let json = serde_json::to_vec_pretty(&pin).expect("pin to json");
-        let linked = write_synced(&tmp, &json).and_then(|()| fs::hard_link(&tmp, &pin_path));
-        let _ = fs::remove_file(&tmp);
+        let linked = if self.is_remote() {
+            self.put_remote_pin(&pin_path, &json)
+        } else {
+            let tmp = self.tmp_path();
+            let linked = write_synced(&tmp, &json).and_then(|()| fs::hard_link(&tmp, &pin_path));
+            let _ = fs::remove_file(&tmp);
+            linked
+        };
         match linked {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -164,15 +182,25 @@ impl Repo {
             }
             Err(e) => return Err(RepoError::io(&pin_path, "create pin")(e)),
         }
+        held(self.inner.running.lock()).insert(id.to_owned());
         let started = InProgress {
             repo: self.clone(),
             id: id.to_owned(),
             parent: pin.parent.clone(),
             started: pin.started,
             done: false,
-            heartbeat: Some(Heartbeat::start(pin_path.clone())),
+            heartbeat: Some(Heartbeat::start(pin_path.clone(), json)),
         };
         // From here on, dropping `started` on error removes the pin again.
+        if self.is_remote() {
+            // A gc that began before the pin was written may not have seen it.
+            if let Some(gc) = self.live_gc_lock()? {
+                return Err(RepoError::Busy(format!(
+                    "backup {id} not started: a gc is running ({gc}); start it when the gc ends"
+                )));
+            }
+            return Ok(started);
+        }
         let pins = self.pins_dir();
         fsync_dir(&pins).map_err(RepoError::io(&pins, "fsync"))?;
         let dir = self.tmp_backup_dir(id);
@@ -188,7 +216,11 @@ impl Repo {
     /// removed on the way, with the backup directories they kept.
     pub fn in_progress(&self) -> Result<Vec<Pin>, RepoError> {
         let pins = self.pins()?;
-        let (live, stale): (Vec<Pin>, Vec<Pin>) = pins.into_iter().partition(Pin::live);
+        let running = held(self.inner.running.lock()).clone();
+        let (live, stale): (Vec<Pin>, Vec<Pin>) = pins.into_iter().partition(|p| {
+            let ours = p.owner.as_ref().is_some_and(Owner::is_current);
+            p.live() && (!ours || running.contains(&p.id))
+        });
         for p in stale {
             self.remove_stale(&p);
         }
@@ -215,29 +247,31 @@ impl Repo {
                 format!("process {}", o.pid)
             });
         tracing::info!(backup = %p.id, %owner, "repository: removing a backup left by a process that is gone");
-        for r in [
-            fs::remove_dir_all(&dir),
-            fs::remove_file(self.pin_path(&p.id)),
-        ] {
+        let dir_removed = if self.is_remote() {
+            Ok(())
+        } else {
+            fs::remove_dir_all(&dir)
+        };
+        for r in [dir_removed, store::remove(&self.pin_path(&p.id))] {
             if let Err(e) = r.or_else(not_found_ok) {
                 tracing::warn!(backup = %p.id, "repository: cannot remove a stale backup: {e}");
             }
         }
-        let pins = self.pins_dir();
-        let _ = fsync_dir(&pins);
+        if !self.is_remote() {
+            let _ = fsync_dir(&self.pins_dir());
+        }
     }
 
     /// Every pin, live or not, oldest first.
     fn pins(&self) -> Result<Vec<Pin>, RepoError> {
         let dir = self.pins_dir();
         let mut pins = Vec::new();
-        for e in fs::read_dir(&dir).map_err(RepoError::io(&dir, "read directory"))? {
-            let e = e.map_err(RepoError::io(&dir, "read directory"))?;
-            let path = e.path();
-            if path.extension().is_none_or(|x| x != "json") {
+        for e in store::list(&dir).map_err(RepoError::io(&dir, "read directory"))? {
+            let path = dir.join(&e.name);
+            if e.is_dir || path.extension().is_none_or(|x| x != "json") {
                 continue;
             }
-            let text = match fs::read(&path) {
+            let text = match store::read(&path) {
                 Ok(t) => t,
                 // Removed by a commit or abort since the listing.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -247,7 +281,8 @@ impl Repo {
                 path: path.clone(),
                 problem: format!("pin: {e}"),
             })?;
-            pin.heartbeat = fs::metadata(&path).and_then(|m| m.modified()).ok();
+            // The listing's time: the file's mtime, the object's Last-Modified.
+            pin.heartbeat = store::stat(&path).ok().flatten().map(|m| m.modified);
             pins.push(pin);
         }
         pins.sort_by(|a, b| (a.started, &a.id).cmp(&(b.started, &b.id)));
@@ -265,14 +300,18 @@ impl Repo {
 
     fn remove_in_progress(&self, id: &str) -> Result<(), RepoError> {
         let dir = self.tmp_backup_dir(id);
-        match fs::remove_dir_all(&dir) {
+        match if self.is_remote() {
+            Ok(())
+        } else {
+            fs::remove_dir_all(&dir)
+        } {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 return Err(RepoError::io(&dir, "remove")(e));
             }
             _ => {}
         }
         let pin = self.pin_path(id);
-        match fs::remove_file(&pin) {
+        match store::remove(&pin) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(RepoError::io(&pin, "remove")(e)),
             _ => Ok(()),
         }
@@ -284,7 +323,7 @@ impl Repo {
         check_id(id)?;
         let _m = held(self.inner.meta_lock.lock());
         let dir = self.backup_dir(id);
-        if !dir.is_dir() {
+        if !self.backup_exists(id)? {
             return Err(RepoError::NoSuchBackup(id.to_owned()));
         }
         if let Some(pin) = self
@@ -302,6 +341,16 @@ impl Repo {
                 id: id.to_owned(),
                 by,
             });
+        }
+        if self.is_remote() {
+            // The manifest first: without it the backup no longer lists.
+            for name in ["manifest.json", "index.bin"] {
+                let p = dir.join(name);
+                store::remove(&p)
+                    .or_else(not_found_ok)
+                    .map_err(RepoError::io(&p, "remove"))?;
+            }
+            return Ok(());
         }
         // Renamed away first, so a crash half-way never leaves something that looks complete.
         let del = self
@@ -347,6 +396,9 @@ impl InProgress {
             .to_string();
         m.status = Status::Complete;
         let json = serde_json::to_vec_pretty(&m).expect("manifest to json");
+        if repo.is_remote() {
+            return self.commit_remote(bytes, json).map(|()| m);
+        }
         let tmp = repo.tmp_backup_dir(&self.id);
         let p = tmp.join("index.bin");
         let bytes = repo.seal_object(Object::Index, &self.id, bytes);
@@ -362,6 +414,7 @@ impl InProgress {
         fs::rename(&tmp, &dst).map_err(RepoError::io(&dst, "rename into place"))?;
         self.done = true;
         self.heartbeat = None;
+        held(repo.inner.running.lock()).remove(&self.id);
         let backups = repo.backups_dir();
         let synced = fsync_dir(&backups).map_err(RepoError::io(&backups, "fsync"));
         let pin = repo.pin_path(&self.id);
@@ -374,6 +427,35 @@ impl InProgress {
             );
         }
         synced.map(|()| m)
+    }
+
+    /// Commit in object storage: the index, then the manifest that makes the backup complete
+    /// (an object appears whole; a crash between the two leaves an index that lists as
+    /// nothing, removed by the next gc).
+    fn commit_remote(&mut self, index: Vec<u8>, manifest: Vec<u8>) -> Result<(), RepoError> {
+        let repo = self.repo.clone();
+        if repo.backup_exists(&self.id)? {
+            return Err(RepoError::BackupExists(self.id.clone()));
+        }
+        let dir = repo.backup_dir(&self.id);
+        let index = repo.seal_object(Object::Index, &self.id, index);
+        let manifest = repo.seal_object(Object::Manifest, &self.id, manifest);
+        for (name, bytes) in [("index.bin", index), ("manifest.json", manifest)] {
+            let p = dir.join(name);
+            store::write(&p, &p, &bytes).map_err(RepoError::io(&p, "write"))?;
+        }
+        self.done = true;
+        self.heartbeat = None;
+        held(repo.inner.running.lock()).remove(&self.id);
+        let pin = repo.pin_path(&self.id);
+        if let Err(e) = store::remove(&pin).or_else(not_found_ok) {
+            tracing::warn!(
+                "backup {} committed, but its pin stays: {}: {e}",
+                self.id,
+                pin.display()
+            );
+        }
+        Ok(())
     }
 
     fn check(&self, m: &Manifest, index: &Index) -> Result<(), RepoError> {
@@ -426,6 +508,9 @@ impl InProgress {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
+        // The heartbeat first: in object storage it would put the pin back.
+        self.heartbeat = None;
+        held(self.repo.inner.running.lock()).remove(&self.id);
         if let Err(e) = self.repo.remove_in_progress(&self.id) {
             tracing::warn!("aborting backup {}: {e}", self.id);
         }

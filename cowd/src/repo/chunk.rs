@@ -34,7 +34,7 @@ use std::time::SystemTime;
 
 use super::crypt::SEAL_OVERHEAD;
 use super::digest::Naming;
-use super::{Digest, Repo, RepoError, digest::to_hex, fsync_dir, held};
+use super::{Digest, Repo, RepoError, digest::to_hex, fsync_dir, held, store};
 
 /// Size of a chunk file's header.
 pub const CHUNK_HEADER_LEN: usize = 52;
@@ -227,12 +227,30 @@ pub(crate) fn read_chunk_file(
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
 ) -> Result<u64, ChunkFault> {
-    let mut f = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ChunkFault::Missing),
-        Err(e) => return Err(ChunkFault::Io(e)),
+    let fault = |e: io::Error| match e.kind() {
+        io::ErrorKind::NotFound => ChunkFault::Missing,
+        _ => ChunkFault::Io(e),
     };
+    if store::is_remote(path) {
+        let bytes = store::read(path).map_err(fault)?;
+        let size = bytes.len() as u64;
+        return read_chunk(&bytes[..], size, digest, naming, expect_len, out, scratch);
+    }
+    let f = File::open(path).map_err(fault)?;
     let size = f.metadata().map_err(ChunkFault::Io)?.len();
+    read_chunk(f, size, digest, naming, expect_len, out, scratch)
+}
+
+/// [`read_chunk_file`] of a chunk of `size` bytes read from `f`.
+fn read_chunk(
+    mut f: impl Read,
+    size: u64,
+    digest: &Digest,
+    naming: Naming<'_>,
+    expect_len: Option<usize>,
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+) -> Result<u64, ChunkFault> {
     let mut hb = [0u8; CHUNK_HEADER_LEN];
     match f.read_exact(&mut hb) {
         Ok(()) => {}
@@ -368,6 +386,9 @@ impl Repo {
             });
         }
         let path = self.chunk_path(&digest);
+        if self.is_remote() {
+            return self.put_chunk(plain, digest, &path);
+        }
         let tmp = self.tmp_path();
         let written = OUT.with(|buf| {
             let mut buf = buf.borrow_mut();
@@ -446,13 +467,59 @@ impl Repo {
         })
     }
 
+    /// Object storage: the chunk's object, compressed and sealed as a chunk file is (the
+    /// object appears whole; gc is excluded by the backup's pin, `remote_gc.rs`).
+    fn put_chunk(&self, plain: &[u8], digest: Digest, path: &Path) -> Result<Stored, RepoError> {
+        let object = OUT.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let (compression, body) = match compress(self.level, plain, &mut buf) {
+                Some(n) => (ZSTD, &buf[..n]),
+                None => (NONE, plain),
+            };
+            let sealed = self.key().is_some();
+            let stored_len = body.len() + if sealed { SEAL_OVERHEAD } else { 0 };
+            let header = Header {
+                sealed,
+                compression,
+                plain_len: plain.len() as u32,
+                stored_len: stored_len as u32,
+                digest,
+            }
+            .encode();
+            let mut object = Vec::with_capacity(CHUNK_HEADER_LEN + stored_len);
+            object.extend_from_slice(&header);
+            match self.key() {
+                None => object.extend_from_slice(body),
+                Some(key) => {
+                    let mut sealed = Vec::with_capacity(stored_len);
+                    key.sealer().seal(&header, body, &mut sealed);
+                    object.extend_from_slice(&sealed);
+                }
+            }
+            object
+        });
+        let stored_bytes = object.len() as u64;
+        store::put(path, object).map_err(RepoError::io(path, "put chunk"))?;
+        Ok(Stored {
+            digest,
+            new: true,
+            stored_bytes,
+        })
+    }
+
     /// True when chunk `d` is present; its mtime is refreshed then, so that a gc keeps it for
-    /// the running backup about to name it (see the module documentation).
+    /// the running backup about to name it (see the module documentation). In object storage
+    /// only looked up: gc does not run while a backup does.
     pub(crate) fn refresh_chunk(&self, d: &Digest) -> Result<bool, RepoError> {
         if d.is_zero() {
             return Ok(true);
         }
         let path = self.chunk_path(d);
+        if self.is_remote() {
+            return Ok(store::stat(&path)
+                .map_err(RepoError::io(&path, "look up chunk"))?
+                .is_some());
+        }
         let present = {
             let _g = held(self.inner.gc_lock.read());
             touch(&path).map_err(RepoError::io(&path, "open chunk"))?
@@ -490,13 +557,16 @@ impl Repo {
 
     /// True when chunk `d` is in the repository (always for [`Digest::ZERO`]).
     pub fn has_chunk(&self, d: &Digest) -> bool {
-        d.is_zero() || fs::symlink_metadata(self.chunk_path(d)).is_ok()
+        d.is_zero() || store::stat(&self.chunk_path(d)).is_ok_and(|m| m.is_some())
     }
 
     /// Makes durable the directory entries of every chunk stored so far. When it returns, all
     /// chunks whose `store_chunk` returned before the call are durable, whichever thread or
     /// backup stored them.
     pub fn sync_dirs(&self) -> Result<(), RepoError> {
+        if self.is_remote() {
+            return Ok(()); // a PUT that returned is durable
+        }
         let _s = held(self.inner.sync_lock.lock());
         let dirty = std::mem::take(&mut *held(self.inner.dirty_dirs.lock()));
         for b in 0..=255u8 {

@@ -82,6 +82,12 @@ impl Repo {
                 "gc_without only previews (dry run)".into(),
             ));
         }
+        // Object storage: the lock before the indexes are read (`remote_gc.rs`).
+        let _lock = if self.is_remote() && !dry_run {
+            Some(self.take_gc_lock()?)
+        } else {
+            None
+        };
         let start = SystemTime::now();
         let pins = self.in_progress()?;
         let cutoff = pins
@@ -100,7 +106,7 @@ impl Repo {
             match self.index(&id) {
                 Ok(ix) => referenced.extend(ix.digests.iter().filter(|d| !d.is_zero())),
                 // Removed since the listing.
-                Err(_) if !self.backup_dir(&id).exists() => {}
+                Err(_) if !self.backup_exists(&id)? => {}
                 Err(e) => {
                     return Err(RepoError::Invalid(format!(
                         "gc refused: backup {id} cannot be read, so its chunks are unknown ({e}); \
@@ -113,6 +119,10 @@ impl Repo {
             chunks_referenced: referenced.len() as u64,
             ..GcReport::default()
         };
+        if self.is_remote() {
+            self.sweep_remote(&referenced, dry_run, &mut report)?;
+            return Ok(report);
+        }
         let chunks = self.root().join("chunks");
         for b in 0..=255u8 {
             let prefix = to_hex(&[b]);

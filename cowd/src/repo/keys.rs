@@ -21,8 +21,6 @@
 //! ([`remember`]), as an agent holds a key: the daemon unlocks once and every later request on
 //! the repository uses it, until [`forget`].
 
-use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -33,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::crypt::{MASTER_KEY_LEN, MasterKey, Sealer, random_bytes};
-use super::{Repo, RepoError, fsync_dir, held, rfc3339, write_synced};
+use super::{Repo, RepoError, fsync_dir, held, rfc3339, store};
 
 /// What unlocks a slot.
 pub enum Secret {
@@ -236,17 +234,13 @@ pub(crate) fn add_slot(
         wrapped: B64.encode(&wrapped),
     };
     let dir = keys_dir(root);
-    super::mkdir(&dir).map_err(RepoError::io(&dir, "create directory"))?;
+    if !store::is_remote(&dir) {
+        super::mkdir(&dir).map_err(RepoError::io(&dir, "create directory"))?;
+    }
     let path = dir.join(format!("{}.json", slot.id));
     let tmp = dir.join(format!(".{}.tmp", slot.id));
     let json = serde_json::to_vec_pretty(&slot).expect("slot to json");
-    write_synced(&tmp, &json)
-        .and_then(|()| fs::rename(&tmp, &path))
-        .and_then(|()| fsync_dir(&dir))
-        .map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            RepoError::io(&path, "write key slot")(e)
-        })?;
+    store::write(&path, &tmp, &json).map_err(RepoError::io(&path, "write key slot"))?;
     Ok(slot)
 }
 
@@ -254,22 +248,16 @@ pub(crate) fn add_slot(
 pub(crate) fn slots(root: &Path) -> Result<Vec<Slot>, RepoError> {
     let dir = keys_dir(root);
     let mut out = Vec::new();
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(RepoError::io(&dir, "read directory")(e)),
-    };
-    for e in entries {
-        let e = e.map_err(RepoError::io(&dir, "read directory"))?;
-        let name = e.file_name().to_string_lossy().into_owned();
+    for e in store::list(&dir).map_err(RepoError::io(&dir, "read directory"))? {
+        let name = e.name;
         let Some(id) = name
             .strip_suffix(".json")
             .filter(|_| !name.starts_with('.'))
         else {
             continue;
         };
-        let path = e.path();
-        let text = fs::read(&path).map_err(RepoError::io(&path, "read"))?;
+        let path = dir.join(&name);
+        let text = store::read(&path).map_err(RepoError::io(&path, "read"))?;
         let slot: Slot =
             serde_json::from_slice(&text).map_err(|e| bad_slot(&path, format!("key slot: {e}")))?;
         if slot.id != id {
@@ -337,8 +325,14 @@ pub(crate) fn remove_slot(root: &Path, id: &str) -> Result<(), RepoError> {
     }
     let dir = keys_dir(root);
     let path = dir.join(format!("{id}.json"));
-    fs::remove_file(&path)
-        .and_then(|()| fsync_dir(&dir))
+    store::remove(&path)
+        .and_then(|()| {
+            if store::is_remote(&dir) {
+                Ok(())
+            } else {
+                fsync_dir(&dir)
+            }
+        })
         .map_err(RepoError::io(&path, "remove key slot"))
 }
 

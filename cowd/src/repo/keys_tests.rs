@@ -3,6 +3,7 @@
 //! moved slots, the last slot kept.
 
 use super::*;
+use std::fs;
 
 const REPO: &str = "00112233445566778899aabbccddeeff";
 const SLOT: &str = "0a0b0c0d";

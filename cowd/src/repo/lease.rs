@@ -40,7 +40,7 @@ impl Repo {
         check_id(id)?;
         // Under the lock remove_backup holds: a lease and a removal never cross.
         let _m = held(self.inner.meta_lock.lock());
-        if !self.backup_dir(id).is_dir() {
+        if !self.backup_exists(id)? {
             return Err(RepoError::NoSuchBackup(id.to_owned()));
         }
         let leases = &self.inner.leases;

@@ -44,7 +44,9 @@ mod lease;
 mod manifest;
 mod owner;
 mod prune;
+mod remote_gc;
 mod repair;
+mod store;
 mod sync;
 mod verify;
 
@@ -61,6 +63,9 @@ pub use manifest::{Blocks, Counts, Damaged, Listed, Listing, Manifest, Mode, Sta
 pub use owner::Owner;
 pub use prune::{KEEP_REASONS, KeepPolicy, PrunePlan};
 pub use repair::RepairReport;
+pub use store::{
+    DEFAULT_RETRY_TIMEOUT as S3_RETRY_TIMEOUT, S3Options, configure as configure_s3, is_remote,
+};
 pub use sync::SyncReport;
 pub use verify::{CorruptChunk, VerifyReport};
 
@@ -148,6 +153,9 @@ pub enum RepoError {
     Locked(PathBuf),
     #[error("{0}")]
     WrongKey(String),
+    /// Excluded by a running backup or gc of a repository in object storage.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl RepoError {
@@ -183,10 +191,15 @@ struct Inner {
     meta_lock: Mutex<()>,
     /// Backups in use by readers of this process; its own lock, taken after `meta_lock`.
     leases: lease::Leases,
+    /// Ids of the backups this process runs (begun, not yet committed or aborted): a pin of
+    /// this process naming another is left over (its removal failed) and protects nothing.
+    running: Mutex<std::collections::HashSet<String>>,
     /// The master key of an encrypted repository.
     key: Option<MasterKey>,
     /// Format 1: chunks named by SHA-256 (else BLAKE3).
     sha256_names: bool,
+    /// In object storage (`store.rs`): no directories, links, renames or fsyncs.
+    remote: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -355,37 +368,23 @@ impl Repo {
                 )));
             }
         }
-        match fs::read_dir(root) {
-            Ok(mut entries) => {
-                if root.join("config.json").exists() {
-                    return Err(RepoError::AlreadyRepo(root.to_owned()));
-                }
-                if entries.next().is_some() {
-                    return Err(RepoError::NotEmpty(root.to_owned()));
-                }
+        if is_remote(root) {
+            let config = root.join("config.json");
+            if store::stat(&config)
+                .map_err(RepoError::io(&config, "look up"))?
+                .is_some()
+            {
+                return Err(RepoError::AlreadyRepo(root.to_owned()));
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(root)
-                    .map_err(RepoError::io(root, "create directory"))?;
-                if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    fsync_dir(parent).map_err(RepoError::io(parent, "fsync"))?;
-                }
+            if !store::list(root)
+                .map_err(RepoError::io(root, "list"))?
+                .is_empty()
+            {
+                return Err(RepoError::NotEmpty(root.to_owned()));
             }
-            Err(e) => return Err(RepoError::io(root, "read directory")(e)),
+        } else {
+            Repo::create_dirs(root)?;
         }
-        for sub in ["chunks", "backups", "pins", "tmp"] {
-            let p = root.join(sub);
-            mkdir(&p).map_err(RepoError::io(&p, "create directory"))?;
-        }
-        let chunks = root.join("chunks");
-        for b in 0..=255u8 {
-            let p = chunks.join(digest::to_hex(&[b]));
-            mkdir(&p).map_err(RepoError::io(&p, "create directory"))?;
-        }
-        fsync_dir(&chunks).map_err(RepoError::io(&chunks, "fsync"))?;
         let id = digest::to_hex(&crypt::random_bytes::<16>());
         let master = key
             .as_ref()
@@ -421,9 +420,44 @@ impl Repo {
         Ok(repo)
     }
 
+    /// The directories of a new directory repository at `root` (an empty or missing one).
+    fn create_dirs(root: &Path) -> Result<(), RepoError> {
+        match fs::read_dir(root) {
+            Ok(mut entries) => {
+                if root.join("config.json").exists() {
+                    return Err(RepoError::AlreadyRepo(root.to_owned()));
+                }
+                if entries.next().is_some() {
+                    return Err(RepoError::NotEmpty(root.to_owned()));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(root)
+                    .map_err(RepoError::io(root, "create directory"))?;
+                if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    fsync_dir(parent).map_err(RepoError::io(parent, "fsync"))?;
+                }
+            }
+            Err(e) => return Err(RepoError::io(root, "read directory")(e)),
+        }
+        for sub in ["chunks", "backups", "pins", "tmp"] {
+            let p = root.join(sub);
+            mkdir(&p).map_err(RepoError::io(&p, "create directory"))?;
+        }
+        let chunks = root.join("chunks");
+        for b in 0..=255u8 {
+            let p = chunks.join(digest::to_hex(&[b]));
+            mkdir(&p).map_err(RepoError::io(&p, "create directory"))?;
+        }
+        fsync_dir(&chunks).map_err(RepoError::io(&chunks, "fsync"))
+    }
+
     /// Reads and checks `root/config.json`.
     fn read_config(root: &Path) -> Result<Config, RepoError> {
-        if !root.is_dir() {
+        if !is_remote(root) && !root.is_dir() {
             return Err(RepoError::Missing(root.to_owned()));
         }
         let cfg_path = root.join("config.json");
@@ -431,7 +465,7 @@ impl Repo {
             path: root.to_owned(),
             why,
         };
-        let text = match fs::read(&cfg_path) {
+        let text = match store::read(&cfg_path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(not_repo("it has no config.json".into()));
@@ -500,9 +534,11 @@ impl Repo {
             }
         };
         let repo = Repo::from_config(root, config, key)?;
-        for sub in ["chunks", "backups", "pins", "tmp"] {
-            let p = root.join(sub);
-            mkdir(&p).map_err(RepoError::io(&p, "create directory"))?;
+        if !repo.inner.remote {
+            for sub in ["chunks", "backups", "pins", "tmp"] {
+                let p = root.join(sub);
+                mkdir(&p).map_err(RepoError::io(&p, "create directory"))?;
+            }
         }
         repo.clean_at_open();
         Ok(repo)
@@ -566,7 +602,12 @@ impl Repo {
     fn from_config(root: &Path, config: Config, key: Option<MasterKey>) -> Result<Repo, RepoError> {
         let sha256_names = config.version == VERSION_1;
         static OPEN: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
-        let root = fs::canonicalize(root).map_err(RepoError::io(root, "resolve path"))?;
+        let remote = is_remote(root);
+        let root = if remote {
+            PathBuf::from(root.to_string_lossy().trim_end_matches('/'))
+        } else {
+            fs::canonicalize(root).map_err(RepoError::io(root, "resolve path"))?
+        };
         let mut open = held(OPEN.lock());
         open.retain(|w| w.strong_count() > 0);
         let live = open
@@ -586,8 +627,10 @@ impl Repo {
                     gc_lock: RwLock::new(()),
                     meta_lock: Mutex::new(()),
                     leases: lease::Leases::default(),
+                    running: Mutex::default(),
                     key,
                     sha256_names,
+                    remote,
                 });
                 open.push(Arc::downgrade(&inner));
                 inner
@@ -599,7 +642,7 @@ impl Repo {
         })
     }
 
-    /// The repository directory (canonical path).
+    /// The repository directory (canonical path), or `s3://BUCKET/PREFIX`.
     pub fn root(&self) -> &Path {
         &self.inner.root
     }
@@ -638,7 +681,8 @@ impl Repo {
 
     /// A fresh path in `tmp/` (same filesystem as the chunks) for a temporary file. Its name,
     /// `<pid>-<seq>-<random>-<host>.tmp`, lets `open` leave it alone while this process lives
-    /// (and, on another host sharing the repository, for a day).
+    /// (and, on another host sharing the repository, for a day). In object storage, a path in
+    /// the local [`store::staging_dir`] (created when missing).
     pub fn tmp_path(&self) -> PathBuf {
         let seq = self.inner.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let name = format!(
@@ -647,27 +691,62 @@ impl Repo {
             fastrand::u64(..),
             host_tag()
         );
+        if self.inner.remote {
+            let dir = store::staging_dir();
+            if let Err(e) = fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+            {
+                tracing::warn!("cannot create staging directory {}: {e}", dir.display());
+            }
+            return dir.join(name);
+        }
         self.inner.root.join("tmp").join(name)
     }
 
     /// Writes `bytes` to `path` atomically and durably: tmp file, fsync, rename, fsync dir.
+    /// (An object is put whole.)
     pub(crate) fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), RepoError> {
-        let tmp = self.tmp_path();
-        let res = write_synced(&tmp, bytes)
-            .map_err(RepoError::io(&tmp, "write"))
-            .and_then(|()| fs::rename(&tmp, path).map_err(RepoError::io(path, "rename")));
-        if res.is_err() {
-            let _ = fs::remove_file(&tmp);
+        store::write(path, &self.tmp_path(), bytes).map_err(RepoError::io(path, "write"))
+    }
+
+    /// True when the repository is in object storage.
+    pub fn is_remote(&self) -> bool {
+        self.inner.remote
+    }
+
+    /// Threads for work on this repository's chunks: [`chunk_threads`], and four times as
+    /// many in object storage, where a thread mostly waits for its request's answer (a HEAD
+    /// and a PUT per new chunk) and only requests in flight together hide that latency.
+    pub fn threads(&self) -> usize {
+        chunk_threads() * if self.inner.remote { 4 } else { 1 }
+    }
+
+    /// True when complete backup `id` exists (its directory; in object storage, its manifest,
+    /// written last).
+    pub(crate) fn backup_exists(&self, id: &str) -> Result<bool, RepoError> {
+        let dir = self.backup_dir(id);
+        if !self.inner.remote {
+            return Ok(dir.is_dir());
         }
-        res?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        fsync_dir(dir).map_err(RepoError::io(dir, "fsync"))
+        let m = dir.join("manifest.json");
+        Ok(store::stat(&m)
+            .map_err(RepoError::io(&m, "look up"))?
+            .is_some())
     }
 
     /// Removes what crashed processes left: `tmp/` files of dead processes (or not ours),
     /// half-removed backups (`backups/.del-*`), in-progress directories without a pin, pins of
     /// backups that are complete, pins of processes that are gone (with their directories). Best effort: what cannot be removed is logged and left.
     fn clean_at_open(&self) {
+        if self.inner.remote {
+            // No temporary files or directories there: only pins of processes that are gone.
+            if let Err(e) = self.in_progress() {
+                tracing::warn!("repository: cannot check the backups in progress: {e}");
+            }
+            return;
+        }
         let entries = |dir: &Path| {
             fs::read_dir(dir)
                 .into_iter()
@@ -738,14 +817,12 @@ impl Repo {
     /// dot), sorted by name; their manifests are not read.
     pub(crate) fn backup_ids(&self) -> Result<Vec<String>, RepoError> {
         let dir = self.backups_dir();
-        let mut ids = Vec::new();
-        for e in fs::read_dir(&dir).map_err(RepoError::io(&dir, "read directory"))? {
-            let e = e.map_err(RepoError::io(&dir, "read directory"))?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !name.starts_with('.') && e.file_type().is_ok_and(|t| t.is_dir()) {
-                ids.push(name);
-            }
-        }
+        let mut ids: Vec<String> = store::list(&dir)
+            .map_err(RepoError::io(&dir, "read directory"))?
+            .into_iter()
+            .filter(|e| e.is_dir && !e.name.starts_with('.'))
+            .map(|e| e.name)
+            .collect();
         ids.sort();
         Ok(ids)
     }
@@ -763,7 +840,7 @@ impl Repo {
             match self.manifest(&id) {
                 Ok(m) => out.backups.push(m),
                 // Removed since the listing.
-                Err(RepoError::NoSuchBackup(_)) if !self.backup_dir(&id).exists() => {}
+                Err(RepoError::NoSuchBackup(_)) if !self.backup_exists(&id)? => {}
                 Err(e) => out.damaged.push(Damaged {
                     id,
                     status: Status::Damaged,
@@ -780,7 +857,7 @@ impl Repo {
     pub fn manifest(&self, id: &str) -> Result<Manifest, RepoError> {
         check_id(id)?;
         let path = self.backup_dir(id).join("manifest.json");
-        let text = match fs::read(&path) {
+        let text = match store::read(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(RepoError::NoSuchBackup(id.to_owned()));
@@ -833,7 +910,7 @@ impl Repo {
     /// The plain bytes of backup `id`'s index file (opened, not yet decoded or checked).
     pub(crate) fn index_bytes(&self, id: &str) -> Result<Vec<u8>, RepoError> {
         let path = self.backup_dir(id).join("index.bin");
-        let bytes = fs::read(&path).map_err(RepoError::io(&path, "read"))?;
+        let bytes = store::read(&path).map_err(RepoError::io(&path, "read"))?;
         self.open_object(crypt::Object::Index, id, &path, bytes)
     }
 }

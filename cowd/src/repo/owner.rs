@@ -84,6 +84,13 @@ impl Owner {
         })
     }
 
+    /// True when this is the calling process.
+    pub fn is_current(&self) -> bool {
+        self.pid == std::process::id()
+            && (self.host.is_empty() || self.host == host_id())
+            && Owner::current().is_some_and(|c| c.start_ticks == self.start_ticks)
+    }
+
     /// Whether the owner process runs: checked here for a process of this host.
     pub fn liveness(&self) -> Liveness {
         if !self.host.is_empty() && self.host != host_id() {

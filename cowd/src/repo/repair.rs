@@ -17,13 +17,12 @@
 //! asked (its intact chunks may still be worth reading); one in use (a running backup's parent,
 //! a restore) is not removed and says so.
 
-use std::fs;
 use std::io;
 
 pub use cowd_api::repo::RepairReport;
 
 use super::crypt::Object;
-use super::{CorruptChunk, Digest, Index, Repo, RepoError, VerifyReport};
+use super::{CorruptChunk, Digest, Index, Repo, RepoError, VerifyReport, store};
 
 /// Verify rounds after the first repair: a repaired index can reveal chunks of its own.
 const ROUNDS: usize = 3;
@@ -154,7 +153,7 @@ impl Repo {
         }
         let path = self.chunk_path(d);
         // Removed first: a store that finds the name present keeps the file.
-        match fs::remove_file(&path) {
+        match store::remove(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(RepoError::io(&path, "remove damaged chunk")(e)),

@@ -4,6 +4,7 @@
 use super::super::testutil::{backup, data};
 use super::*;
 use crate::repo::MIN_CHUNK_SIZE;
+use std::fs;
 
 fn never() -> bool {
     false

@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 pub use cowd_api::repo::SyncReport;
 
-use super::{Digest, Repo, RepoError, chunk_threads, held};
+use super::{Digest, Repo, RepoError, held};
 
 impl Repo {
     /// Copies backups `ids` (complete backups of this repository) that `dst` does not hold to
@@ -179,7 +179,7 @@ impl Repo {
         let failed = AtomicBool::new(false);
         let first_error: Mutex<Option<RepoError>> = Mutex::new(None);
         let shared = Mutex::new(std::mem::take(report));
-        let threads = chunk_threads().min(chunks.len());
+        let threads = self.threads().max(dst.threads()).min(chunks.len());
         std::thread::scope(|scope| {
             for _ in 0..threads {
                 scope.spawn(|| {

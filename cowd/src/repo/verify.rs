@@ -28,7 +28,7 @@ impl Repo {
             Some(list) => {
                 for id in list {
                     super::check_id(id)?;
-                    if !self.backup_dir(id).is_dir() {
+                    if !self.backup_exists(id)? {
                         return Err(RepoError::NoSuchBackup(id.clone()));
                     }
                 }
@@ -66,7 +66,7 @@ impl Repo {
         let next = AtomicUsize::new(0);
         let (tx, rx) = mpsc::channel::<(usize, Result<u64, ChunkFault>)>();
         std::thread::scope(|s| {
-            for _ in 0..super::chunk_threads().min(work.len()) {
+            for _ in 0..self.threads().min(work.len()) {
                 let tx = tx.clone();
                 let (next, work) = (&next, &work);
                 s.spawn(move || {

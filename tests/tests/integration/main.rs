@@ -28,4 +28,5 @@ mod peers;
 mod power_loss;
 mod repo_cli;
 mod repo_encrypt;
+mod repo_s3;
 mod repo_sync;
