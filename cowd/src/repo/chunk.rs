@@ -490,11 +490,8 @@ impl Repo {
             object.extend_from_slice(&header);
             match self.key() {
                 None => object.extend_from_slice(body),
-                Some(key) => {
-                    let mut sealed = Vec::with_capacity(stored_len);
-                    key.sealer().seal(&header, body, &mut sealed);
-                    object.extend_from_slice(&sealed);
-                }
+                // Sealed in place after the header (`seal` appends).
+                Some(key) => key.sealer().seal(&header, body, &mut object),
             }
             object
         });

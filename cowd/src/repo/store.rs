@@ -206,16 +206,13 @@ pub fn list(dir: &Path) -> io::Result<Vec<Entry>> {
     }
 }
 
-/// Removes the file at `path`; a missing one is `NotFound`, as `unlink` says.
+/// Removes the file at `path`. A missing file is `NotFound`, as `unlink` says; a missing
+/// object is removed successfully, as S3's DELETE says (every caller takes both as done, so
+/// no HEAD is spent asking first).
 pub fn remove(path: &Path) -> io::Result<()> {
     match remote(path)? {
         None => std::fs::remove_file(path),
-        Some((b, key)) => {
-            // S3 answers a DELETE of a missing key with success: ask first, as unlink would.
-            let k = key.clone();
-            b.run(move |s| async move { s.head(&k).await })?;
-            b.run(move |s| async move { s.delete(&key).await })
-        }
+        Some((b, key)) => b.run(move |s| async move { s.delete(&key).await }),
     }
 }
 
