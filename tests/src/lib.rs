@@ -123,6 +123,8 @@ pub struct DaemonBuilder {
     envs: Vec<(String, String)>,
     tcp: bool,
     iscsi: bool,
+    /// A network namespace to run in (`ip netns exec`), as a host of a test network.
+    namespace: Option<String>,
 }
 
 /// The base name of the iSCSI targets of test daemons ([`DaemonBuilder::iscsi`]).
@@ -167,12 +169,27 @@ impl DaemonBuilder {
         self
     }
 
+    /// Runs the daemon in network namespace `ns` (a host of a [`netns::Net`]): what it dials
+    /// goes through that host's link. Its Unix sockets stay reachable from here (`ip netns
+    /// exec` execs cowd, so the daemon's pid is cowd's).
+    pub fn namespace(mut self, ns: &str) -> Self {
+        self.namespace = Some(ns.into());
+        self
+    }
+
     /// Starts `cowd serve` and waits until it accepts NBD clients.
     pub fn start(self) -> Daemon {
         let sock = self.dir.path().join("nbd.sock");
         let control = self.dir.path().join("control.sock");
         let log = self.dir.path().join("cowd.log");
-        let mut cmd = Command::new(bin("cowd"));
+        let mut cmd = match &self.namespace {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("cowd"));
+                c
+            }
+            None => Command::new(bin("cowd")),
+        };
         cmd.arg("serve")
             .arg("--nbd")
             .arg(format!("unix:{}", sock.display()));
@@ -244,6 +261,7 @@ impl Daemon {
             envs: Vec::new(),
             tcp: false,
             iscsi: false,
+            namespace: None,
         }
     }
 

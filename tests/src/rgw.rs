@@ -7,7 +7,8 @@
 //! file and more memory), pools of one replica, no authentication inside the cluster (the
 //! gateway still checks S3 signatures), no manager. Nothing in /etc/ceph or /var/lib/ceph is
 //! touched, so clusters of several tests run side by side. Ready once an S3 user exists and a
-//! signed request answers; that takes about 12 s, mostly the gateway creating its pools.
+//! signed request answers; that takes about 1 s with the monitor committing each change at
+//! once (`paxos propose interval`), 12–17 s with Ceph's default.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -32,8 +33,15 @@ pub struct Rgw {
 }
 
 impl Rgw {
-    /// Starts the cluster and waits until S3 answers.
+    /// Starts the cluster and waits until S3 answers on loopback.
     pub fn start() -> Rgw {
+        Rgw::start_on("127.0.0.1")
+    }
+
+    /// Starts the cluster with its gateway listening on `host` (an address of this
+    /// namespace, such as a test network's [`server`](crate::netns::Net::server)); the
+    /// cluster itself stays on loopback.
+    pub fn start_on(host: &str) -> Rgw {
         for tool in [
             "ceph-mon",
             "ceph-osd",
@@ -51,7 +59,7 @@ impl Rgw {
         // started again on new ports.
         let mut why = String::new();
         for _ in 0..3 {
-            match Rgw::try_start() {
+            match Rgw::try_start(host) {
                 Ok(rgw) => return rgw,
                 Err(e) => {
                     eprintln!("rgw: starting again on new ports: {e}");
@@ -62,7 +70,7 @@ impl Rgw {
         panic!("the RADOS Gateway does not start: {why}");
     }
 
-    fn try_start() -> Result<Rgw, String> {
+    fn try_start(host: &str) -> Result<Rgw, String> {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_owned();
         let d = d.as_path();
@@ -72,10 +80,10 @@ impl Rgw {
         }
         let fsid = fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap();
         let conf = d.join("ceph.conf");
-        fs::write(&conf, config(d, fsid.trim(), mon_port, s3_port)).unwrap();
+        fs::write(&conf, config(d, fsid.trim(), mon_port, host, s3_port)).unwrap();
         let mut rgw = Rgw {
             daemons: Vec::new(),
-            endpoint: format!("http://127.0.0.1:{s3_port}"),
+            endpoint: format!("http://{host}:{s3_port}"),
             dir,
         };
         let ceph = |tool: &str| {
@@ -328,7 +336,7 @@ impl Rgw {
 }
 
 /// The cluster's configuration: everything under `d`, nothing shared with a system cluster.
-fn config(d: &Path, fsid: &str, mon_port: u16, s3_port: u16) -> String {
+fn config(d: &Path, fsid: &str, mon_port: u16, s3_host: &str, s3_port: u16) -> String {
     let d = d.display();
     format!(
         "[global]
@@ -350,6 +358,9 @@ osd objectstore = memstore
 memstore device bytes = 8589934592
 mon data avail warn = 1
 mon data avail crit = 0
+# A one-monitor cluster commits each map change at once, not after the default 1 s wait:
+# setting up pools and the gateway takes ~1 s instead of ~15 s.
+paxos propose interval = 0.01
 run dir = {d}/run
 admin socket = {d}/run/$name.asok
 log file = {d}/log/$name.log
@@ -358,7 +369,7 @@ mon data = {d}/mon.$id
 osd data = {d}/osd.$id
 keyring = {d}/keyring
 [client.rgw]
-rgw frontends = beast endpoint=127.0.0.1:{s3_port}
+rgw frontends = beast endpoint={s3_host}:{s3_port}
 rgw data = {d}/rgw
 "
     )
