@@ -76,6 +76,8 @@ pub struct BackupSettings {
     pub s3_path_style: Option<bool>,
     /// How long failing S3 requests are retried (default: 180 s).
     pub s3_retry_timeout_s: Option<Secs>,
+    /// Local cache of chunks read from object storage (default: 1G; 0: none).
+    pub cache_size: Option<Size>,
     pub container_dir: Option<PathBuf>,
     pub container_size: Option<Size>,
     pub block_size: Option<Size>,
@@ -247,6 +249,7 @@ impl Settings {
                 s3_region: pick!(self, base, backup.s3_region),
                 s3_path_style: pick!(self, base, backup.s3_path_style),
                 s3_retry_timeout_s: pick!(self, base, backup.s3_retry_timeout_s),
+                cache_size: pick!(self, base, backup.cache_size),
                 container_dir: pick!(self, base, backup.container_dir),
                 container_size: pick!(self, base, backup.container_size),
                 block_size: pick!(self, base, backup.block_size),
@@ -302,6 +305,9 @@ impl Settings {
         }
         if let Some(Size(s)) = b.container_size {
             backup.container_size = s;
+        }
+        if let Some(Size(s)) = b.cache_size {
+            backup.cache_size = s;
         }
         if let Some(Size(s)) = b.block_size {
             if !s.is_power_of_two() || !(4096..=4 << 20).contains(&s) {
@@ -494,6 +500,7 @@ mod tests {
             read_only = true
             [backup]
             container_size = "4G"
+            cache_size = "256M"
             block_size = "128K"
             on_overflow = "block-writes"
             quiet_period_s = 1.5
@@ -515,6 +522,7 @@ mod tests {
         assert_eq!(c.read_only, vec!["disk".to_string()]);
         assert_eq!(c.server.limits.io_threads, 4);
         assert_eq!(c.backup.container_size, 4 << 30);
+        assert_eq!(c.backup.cache_size, 256 << 20);
         assert_eq!(c.backup.block_size, 128 << 10);
         assert_eq!(
             c.backup.container_dir,

@@ -208,6 +208,9 @@ async fn serve(cfg: Config, exports: Arc<Exports>) -> Result<(), DaemonError> {
     })?;
     let restores = Arc::new(restores);
     crate::repo::configure_s3(cfg.backup.s3.clone());
+    let cache_dir = cfg.backup.state_dir.join("cache");
+    crate::repo::configure_cache(&cache_dir, cfg.backup.cache_size)
+        .map_err(|e| DaemonError::Config(format!("chunk cache {}: {e}", cache_dir.display())))?;
     unlock_default_repo(&cfg.backup)?;
     // Before any client can connect: a resumed restore puts its device under its export.
     restores.resume(&exports, crate::repo::chunk_threads());

@@ -162,6 +162,11 @@ struct ServeArgs {
     /// exponential backoff, before the operation fails [default: 3m].
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     s3_retry_timeout: Option<Secs>,
+    /// Local cache of chunks read from object storage, in STATE_DIR/cache: served
+    /// generations and files read from a backup fetch each chunk once; 0 turns it off
+    /// [default: 1G].
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    cache_size: Option<Size>,
     /// Default directory of backup containers [default: STATE_DIR/containers].
     #[arg(long, value_name = "DIR")]
     container_dir: Option<PathBuf>,
@@ -215,6 +220,7 @@ impl ServeArgs {
                 s3_region: self.s3_region,
                 s3_path_style: self.s3_path_style,
                 s3_retry_timeout_s: self.s3_retry_timeout,
+                cache_size: self.cache_size,
                 container_dir: self.container_dir,
                 container_size: self.container_size,
                 block_size: self.block_size,

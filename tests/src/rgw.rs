@@ -319,6 +319,15 @@ impl Rgw {
     }
 
     /// The tails of the daemons' logs.
+    /// How many `method` requests for keys starting with `bucket/prefix` the gateway has
+    /// answered so far (from its access log).
+    pub fn requests(&self, method: &str, bucket: &str, prefix: &str) -> usize {
+        let log =
+            fs::read_to_string(self.dir.path().join("log/client.rgw.log")).unwrap_or_default();
+        let needle = format!("\"{method} /{bucket}/{prefix}");
+        log.lines().filter(|l| l.contains(&needle)).count()
+    }
+
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for name in ["mon.a", "osd.0", "client.rgw"] {

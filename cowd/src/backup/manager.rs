@@ -41,6 +41,9 @@ pub struct Defaults {
     pub repo_key_file: Option<PathBuf>,
     /// How to reach repositories in object storage (`s3://`), beside the AWS environment.
     pub s3: crate::repo::S3Options,
+    /// Bytes of the local cache of chunks read from object storage (`STATE_DIR/cache`; 0:
+    /// none).
+    pub cache_size: u64,
     /// Accept `target_faults` in requests (testing only).
     pub allow_fault_injection: bool,
 }
@@ -62,6 +65,7 @@ impl Defaults {
             repo: None,
             repo_key_file: None,
             s3: crate::repo::S3Options::default(),
+            cache_size: crate::repo::DEFAULT_CACHE_SIZE,
         }
     }
 }

@@ -125,6 +125,14 @@ pub(crate) enum ChunkFault {
 }
 
 impl ChunkFault {
+    /// A failed read: a missing file or object is [`ChunkFault::Missing`].
+    fn from_io(e: io::Error) -> ChunkFault {
+        match e.kind() {
+            io::ErrorKind::NotFound => ChunkFault::Missing,
+            _ => ChunkFault::Io(e),
+        }
+    }
+
     pub(crate) fn into_error(self, path: PathBuf, digest: &Digest) -> RepoError {
         match self {
             ChunkFault::Missing => RepoError::MissingChunk {
@@ -227,10 +235,7 @@ pub(crate) fn read_chunk_file(
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
 ) -> Result<u64, ChunkFault> {
-    let fault = |e: io::Error| match e.kind() {
-        io::ErrorKind::NotFound => ChunkFault::Missing,
-        _ => ChunkFault::Io(e),
-    };
+    let fault = ChunkFault::from_io;
     if store::is_remote(path) {
         let bytes = store::read(path).map_err(fault)?;
         let size = bytes.len() as u64;
@@ -530,26 +535,75 @@ impl Repo {
     }
 
     /// Reads chunk `d` of `len` bytes into `out`, checking header, seal and name.
-    /// [`Digest::ZERO`] gives `len` zero bytes.
+    /// [`Digest::ZERO`] gives `len` zero bytes. A repository in object storage is read
+    /// through the local chunk cache ([`configure_cache`](super::configure_cache)) when it
+    /// has the chunk; what is fetched is not kept (see [`Repo::load_chunk_kept`]).
     pub fn load_chunk(&self, d: &Digest, len: usize, out: &mut Vec<u8>) -> Result<(), RepoError> {
+        self.load(d, len, out, false)
+    }
+
+    /// [`Repo::load_chunk`], and a chunk fetched from object storage is kept in the local
+    /// chunk cache for the next read. For readers that come back to chunks (served
+    /// generations, files read from a backup); a whole-image pass (restore, sync, verify)
+    /// would only push them out.
+    pub fn load_chunk_kept(
+        &self,
+        d: &Digest,
+        len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RepoError> {
+        self.load(d, len, out, true)
+    }
+
+    fn load(&self, d: &Digest, len: usize, out: &mut Vec<u8>, keep: bool) -> Result<(), RepoError> {
         if d.is_zero() {
             out.clear();
             out.resize(len, 0);
             return Ok(());
         }
         let path = self.chunk_path(d);
+        let cache = if self.inner.remote {
+            super::cache::global()
+        } else {
+            None
+        };
+        let Some(cache) = cache else {
+            return OUT
+                .with(|scratch| {
+                    read_chunk_file(
+                        &path,
+                        d,
+                        self.naming(),
+                        Some(len),
+                        out,
+                        &mut scratch.borrow_mut(),
+                    )
+                })
+                .map(|_| ())
+                .map_err(|f| f.into_error(path, d));
+        };
+        let id = &self.inner.id;
         OUT.with(|scratch| {
-            read_chunk_file(
-                &path,
-                d,
-                self.naming(),
-                Some(len),
-                out,
-                &mut scratch.borrow_mut(),
-            )
+            let scratch = &mut scratch.borrow_mut();
+            if let Some(bytes) = cache.get(id, d) {
+                let size = bytes.len() as u64;
+                match read_chunk(&bytes[..], size, d, self.naming(), Some(len), out, scratch) {
+                    Ok(_) => return Ok(()),
+                    Err(f) => {
+                        tracing::warn!(chunk = %d, fault = ?f, "cached chunk damaged, fetched again");
+                        cache.remove(id, d);
+                    }
+                }
+            }
+            let bytes = store::read(&path).map_err(ChunkFault::from_io)?;
+            let size = bytes.len() as u64;
+            read_chunk(&bytes[..], size, d, self.naming(), Some(len), out, scratch)?;
+            if keep {
+                cache.put(id, d, &bytes);
+            }
+            Ok(())
         })
-        .map(|_| ())
-        .map_err(|f| f.into_error(path, d))
+        .map_err(|f: ChunkFault| f.into_error(path, d))
     }
 
     /// True when chunk `d` is in the repository (always for [`Digest::ZERO`]).

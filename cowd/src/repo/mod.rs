@@ -34,6 +34,7 @@
 //! anywhere.
 
 mod backup;
+mod cache;
 mod chunk;
 mod crypt;
 mod digest;
@@ -51,6 +52,9 @@ mod sync;
 mod verify;
 
 pub use backup::{InProgress, PIN_HEARTBEAT, PIN_LEASE, Pin};
+pub use cache::{
+    ChunkCache, DEFAULT_CACHE_SIZE, configure as configure_cache, global as chunk_cache,
+};
 pub use chunk::{CHUNK_HEADER_LEN, Stored};
 pub use crypt::{MasterKey, random_bytes};
 

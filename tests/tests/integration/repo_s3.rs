@@ -110,6 +110,51 @@ fn a_repository_in_s3_backs_up_restores_prunes_and_syncs() {
     );
     assert_same_file(&copy, &at_full);
     ok(&cowctl(&d, &["unserve", "old"]));
+    // Served again: every chunk comes from the daemon's local cache, none from the store.
+    let gets = || rgw.requests("GET", "cowd", "site-a/chunks/");
+    let fetched = gets();
+    assert!(fetched > 0);
+    let serve_and_copy = || {
+        ok(&cowctl(
+            &d,
+            &["serve", &full, "--export", "old", "--repo", repo],
+        ));
+        fs::remove_file(&copy).unwrap();
+        cowd_tests::run(
+            std::process::Command::new("nbdcopy")
+                .arg(d.uri("old"))
+                .arg(&copy),
+        );
+        assert_same_file(&copy, &at_full);
+        ok(&cowctl(&d, &["unserve", "old"]));
+    };
+    serve_and_copy();
+    assert_eq!(gets(), fetched, "chunks fetched again");
+    // A damaged cache entry is fetched again, and the copy is still exact.
+    let cache = d.dir().join("state/cache");
+    let entry = fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap() != "tmp")
+        .map(|repo_dir| {
+            fs::read_dir(repo_dir)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path()
+        })
+        .expect("a cached chunk");
+    let mut bytes = fs::read(&entry).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 1;
+    fs::write(&entry, &bytes).unwrap();
+    serve_and_copy();
+    assert_eq!(
+        gets(),
+        fetched + 1,
+        "the damaged entry, and only it, fetched again"
+    );
 
     // The objects: one layout with a directory repository, nothing left in progress.
     let keys = rgw.keys("cowd", "site-a/");
