@@ -599,7 +599,7 @@ impl Repo {
             let size = bytes.len() as u64;
             read_chunk(&bytes[..], size, d, self.naming(), Some(len), out, scratch)?;
             if keep {
-                cache.put(id, d, &bytes);
+                cache.put_later(id, d, bytes);
             }
             Ok(())
         })

@@ -97,29 +97,27 @@ fn a_repository_in_s3_backs_up_restores_prunes_and_syncs() {
     assert!(out.contains("2 backups verified"), "{out}");
     restore(&d, repo, &full, &at_full);
     restore(&d, repo, &incr, &at_incr);
-    // Served as a read-only export, chunks read from the store on demand.
-    ok(&cowctl(
-        &d,
-        &["serve", &full, "--export", "old", "--repo", repo],
-    ));
-    let copy = d.dir().join("served.img");
-    cowd_tests::run(
-        std::process::Command::new("nbdcopy")
-            .arg(d.uri("old"))
-            .arg(&copy),
-    );
-    assert_same_file(&copy, &at_full);
-    ok(&cowctl(&d, &["unserve", "old"]));
-    // Served again: every chunk comes from the daemon's local cache, none from the store.
+    // Served as a read-only export, chunks read from the store on demand, each kept in the
+    // daemon's local cache (by its writer thread, soon after the read).
     let gets = || rgw.requests("GET", "cowd", "site-a/chunks/");
-    let fetched = gets();
-    assert!(fetched > 0);
+    let cache = d.dir().join("state/cache");
+    let cached = || -> Vec<std::path::PathBuf> {
+        fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap() != "tmp")
+            .flat_map(|dir| fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()))
+            .collect()
+    };
+    // Restores read through: nothing kept.
+    assert!(cached().is_empty(), "{:?}", cached());
+    let copy = d.dir().join("served.img");
     let serve_and_copy = || {
         ok(&cowctl(
             &d,
             &["serve", &full, "--export", "old", "--repo", repo],
         ));
-        fs::remove_file(&copy).unwrap();
+        let _ = fs::remove_file(&copy);
         cowd_tests::run(
             std::process::Command::new("nbdcopy")
                 .arg(d.uri("old"))
@@ -128,30 +126,31 @@ fn a_repository_in_s3_backs_up_restores_prunes_and_syncs() {
         assert_same_file(&copy, &at_full);
         ok(&cowctl(&d, &["unserve", "old"]));
     };
+    let before = gets();
     serve_and_copy();
-    assert_eq!(gets(), fetched, "chunks fetched again");
+    let fetched = gets() - before;
+    assert!(fetched > 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while cached().len() < fetched {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{fetched} fetched, kept: {:?}",
+            cached()
+        );
+        thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // Served again: every chunk comes from the cache, none from the store.
+    serve_and_copy();
+    assert_eq!(gets() - before, fetched, "chunks fetched again");
     // A damaged cache entry is fetched again, and the copy is still exact.
-    let cache = d.dir().join("state/cache");
-    let entry = fs::read_dir(&cache)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap() != "tmp")
-        .map(|repo_dir| {
-            fs::read_dir(repo_dir)
-                .unwrap()
-                .next()
-                .unwrap()
-                .unwrap()
-                .path()
-        })
-        .expect("a cached chunk");
+    let entry = cached().pop().expect("a cached chunk");
     let mut bytes = fs::read(&entry).unwrap();
     let n = bytes.len();
     bytes[n - 1] ^= 1;
     fs::write(&entry, &bytes).unwrap();
     serve_and_copy();
     assert_eq!(
-        gets(),
+        gets() - before,
         fetched + 1,
         "the damaged entry, and only it, fetched again"
     );
