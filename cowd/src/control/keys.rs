@@ -146,7 +146,7 @@ pub async fn list(
     State(s): State<ControlState>,
     Params(q): Params<RepoQuery>,
 ) -> Reply<Vec<KeySlot>> {
-    let repo = open(&s, q.repo.as_deref())?;
+    let repo = open(&s, q.repo.as_deref()).await?;
     let slots = repo.key_slots().map_err(repo_error)?;
     if !repo.is_encrypted() {
         return Err(bad(format!(
@@ -158,7 +158,7 @@ pub async fn list(
 }
 
 pub async fn add(State(s): State<ControlState>, Body(r): Body<KeyAdd>) -> Reply<KeySlot> {
-    let repo = open(&s, r.repo.as_deref())?;
+    let repo = open(&s, r.repo.as_deref()).await?;
     let secret = secret(&r.secret)?;
     let slot = blocking(move || repo.add_key(&secret, &r.label, KdfCost::DEFAULT))
         .await?
@@ -171,14 +171,14 @@ pub async fn remove(
     UrlPath(id): UrlPath<String>,
     Params(q): Params<RepoQuery>,
 ) -> Reply<Vec<KeySlot>> {
-    let repo = open(&s, q.repo.as_deref())?;
+    let repo = open(&s, q.repo.as_deref()).await?;
     repo.remove_key(&id).map_err(repo_error)?;
     let slots = repo.key_slots().map_err(repo_error)?;
     Ok(Json(slots.iter().map(slot_info).collect()))
 }
 
 pub async fn passwd(State(s): State<ControlState>, Body(r): Body<KeyChange>) -> Reply<KeyChanged> {
-    let repo = open(&s, r.repo.as_deref())?;
+    let repo = open(&s, r.repo.as_deref()).await?;
     let old = secret(&r.old)?;
     let new = secret(&r.new)?;
     let (slot, removed) = blocking(move || repo.change_key(&old, &new, KdfCost::DEFAULT))

@@ -54,8 +54,17 @@ pub(super) fn repo_path(s: &ControlState, given: Option<&str>) -> Result<PathBuf
         })
 }
 
-pub(super) fn open(s: &ControlState, given: Option<&str>) -> Result<Repo, Failure> {
-    Repo::open(&repo_path(s, given)?).map_err(repo_error)
+/// Opens the repository a request names (else the configured one), on the blocking pool:
+/// in object storage that is a GET or two.
+pub(super) async fn open(s: &ControlState, given: Option<&str>) -> Result<Repo, Failure> {
+    open_at(repo_path(s, given)?).await
+}
+
+/// Opens repository `root` on the blocking pool.
+pub(super) async fn open_at(root: PathBuf) -> Result<Repo, Failure> {
+    blocking(move || Repo::open(&root))
+        .await?
+        .map_err(repo_error)
 }
 
 /// The repository of backup `id`: the one given, else the one this daemon made the backup in
@@ -129,7 +138,7 @@ pub async fn list(
     State(s): State<ControlState>,
     Params(q): Params<ListQuery>,
 ) -> Reply<Vec<Listed>> {
-    let repo = open(&s, q.repo.as_deref())?;
+    let repo = open(&s, q.repo.as_deref()).await?;
     let mut all = blocking(move || repo.listing())
         .await?
         .map_err(repo_error)?;
@@ -148,7 +157,7 @@ pub async fn verify(
         Some(id) => repo_of_backup(&s, r.repo.as_deref(), id)?,
         None => repo_path(&s, r.repo.as_deref())?,
     };
-    let repo = Repo::open(&root).map_err(repo_error)?;
+    let repo = open_at(root).await?;
     let report = blocking(move || repo.verify(r.ids.as_deref(), &|_, _| {})).await?;
     report.map(Json).map_err(repo_error)
 }
@@ -161,7 +170,7 @@ pub async fn prune(
         let msg = "prune needs the export whose backups to prune";
         return Err(error(StatusCode::BAD_REQUEST, msg));
     }
-    let repo = open(&s, r.repo.as_deref())?;
+    let repo = open(&s, r.repo.as_deref()).await?;
     let result = blocking(move || -> Result<PruneResult, RepoError> {
         let plan = repo.prune_plan(&r.export, &r.keep, SystemTime::now())?;
         let mut removed = Vec::new();
@@ -207,8 +216,8 @@ pub async fn sync(State(s): State<ControlState>, Body(r): Body<SyncRequest>) -> 
             "sync needs a destination repository",
         ));
     }
-    let src = open(&s, r.src.as_deref())?;
-    let dst = Repo::open(Path::new(&r.dst)).map_err(repo_error)?;
+    let src = open(&s, r.src.as_deref()).await?;
+    let dst = open_at(PathBuf::from(&r.dst)).await?;
     let result = blocking(move || -> Result<SyncReport, RepoError> {
         let ids: Vec<String> = match (&r.keep, &r.export) {
             (Some(keep), Some(export)) => {
@@ -230,10 +239,11 @@ pub async fn repair(
     State(s): State<ControlState>,
     Body(r): Body<RepairRequest>,
 ) -> Reply<RepairReport> {
-    let repo = open(&s, r.repo.as_deref())?;
-    let from = (r.from.iter())
-        .map(|p| Repo::open(Path::new(p)).map_err(repo_error))
-        .collect::<Result<Vec<_>, _>>()?;
+    let repo = open(&s, r.repo.as_deref()).await?;
+    let mut from = Vec::with_capacity(r.from.len());
+    for p in &r.from {
+        from.push(open_at(PathBuf::from(p)).await?);
+    }
     if let Some(same) = from.iter().find(|f| f.id() == repo.id()) {
         let msg = format!(
             "{} is the repository being repaired: give another one (a copy made by repo sync)",
@@ -250,7 +260,7 @@ pub async fn restore(
     Body(r): Body<RestoreRequest>,
 ) -> Reply<RestoreStatus> {
     let root = repo_of_backup(&s, r.repo.as_deref(), &r.backup)?;
-    let repo = Repo::open(&root).map_err(repo_error)?;
+    let repo = open_at(root).await?;
     if r.live {
         return restore_live(s, repo, r).await;
     }
@@ -374,7 +384,7 @@ pub async fn serve(
     Body(r): Body<ServeRequest>,
 ) -> Reply<ExportInfo> {
     let root = repo_of_backup(&s, r.repo.as_deref(), &r.backup)?;
-    let repo = Repo::open(&root).map_err(repo_error)?;
+    let repo = open_at(root.clone()).await?;
     let (repo2, id, user) = (
         repo.clone(),
         r.backup.clone(),
