@@ -11,7 +11,7 @@
 //! of a repository in object storage, or each decompression, in turn. Chunks of object
 //! storage are also kept in the daemon's local chunk cache (`Repo::load_chunk_kept`).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::device::{
@@ -47,6 +47,8 @@ struct Shared {
     load_ended: Condvar,
     /// Chunks loaded from the repository so far.
     loaded: AtomicU64,
+    /// The image is gone: the read-ahead threads drop what is queued.
+    closed: AtomicBool,
     /// Keeps the backup from being removed while the image can be read.
     _lease: Option<Lease>,
 }
@@ -73,6 +75,7 @@ impl RepoImage {
                 cache: Mutex::new(Cache::default()),
                 load_ended: Condvar::new(),
                 loaded: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
                 _lease: lease,
             }),
             last: AtomicUsize::new(usize::MAX),
@@ -131,6 +134,9 @@ impl RepoImage {
                     .name(format!("read-ahead-{n}"))
                     .spawn(move || {
                         for j in rx {
+                            if shared.closed.load(Ordering::Relaxed) {
+                                break;
+                            }
                             shared.cache.lock().unwrap().queued.retain(|&q| q != j);
                             // A failed load is the reader's to report, when it gets there.
                             let _ = shared.chunk(j);
@@ -145,6 +151,12 @@ impl RepoImage {
         for j in wanted {
             let _ = tx.send(j);
         }
+    }
+}
+
+impl Drop for RepoImage {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Relaxed);
     }
 }
 
