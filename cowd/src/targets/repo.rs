@@ -227,7 +227,10 @@ impl RepoTarget {
             stats: Stats::default(),
             overlay: std::sync::OnceLock::new(),
         });
-        let (tx, rx) = crossbeam_channel::bounded(workers.max(1) * 2);
+        // Chunks waiting for a worker: two per CPU, however many workers wait on requests to
+        // object storage (each queued chunk is up to 4 MiB of memory).
+        let queue = (2 * workers).clamp(1, 2 * crate::repo::chunk_threads());
+        let (tx, rx) = crossbeam_channel::bounded(queue);
         let mut handles = Vec::new();
         for _ in 0..workers.max(1) {
             let (s, rx) = (shared.clone(), rx.clone());
