@@ -252,7 +252,7 @@ fn schedule(
     // The cursor's lock is held only while a run is chosen, never while it is read.
     let take = || cursor.lock().unwrap().take(s, max_blocks, align_blocks);
     while s.running() {
-        let work = if let Some(w) = zero_run(s, max_blocks) {
+        let work = if let Some(w) = zero_run(s, max_blocks, align_blocks) {
             w
         } else if s.container.queued() > 0
             && (s.container.fill().ratio() > s.policy.low_watermark || s.pending.is_empty())
@@ -289,11 +289,12 @@ fn schedule(
     }
 }
 
-/// A run of blocks that were holes at T: recorded as zeroes without reading.
-fn zero_run(s: &Session, max_blocks: u32) -> Option<Work> {
+/// A run of blocks that were holes at T: recorded as zeroes without reading. Like a copied
+/// run, it ends at a chunk boundary, so a target sees whole zero chunks after a partial one.
+fn zero_run(s: &Session, max_blocks: u32, align: u32) -> Option<Work> {
     let mut z = s.zeroes.lock().unwrap();
     let first = z.min()?;
-    let n = (0..max_blocks)
+    let n = (0..run_limit(first, max_blocks, align))
         .take_while(|i| first.checked_add(*i).is_some_and(|b| z.contains(b)))
         .count() as u32;
     z.remove_range(first..first + n);
@@ -310,14 +311,7 @@ fn zero_run(s: &Session, max_blocks: u32) -> Option<Work> {
 
 /// The next run of pending blocks: prioritized ranges first, then onward from the cursor.
 fn next_run(s: &Session, cursor: &mut u32, max_blocks: u32, align: u32) -> Option<(u32, u32)> {
-    // A run ends at the next multiple of `align` blocks (a chunk boundary), if any.
-    let limit = |first: u32, max: u32| {
-        if align > 1 {
-            max.min(align - first % align)
-        } else {
-            max
-        }
-    };
+    let limit = |first: u32, max: u32| run_limit(first, max, align);
     if let Some(r) = s.next_priority() {
         let n = s
             .pending
@@ -328,6 +322,16 @@ fn next_run(s: &Session, cursor: &mut u32, max_blocks: u32, align: u32) -> Optio
     let n = s.pending.run_len(first, limit(first, max_blocks)).max(1);
     *cursor = first.saturating_add(n);
     Some((first, n))
+}
+
+/// At most `max` blocks from `first`, ending at the next multiple of `align` blocks (a chunk
+/// boundary) if there is one.
+fn run_limit(first: u32, max: u32, align: u32) -> u32 {
+    if align > 1 {
+        max.min(align - first % align)
+    } else {
+        max
+    }
 }
 
 /// Reads `n` blocks from `first` off the device, then claims those still pending.
@@ -426,3 +430,6 @@ fn drain_container(s: &Session, max: usize, bufs: &BufPool) -> Option<Work> {
         zeroes: None,
     })
 }
+
+#[cfg(test)]
+mod run_tests;
