@@ -76,6 +76,8 @@ pub struct BackupSettings {
     pub s3_path_style: Option<bool>,
     /// How long failing S3 requests are retried (default: 180 s).
     pub s3_retry_timeout_s: Option<Secs>,
+    /// How long one S3 request may take (default: 30 s).
+    pub s3_timeout_s: Option<Secs>,
     /// Local cache of chunks read from object storage (default: 1G; 0: none).
     pub cache_size: Option<Size>,
     pub container_dir: Option<PathBuf>,
@@ -249,6 +251,7 @@ impl Settings {
                 s3_region: pick!(self, base, backup.s3_region),
                 s3_path_style: pick!(self, base, backup.s3_path_style),
                 s3_retry_timeout_s: pick!(self, base, backup.s3_retry_timeout_s),
+                s3_timeout_s: pick!(self, base, backup.s3_timeout_s),
                 cache_size: pick!(self, base, backup.cache_size),
                 container_dir: pick!(self, base, backup.container_dir),
                 container_size: pick!(self, base, backup.container_size),
@@ -288,6 +291,11 @@ impl Settings {
                 "s3_retry_timeout_s",
                 b.s3_retry_timeout_s,
                 crate::repo::S3_RETRY_TIMEOUT.as_secs_f64(),
+            )?),
+            request_timeout: Some(secs(
+                "s3_timeout_s",
+                b.s3_timeout_s,
+                crate::repo::S3_REQUEST_TIMEOUT.as_secs_f64(),
             )?),
         };
         if let Some(e) = backup.s3.endpoint.as_deref()

@@ -162,6 +162,10 @@ struct ServeArgs {
     /// exponential backoff, before the operation fails [default: 3m].
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     s3_retry_timeout: Option<Secs>,
+    /// How long one S3 request may take before it counts as timed out and is retried (a store
+    /// or a link that stops answering) [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    s3_timeout: Option<Secs>,
     /// Local cache of chunks read from object storage, in STATE_DIR/cache: served
     /// generations and files read from a backup fetch each chunk once; 0 turns it off
     /// [default: 1G].
@@ -220,6 +224,7 @@ impl ServeArgs {
                 s3_region: self.s3_region,
                 s3_path_style: self.s3_path_style,
                 s3_retry_timeout_s: self.s3_retry_timeout,
+                s3_timeout_s: self.s3_timeout,
                 cache_size: self.cache_size,
                 container_dir: self.container_dir,
                 container_size: self.container_size,

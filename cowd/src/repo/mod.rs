@@ -68,7 +68,8 @@ pub use owner::Owner;
 pub use prune::{KEEP_REASONS, KeepPolicy, PrunePlan};
 pub use repair::RepairReport;
 pub use store::{
-    DEFAULT_RETRY_TIMEOUT as S3_RETRY_TIMEOUT, S3Options, configure as configure_s3, is_remote,
+    DEFAULT_REQUEST_TIMEOUT as S3_REQUEST_TIMEOUT, DEFAULT_RETRY_TIMEOUT as S3_RETRY_TIMEOUT,
+    S3Options, configure as configure_s3, is_remote,
 };
 pub use sync::SyncReport;
 pub use verify::{CorruptChunk, VerifyReport};

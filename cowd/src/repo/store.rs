@@ -29,9 +29,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as Key;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use object_store::{ClientConfigKey, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 
 /// The scheme of a repository in object storage.
 pub const S3_SCHEME: &str = "s3://";
@@ -52,10 +52,17 @@ pub struct S3Options {
     /// How long a request is retried (timeouts, 5xx, throttling, a refused connection) before
     /// the operation fails: [`DEFAULT_RETRY_TIMEOUT`] when not set.
     pub retry_timeout: Option<Duration>,
+    /// How long one request may take, from sending it to the end of its answer, before it
+    /// counts as timed out (and is retried): [`DEFAULT_REQUEST_TIMEOUT`] when not set.
+    pub request_timeout: Option<Duration>,
 }
 
 /// How long a failing S3 request is retried by default: the store may restart meanwhile.
 pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// How long one S3 request may take by default (object_store's default): a chunk is a few MiB,
+/// so this is generous on any link that can carry a backup.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The local directory for temporary files of repositories in object storage.
 pub fn staging_dir() -> PathBuf {
@@ -322,8 +329,22 @@ fn build(bucket: &str, o: &S3Options) -> object_store::Result<AmazonS3> {
         // manifest names that, sealed objects carry a tag), and hashing each body once more
         // cost both cowd and the store a CPU-second per 600 MB on the benchmark.
         .with_unsigned_payload(true)
+        // As a key, not `with_client_options`, which would replace the client options the
+        // environment and `with_allow_http` set.
+        .with_config(
+            AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+            format!(
+                "{}ms",
+                o.request_timeout
+                    .unwrap_or(DEFAULT_REQUEST_TIMEOUT)
+                    .as_millis()
+            ),
+        )
         .with_retry(RetryConfig {
-            max_retries: 20,
+            // The time bounds retrying, not the count: a refused connection fails at once, and
+            // 20 retries of it were over in 4 s of a 3-minute retry time. 1000 backoffs take
+            // hours.
+            max_retries: 1000,
             retry_timeout: o.retry_timeout.unwrap_or(DEFAULT_RETRY_TIMEOUT),
             ..RetryConfig::default()
         })
