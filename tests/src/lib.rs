@@ -14,6 +14,7 @@
 
 pub mod cli;
 pub mod etcd;
+pub mod faultproxy;
 pub mod files;
 pub mod fswriter;
 pub mod iscsi;

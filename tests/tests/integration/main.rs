@@ -29,4 +29,6 @@ mod power_loss;
 mod repo_cli;
 mod repo_encrypt;
 mod repo_s3;
+mod repo_s3_faults;
+mod repo_s3_hosts;
 mod repo_sync;
