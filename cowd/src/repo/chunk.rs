@@ -32,7 +32,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::crypt::SEAL_OVERHEAD;
+use super::crypt::{MasterKey, SEAL_OVERHEAD};
 use super::digest::Naming;
 use super::{Digest, Repo, RepoError, digest::to_hex, fsync_dir, held, store};
 
@@ -191,6 +191,11 @@ fn compress(level: i32, plain: &[u8], out: &mut Vec<u8>) -> Option<usize> {
     if out.len() < limit {
         out.resize(limit, 0);
     }
+    compress_into(level, plain, &mut out[..limit])
+}
+
+/// [`compress`] into `out`, which holds one byte less than `plain`.
+fn compress_into(level: i32, plain: &[u8], out: &mut [u8]) -> Option<usize> {
     ZSTD_CTX.with(|c| {
         let mut c = c.borrow_mut();
         if c.as_ref().is_none_or(|(l, _)| *l != level) {
@@ -198,8 +203,43 @@ fn compress(level: i32, plain: &[u8], out: &mut Vec<u8>) -> Option<usize> {
         }
         let (_, ctx) = c.as_mut()?;
         // Fails (dst too small) exactly when compression would not save a byte.
-        ctx.compress_to_buffer(plain, &mut out[..limit]).ok()
+        ctx.compress_to_buffer(plain, out).ok()
     })
+}
+
+/// An unsealed chunk's object, compressed straight into it (no buffer of the thread's stays
+/// allocated between chunks: a worker waiting on object storage holds only what it sends).
+fn plain_object(level: i32, plain: &[u8], digest: Digest) -> Vec<u8> {
+    // Room for the chunk stored as it is, when compression saves nothing.
+    let mut object = vec![0u8; CHUNK_HEADER_LEN + plain.len()];
+    let limit = plain.len().saturating_sub(1);
+    let compressed = if plain.is_empty() {
+        None
+    } else {
+        compress_into(
+            level,
+            plain,
+            &mut object[CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + limit],
+        )
+    };
+    let (compression, stored_len) = match compressed {
+        Some(n) => (ZSTD, n),
+        None => {
+            object[CHUNK_HEADER_LEN..].copy_from_slice(plain);
+            (NONE, plain.len())
+        }
+    };
+    object.truncate(CHUNK_HEADER_LEN + stored_len);
+    let header = Header {
+        sealed: false,
+        compression,
+        plain_len: plain.len() as u32,
+        stored_len: stored_len as u32,
+        digest,
+    }
+    .encode();
+    object[..CHUNK_HEADER_LEN].copy_from_slice(&header);
+    object
 }
 
 /// Opens `path` and sets its mtime to now; false when it does not exist, or no longer under
@@ -475,16 +515,30 @@ impl Repo {
     /// Object storage: the chunk's object, compressed and sealed as a chunk file is (the
     /// object appears whole; gc is excluded by the backup's pin, `remote_gc.rs`).
     fn put_chunk(&self, plain: &[u8], digest: Digest, path: &Path) -> Result<Stored, RepoError> {
-        let object = OUT.with(|buf| {
+        let object = match self.key() {
+            None => plain_object(self.level, plain, digest),
+            Some(key) => self.sealed_object(key, plain, digest),
+        };
+        let stored_bytes = object.len() as u64;
+        store::put(path, object).map_err(RepoError::io(path, "put chunk"))?;
+        Ok(Stored {
+            digest,
+            new: true,
+            stored_bytes,
+        })
+    }
+
+    /// A sealed chunk's object: compressed into the thread's buffer, sealed into the object.
+    fn sealed_object(&self, key: &MasterKey, plain: &[u8], digest: Digest) -> Vec<u8> {
+        OUT.with(|buf| {
             let mut buf = buf.borrow_mut();
             let (compression, body) = match compress(self.level, plain, &mut buf) {
                 Some(n) => (ZSTD, &buf[..n]),
                 None => (NONE, plain),
             };
-            let sealed = self.key().is_some();
-            let stored_len = body.len() + if sealed { SEAL_OVERHEAD } else { 0 };
+            let stored_len = body.len() + SEAL_OVERHEAD;
             let header = Header {
-                sealed,
+                sealed: true,
                 compression,
                 plain_len: plain.len() as u32,
                 stored_len: stored_len as u32,
@@ -493,19 +547,9 @@ impl Repo {
             .encode();
             let mut object = Vec::with_capacity(CHUNK_HEADER_LEN + stored_len);
             object.extend_from_slice(&header);
-            match self.key() {
-                None => object.extend_from_slice(body),
-                // Sealed in place after the header (`seal` appends).
-                Some(key) => key.sealer().seal(&header, body, &mut object),
-            }
+            // Sealed in place after the header (`seal` appends).
+            key.sealer().seal(&header, body, &mut object);
             object
-        });
-        let stored_bytes = object.len() as u64;
-        store::put(path, object).map_err(RepoError::io(path, "put chunk"))?;
-        Ok(Stored {
-            digest,
-            new: true,
-            stored_bytes,
         })
     }
 
