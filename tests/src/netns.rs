@@ -9,10 +9,10 @@
 //!
 //! TAG is the test process's pid (hex) and the network's number in it, so that tests build
 //! networks side by side. S is a /24 of 10.77.0.0/16 no interface of this machine has yet.
-//! Traffic stays on this machine: a host reaches only the bridge's subnet. Dropping the [`Net`] deletes the
-//! namespaces (their veth ends go with them) and the bridge, also when the test panics
-//! half-way through building it; the processes run in a namespace must be gone first (a
-//! namespace lives while a process is in it). Needs root and `ip` (iproute2).
+//! Traffic stays on this machine: a host reaches only the bridge's subnet. Dropping the
+//! [`Net`] deletes the namespaces (their veth ends go with them) and the bridge, also when the
+//! test panics half-way through building it; the processes run in a namespace must be gone
+//! first (a namespace lives while a process is in it). Needs root and `ip` (iproute2).
 
 use std::process::Command;
 use std::sync::Mutex;

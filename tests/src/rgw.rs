@@ -16,7 +16,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::cli::Background;
-use crate::{free_port, require};
+use crate::{DaemonBuilder, free_port, require};
+
+/// A new random UUID, from the kernel.
+fn uuid() -> String {
+    let u = fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap();
+    u.trim().to_owned()
+}
 
 /// The S3 user every gateway has.
 pub const ACCESS_KEY: &str = "cowdtest";
@@ -78,9 +84,9 @@ impl Rgw {
         for sub in ["run", "log", "mon.a", "osd.0", "rgw"] {
             fs::create_dir(d.join(sub)).unwrap();
         }
-        let fsid = fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap();
+        let fsid = uuid();
         let conf = d.join("ceph.conf");
-        fs::write(&conf, config(d, fsid.trim(), mon_port, host, s3_port)).unwrap();
+        fs::write(&conf, config(d, &fsid, mon_port, host, s3_port)).unwrap();
         let mut rgw = Rgw {
             daemons: Vec::new(),
             endpoint: format!("http://{host}:{s3_port}"),
@@ -101,7 +107,7 @@ impl Rgw {
             ceph("monmaptool")
                 .args(["--create", "--addv", "a"])
                 .arg(format!("[v1:127.0.0.1:{mon_port}]"))
-                .args(["--fsid", fsid.trim()])
+                .args(["--fsid", &fsid])
                 .arg(d.join("monmap")),
         )?;
         rgw.setup(
@@ -111,15 +117,14 @@ impl Rgw {
         )?;
         rgw.spawn(ceph("ceph-mon").args(["-f", "-i", "a"]));
         let answered = rgw.setup(ceph("ceph").args(["--connect-timeout", "30", "fsid"]))?;
-        if answered.trim() != fsid.trim() {
+        if answered.trim() != fsid {
             return Err(format!(
                 "the monitor on port {mon_port} is another cluster's ({answered})"
             ));
         }
-        // The OSD registered with the uuid it is made with: one the monitor knows without its
-        // uuid may be refused ("wrong fsid") when it boots, and then never comes up.
-        let osd_uuid = fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap();
-        let osd_uuid = osd_uuid.trim();
+        // The OSD registered with the uuid it is made with (one registered without kept
+        // failing to come up about one start in six).
+        let osd_uuid = &uuid();
         let id =
             rgw.setup(ceph("ceph").args(["--connect-timeout", "30", "osd", "create", osd_uuid]))?;
         if id.trim() != "0" {
@@ -209,6 +214,18 @@ impl Rgw {
             .spawn()
             .expect("spawn a ceph daemon");
         self.daemons.insert(0, Background(child));
+    }
+
+    /// `b` reaching S3 at `endpoint` (this gateway, or a proxy in front of it) with the
+    /// gateway's credentials and region.
+    pub fn client(&self, b: DaemonBuilder, endpoint: &str) -> DaemonBuilder {
+        let mut b = b.args(&["--s3-endpoint", endpoint]);
+        for (k, v) in self.env() {
+            if k != "AWS_ENDPOINT_URL" {
+                b = b.env(k, &v);
+            }
+        }
+        b
     }
 
     /// Fails when a daemon of the cluster has exited.

@@ -191,11 +191,12 @@ fn compress(level: i32, plain: &[u8], out: &mut Vec<u8>) -> Option<usize> {
     if out.len() < limit {
         out.resize(limit, 0);
     }
-    compress_into(level, plain, &mut out[..limit])
+    compress_into(level, plain, out)
 }
 
-/// [`compress`] into `out`, which holds one byte less than `plain`.
+/// [`compress`] into `out`, which holds at least one byte less than `plain`.
 fn compress_into(level: i32, plain: &[u8], out: &mut [u8]) -> Option<usize> {
+    let limit = plain.len().checked_sub(1)?;
     ZSTD_CTX.with(|c| {
         let mut c = c.borrow_mut();
         if c.as_ref().is_none_or(|(l, _)| *l != level) {
@@ -203,7 +204,7 @@ fn compress_into(level: i32, plain: &[u8], out: &mut [u8]) -> Option<usize> {
         }
         let (_, ctx) = c.as_mut()?;
         // Fails (dst too small) exactly when compression would not save a byte.
-        ctx.compress_to_buffer(plain, out).ok()
+        ctx.compress_to_buffer(plain, &mut out[..limit]).ok()
     })
 }
 
@@ -212,16 +213,7 @@ fn compress_into(level: i32, plain: &[u8], out: &mut [u8]) -> Option<usize> {
 fn plain_object(level: i32, plain: &[u8], digest: Digest) -> Vec<u8> {
     // Room for the chunk stored as it is, when compression saves nothing.
     let mut object = vec![0u8; CHUNK_HEADER_LEN + plain.len()];
-    let limit = plain.len().saturating_sub(1);
-    let compressed = if plain.is_empty() {
-        None
-    } else {
-        compress_into(
-            level,
-            plain,
-            &mut object[CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + limit],
-        )
-    };
+    let compressed = compress_into(level, plain, &mut object[CHUNK_HEADER_LEN..]);
     let (compression, stored_len) = match compressed {
         Some(n) => (ZSTD, n),
         None => {

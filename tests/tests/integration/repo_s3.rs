@@ -17,15 +17,7 @@ use cowd_tests::{Daemon, MIB, nbd_writes, pattern};
 
 /// A daemon with export `disk` (16 MiB of data) that reaches `rgw`.
 fn daemon(rgw: &Rgw, seed: u64) -> Daemon {
-    let mut b = Daemon::builder()
-        .export("disk", 16 * MIB)
-        .args(&["--s3-endpoint", &rgw.endpoint]);
-    for (k, v) in rgw.env() {
-        if k != "AWS_ENDPOINT_URL" {
-            b = b.env(k, &v);
-        }
-    }
-    let d = start(b);
+    let d = start(rgw.client(Daemon::builder().export("disk", 16 * MIB), &rgw.endpoint));
     let f = fs::File::options()
         .write(true)
         .open(d.image("disk"))
@@ -38,13 +30,13 @@ fn daemon(rgw: &Rgw, seed: u64) -> Daemon {
 }
 
 /// A copy of `d`'s image as it is now, to compare a restore with.
-fn snapshot(d: &Daemon, name: &str) -> std::path::PathBuf {
+pub(crate) fn snapshot(d: &Daemon, name: &str) -> std::path::PathBuf {
     let p = d.dir().join(name);
     fs::copy(d.image("disk"), &p).unwrap();
     p
 }
 
-fn restore(d: &Daemon, repo: &str, id: &str, expect: &Path) {
+pub(crate) fn restore(d: &Daemon, repo: &str, id: &str, expect: &Path) {
     let to = d.dir().join("restored.img");
     ok(&cowctl(
         d,
@@ -55,7 +47,7 @@ fn restore(d: &Daemon, repo: &str, id: &str, expect: &Path) {
 }
 
 /// Standard output and standard error of a command, together.
-fn both(o: &std::process::Output) -> String {
+pub(crate) fn both(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
 }
 

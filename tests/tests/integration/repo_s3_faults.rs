@@ -7,31 +7,36 @@
 
 use std::fs;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cowd_tests::cli::{backup_into, cowctl, ok, path_str, start};
+use cowd_tests::cli::{backup_into, cowctl, ok, start};
 use cowd_tests::faultproxy::{Counts, Fault, FaultProxy};
-use cowd_tests::files::assert_same_file;
 use cowd_tests::netns::Net;
-use cowd_tests::rgw::{self, Rgw};
+use cowd_tests::rgw::Rgw;
 use cowd_tests::{Daemon, DaemonBuilder, MIB, nbd_writes, pattern};
+
+use crate::repo_s3::{both, restore, snapshot};
 
 /// The bucket and the repository of every test here.
 const BUCKET: &str = "faults";
 const REPO: &str = "s3://faults/r";
 
+/// A gateway with the bucket, and a fault proxy in front of it.
+fn proxied() -> (Rgw, FaultProxy) {
+    let rgw = Rgw::start();
+    rgw.create_bucket(BUCKET);
+    let proxy = FaultProxy::start(&rgw.endpoint);
+    (rgw, proxy)
+}
+
 /// A daemon with export `disk` (16 MiB, pseudo-random data in its first 12 MiB) whose S3
 /// requests go to `endpoint` and are retried for `retry_timeout`.
-fn daemon(b: DaemonBuilder, endpoint: &str, retry_timeout: &str, seed: u64) -> Daemon {
-    let d = start(
-        b.export("disk", 16 * MIB)
-            .args(&["--s3-endpoint", endpoint])
-            .args(&["--s3-retry-timeout", retry_timeout])
-            .env("AWS_ACCESS_KEY_ID", rgw::ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", rgw::SECRET_KEY),
-    );
+fn daemon(rgw: &Rgw, b: DaemonBuilder, endpoint: &str, retry_timeout: &str, seed: u64) -> Daemon {
+    let b = b
+        .export("disk", 16 * MIB)
+        .args(&["--s3-retry-timeout", retry_timeout]);
+    let d = start(rgw.client(b, endpoint));
     let f = fs::File::options()
         .write(true)
         .open(d.image("disk"))
@@ -39,28 +44,6 @@ fn daemon(b: DaemonBuilder, endpoint: &str, retry_timeout: &str, seed: u64) -> D
     f.write_all_at(&pattern(seed, (12 * MIB) as usize), 0)
         .unwrap();
     d
-}
-
-/// A copy of `d`'s image as it is now, to compare a restore with.
-fn snapshot(d: &Daemon, name: &str) -> PathBuf {
-    let p = d.dir().join(name);
-    fs::copy(d.image("disk"), &p).unwrap();
-    p
-}
-
-fn restore(d: &Daemon, id: &str, expect: &Path) {
-    let to = d.dir().join("restored.img");
-    ok(&cowctl(
-        d,
-        &["restore", id, "--repo", REPO, "--to", path_str(&to)],
-    ));
-    assert_same_file(&to, expect);
-    fs::remove_file(&to).unwrap();
-}
-
-/// Standard output and standard error of a command, together.
-fn both(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
 }
 
 /// New data through NBD (so that the change map sees it): each 4 MiB chunk of the first
@@ -175,17 +158,15 @@ fn all_verify_and_restore(rgw: &Rgw, d: &Daemon, all: &[(&str, &Path)]) {
         "{out}"
     );
     for (id, image) in all {
-        restore(d, id, image);
+        restore(d, REPO, id, image);
     }
     assert_eq!(rgw.keys(BUCKET, "r/pins/"), Vec::<String>::new());
 }
 
 #[test]
 fn every_third_request_answered_503_is_retried_through() {
-    let rgw = Rgw::start();
-    rgw.create_bucket(BUCKET);
-    let proxy = FaultProxy::start(&rgw.endpoint);
-    let d = daemon(Daemon::builder(), &proxy.endpoint, "60s", 1);
+    let (rgw, proxy) = proxied();
+    let d = daemon(&rgw, Daemon::builder(), &proxy.endpoint, "60s", 1);
     proxy.set(Fault::ServiceUnavailable { every: 3 });
 
     faulted(&proxy, "init", || ok(&cowctl(&d, &["repo", "init", REPO])));
@@ -203,8 +184,8 @@ fn every_third_request_answered_503_is_retried_through() {
     });
     assert!(out.contains("2 backups verified"), "{out}");
     faulted(&proxy, "restores", || {
-        restore(&d, &full, &at_full);
-        restore(&d, &incr, &at_incr);
+        restore(&d, REPO, &full, &at_full);
+        restore(&d, REPO, &incr, &at_incr);
     });
     // About one request in three was refused.
     let c = proxy.counts();
@@ -213,11 +194,9 @@ fn every_third_request_answered_503_is_retried_through() {
 
 #[test]
 fn slow_answers_hold_a_backup_and_a_restore_up_but_not_off() {
-    let rgw = Rgw::start();
-    rgw.create_bucket(BUCKET);
-    let proxy = FaultProxy::start(&rgw.endpoint);
+    let (rgw, proxy) = proxied();
     // Each request is slower than object_store's first backoff, far from its timeout.
-    let d = daemon(Daemon::builder(), &proxy.endpoint, "10s", 2);
+    let d = daemon(&rgw, Daemon::builder(), &proxy.endpoint, "10s", 2);
     ok(&cowctl(&d, &["repo", "init", REPO]));
     proxy.set(Fault::Delay {
         min: Duration::from_millis(150),
@@ -225,7 +204,7 @@ fn slow_answers_hold_a_backup_and_a_restore_up_but_not_off() {
     });
     let id = faulted(&proxy, "a backup", || backup_into(&d, "disk", REPO));
     let image = snapshot(&d, "backup.img");
-    faulted(&proxy, "a restore", || restore(&d, &id, &image));
+    faulted(&proxy, "a restore", || restore(&d, REPO, &id, &image));
     let c = proxy.counts();
     assert_eq!(c.unavailable, 0, "{c:?}");
     assert!(c.delayed > 10, "{c:?}");
@@ -233,10 +212,8 @@ fn slow_answers_hold_a_backup_and_a_restore_up_but_not_off() {
 
 #[test]
 fn a_backup_answered_503_past_its_retry_time_fails_cleanly() {
-    let rgw = Rgw::start();
-    rgw.create_bucket(BUCKET);
-    let proxy = FaultProxy::start(&rgw.endpoint);
-    let d = daemon(Daemon::builder(), &proxy.endpoint, "5s", 3);
+    let (rgw, proxy) = proxied();
+    let d = daemon(&rgw, Daemon::builder(), &proxy.endpoint, "5s", 3);
     ok(&cowctl(&d, &["repo", "init", REPO]));
     let first = backup_into(&d, "disk", REPO);
     let at_first = snapshot(&d, "first.img");
@@ -246,9 +223,7 @@ fn a_backup_answered_503_past_its_retry_time_fails_cleanly() {
     change_chunks(&d, 0x41);
     let stored = chunks(&rgw);
     let id = start_backup(&d, "2");
-    wait_until("the backup's first chunk", || {
-        chunks(&rgw).len() > stored.len()
-    });
+    wait_for_a_chunk(&rgw);
     proxy.set(Fault::ServiceUnavailable { every: 1 });
     assert_eq!(state(&d, &id), "running", "it ended before the fault");
     let refused = proxy.counts().unavailable;
@@ -297,7 +272,7 @@ fn a_network_blip_is_ridden_out_and_a_cut_fails_the_backup_cleanly() {
     let builder = Daemon::builder()
         .namespace(net.namespace(0))
         .args(&["--s3-timeout", "1s"]);
-    let d = daemon(builder, &rgw.endpoint, "8s", 4);
+    let d = daemon(&rgw, builder, &rgw.endpoint, "8s", 4);
     ok(&cowctl(&d, &["repo", "init", REPO]));
     let first = backup_into(&d, "disk", REPO);
     let at_first = snapshot(&d, "first.img");

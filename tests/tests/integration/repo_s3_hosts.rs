@@ -152,16 +152,10 @@ impl Host {
     /// ```
     fn start(net: &Net, rgw: &Rgw, i: usize) -> Host {
         let export = format!("host{i}");
-        let mut b = Daemon::builder()
+        let b = Daemon::builder()
             .export(&export, SIZE)
-            .namespace(net.namespace(i))
-            .args(&["--s3-endpoint", &rgw.endpoint]);
-        for (k, v) in rgw.env() {
-            if k != "AWS_ENDPOINT_URL" {
-                b = b.env(k, &v);
-            }
-        }
-        let daemon = start(b);
+            .namespace(net.namespace(i));
+        let daemon = start(rgw.client(b, &rgw.endpoint));
         let f = fs::File::options()
             .write(true)
             .open(daemon.image(&export))
