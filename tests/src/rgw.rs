@@ -132,9 +132,19 @@ impl Rgw {
         }
         rgw.setup(ceph("ceph-osd").args(["--mkfs", "-i", "0", "--osd-uuid", osd_uuid]))?;
         rgw.spawn(ceph("ceph-osd").args(["-f", "-i", "0"]));
-        // The OSD up before the gateway needs it (one that joined nothing never will be).
+        // The OSD up before the gateway needs it (one that joined nothing never will be). At
+        // times its first command to the monitor is refused ("wrong fsid") and it exits: it is
+        // started again, as a service manager would.
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut osd_starts = 1;
         loop {
+            // The OSD is the daemon spawned last: the first.
+            if osd_starts < 5 && rgw.daemons[0].0.try_wait().unwrap().is_some() {
+                eprintln!("rgw: the OSD exited at start; starting it again");
+                rgw.daemons.remove(0);
+                rgw.spawn(ceph("ceph-osd").args(["-f", "-i", "0"]));
+                osd_starts += 1;
+            }
             rgw.exited()?;
             let stat = rgw.setup(ceph("ceph").args(["--connect-timeout", "30", "osd", "stat"]))?;
             if stat.contains("1 up") {
