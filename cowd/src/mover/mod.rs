@@ -262,10 +262,14 @@ fn schedule(
                 None => return,
             }
         } else if let Ok(Some((first, n))) = take() {
-            // Ask the kernel to read the following run ahead while this one is copied.
+            // Ask the kernel to read the pending blocks that follow ahead while this run is
+            // copied; only those: after a scattered run, a run's worth of blocks read ahead
+            // regardless cost 4 MiB of reading per 64 KiB piece, 8x the time of the backup.
+            let follow = s.pending.run_len(first + n, max_blocks);
             let ahead = u64::from(first + n) * bs as u64;
-            if ahead < s.size {
-                let _ = dev.cache(ahead, (s.size - ahead).min(config.run_bytes as u64));
+            if follow > 0 && ahead < s.size {
+                let len = (u64::from(follow) * bs as u64).min(s.size - ahead);
+                let _ = dev.cache(ahead, len);
             }
             let work = copy_run(s, dev, first, n, bufs);
             cursor.lock().unwrap().done(first);
