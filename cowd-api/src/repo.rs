@@ -56,6 +56,10 @@ pub struct Counts {
     pub chunks_reused: u64,
     /// Chunks taken from the parent's index without reading them.
     pub chunks_inherited: u64,
+    /// Chunks stored as a patch (only the bytes changed since the parent) over the parent's
+    /// chunk; absent in manifests of earlier versions.
+    #[serde(default)]
+    pub chunks_patched: u64,
     /// Bytes read from the device (or container).
     pub bytes_read: u64,
     /// Bytes this backup added to the repository, after compression and with headers.

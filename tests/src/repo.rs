@@ -148,7 +148,7 @@ pub fn figures(m: &Manifest) -> String {
     let c = &m.counts;
     format!(
         "{} {:?}/{:?}{}: read {:.2} MiB of {:.0} MiB, stored {:.2} MiB new; chunks {} total, \
-         {} zero, {} new, {} reused, {} inherited{}",
+         {} zero, {} new, {} reused, {} inherited, {} patched{}",
         m.id,
         m.mode,
         m.blocks,
@@ -164,6 +164,7 @@ pub fn figures(m: &Manifest) -> String {
         c.chunks_new,
         c.chunks_reused,
         c.chunks_inherited,
+        c.chunks_patched,
         m.full_reason
             .as_deref()
             .map(|r| format!("; full because {r}"))
@@ -175,20 +176,47 @@ pub const ZERO_DIGEST: &str = "0000000000000000000000000000000000000000000000000
 
 /// The chunk digests (hex; all zeroes for a zero chunk) of backup `id`, read from
 /// `ROOT/backups/ID/index.bin` by its documented format, every field and the trailing
-/// checksum checked, and the checksum matched against the manifest's `index_sha256`.
+/// checksum checked, and the checksum matched against the manifest's `index_sha256`. A patched
+/// chunk's digest is its base's (see [`index_patches`]).
 pub fn index_digests(repo: &Path, id: &str) -> Vec<String> {
+    read_index(repo, id).0
+}
+
+/// The patches of backup `id`'s index (version 2): (chunk, patch digest hex, plain length).
+pub fn index_patches(repo: &Path, id: &str) -> Vec<(u64, String, u32)> {
+    read_index(repo, id).1
+}
+
+/// Every stored object backup `id` names: its non-zero chunk digests and its patches.
+pub fn index_objects(repo: &Path, id: &str) -> BTreeSet<String> {
+    let (digests, patches) = read_index(repo, id);
+    let mut out = stored(&digests);
+    out.extend(patches.into_iter().map(|p| p.1));
+    out
+}
+
+type IndexFile = (Vec<String>, Vec<(u64, String, u32)>);
+
+fn read_index(repo: &Path, id: &str) -> IndexFile {
     let dir = repo.join("backups").join(id);
     let b = fs::read(dir.join("index.bin")).unwrap();
     assert!(b.len() >= 64, "index of {id}: {} bytes", b.len());
     assert_eq!(&b[..8], b"COWDIDX1", "index of {id}: magic");
     let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
     let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
-    assert_eq!(u32_at(8), 1, "index of {id}: version");
+    let version = u32_at(8);
+    assert!(
+        version == 1 || version == 2,
+        "index of {id}: version {version}"
+    );
     let (chunk_size, device_size, count) = (u64::from(u32_at(12)), u64_at(16), u64_at(24));
     assert_eq!(count, device_size.div_ceil(chunk_size), "index of {id}");
+    let digests_end = (32 + 32 * count) as usize;
+    let patches = if version == 2 { u64_at(digests_end) } else { 0 };
+    let table = if version == 2 { 8 + 44 * patches } else { 0 };
     assert_eq!(
         b.len() as u64,
-        32 + 32 * count + 32,
+        digests_end as u64 + table + 32,
         "index of {id}: length"
     );
     let body = b.len() - 32;
@@ -201,7 +229,24 @@ pub fn index_digests(repo: &Path, id: &str) -> Vec<String> {
         serde_json::from_slice(&fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     let hex = |d: &[u8]| Digest(d.try_into().unwrap()).to_string();
     assert_eq!(manifest.index_sha256, hex(&b[body..]), "index of {id}");
-    b[32..body].chunks_exact(32).map(hex).collect()
+    let digests = b[32..digests_end].chunks_exact(32).map(hex).collect();
+    let patches = if version == 2 {
+        b[digests_end + 8..body]
+            .chunks_exact(44)
+            .map(|e| {
+                let chunk = u64::from_le_bytes(e[..8].try_into().unwrap());
+                assert!(chunk < count, "index of {id}: patch of chunk {chunk}");
+                (
+                    chunk,
+                    hex(&e[8..40]),
+                    u32::from_le_bytes(e[40..].try_into().unwrap()),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    (digests, patches)
 }
 
 /// The non-zero chunks an index names.

@@ -486,9 +486,9 @@ impl InProgress {
         }
         let mut seen = HashSet::new();
         let mut missing = index
-            .digests
-            .iter()
-            .filter(|d| !d.is_zero() && seen.insert(**d))
+            .objects()
+            .filter(|(d, _)| seen.insert(*d))
+            .map(|(d, _)| d)
             .filter(|d| !self.repo.has_chunk(d));
         if let Some(first) = missing.next() {
             let n = 1 + missing.count();

@@ -422,11 +422,24 @@ impl Repo {
                 stored_bytes: 0,
             });
         }
-        let path = self.chunk_path(&digest);
         if self.is_remote() {
-            return self.put_chunk(plain, digest, &path);
+            let object = self.object_of(plain, digest);
+            return self.put_object(object, digest);
         }
         let tmp = self.tmp_path();
+        let size = self.write_tmp(plain, digest, &tmp, true)?;
+        self.link_tmp(&tmp, digest, size)
+    }
+
+    /// Writes chunk `plain` named `digest` as a chunk file at `tmp` (synced when `sync`);
+    /// returns its size. The file is removed on an error.
+    pub(super) fn write_tmp(
+        &self,
+        plain: &[u8],
+        digest: Digest,
+        tmp: &Path,
+        sync: bool,
+    ) -> Result<u64, RepoError> {
         let written = OUT.with(|buf| {
             let mut buf = buf.borrow_mut();
             let (compression, body) = match compress(self.level, plain, &mut buf) {
@@ -441,7 +454,7 @@ impl Repo {
                     stored_len: body.len() as u32,
                     digest,
                 };
-                return write_chunk_file(&tmp, &header.encode(), body)
+                return write_chunk_file(tmp, &header.encode(), body, sync)
                     .map(|()| (CHUNK_HEADER_LEN + body.len()) as u64);
             };
             let header = Header {
@@ -456,24 +469,32 @@ impl Repo {
                 let mut sealed = sealed.borrow_mut();
                 sealed.clear();
                 key.sealer().seal(&header, body, &mut sealed);
-                write_chunk_file(&tmp, &header, &sealed)
+                write_chunk_file(tmp, &header, &sealed, sync)
                     .map(|()| (CHUNK_HEADER_LEN + sealed.len()) as u64)
             })
         });
-        let size = match written {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                return Err(RepoError::io(&tmp, "write chunk")(e));
-            }
-        };
+        written.map_err(|e| {
+            let _ = fs::remove_file(tmp);
+            RepoError::io(tmp, "write chunk")(e)
+        })
+    }
+
+    /// Links the synced chunk file `tmp` (`size` bytes) into place as chunk `digest`, or
+    /// refreshes the chunk already there; removes `tmp`.
+    pub(super) fn link_tmp(
+        &self,
+        tmp: &Path,
+        digest: Digest,
+        size: u64,
+    ) -> Result<Stored, RepoError> {
+        let path = self.chunk_path(&digest);
         let linked = {
             let _g = held(self.inner.gc_lock.read());
-            let link = || match fs::hard_link(&tmp, &path) {
+            let link = || match fs::hard_link(tmp, &path) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     // A chunk directory removed by hand: recreate it.
                     let dir = path.parent().expect("chunk path has a parent");
-                    fs::create_dir_all(dir).and_then(|()| fs::hard_link(&tmp, &path))
+                    fs::create_dir_all(dir).and_then(|()| fs::hard_link(tmp, &path))
                 }
                 r => r,
             };
@@ -494,7 +515,7 @@ impl Repo {
                 }
             }
         };
-        let _ = fs::remove_file(&tmp);
+        let _ = fs::remove_file(tmp);
         let new = linked.map_err(RepoError::io(&path, "link chunk"))?;
         self.mark_dirty(&digest);
         Ok(Stored {
@@ -504,15 +525,20 @@ impl Repo {
         })
     }
 
-    /// Object storage: the chunk's object, compressed and sealed as a chunk file is (the
-    /// object appears whole; gc is excluded by the backup's pin, `remote_gc.rs`).
-    fn put_chunk(&self, plain: &[u8], digest: Digest, path: &Path) -> Result<Stored, RepoError> {
-        let object = match self.key() {
+    /// Object storage: the chunk's object, compressed and sealed as a chunk file is.
+    fn object_of(&self, plain: &[u8], digest: Digest) -> Vec<u8> {
+        match self.key() {
             None => plain_object(self.level, plain, digest),
             Some(key) => self.sealed_object(key, plain, digest),
-        };
+        }
+    }
+
+    /// Object storage: PUTs chunk `digest`'s object (it appears whole; gc is excluded by the
+    /// backup's pin, `remote_gc.rs`).
+    fn put_object(&self, object: Vec<u8>, digest: Digest) -> Result<Stored, RepoError> {
+        let path = self.chunk_path(&digest);
         let stored_bytes = object.len() as u64;
-        store::put(path, object).map_err(RepoError::io(path, "put chunk"))?;
+        store::put(&path, object).map_err(RepoError::io(&path, "put chunk"))?;
         Ok(Stored {
             digest,
             new: true,
@@ -674,7 +700,7 @@ impl Repo {
     }
 }
 
-fn write_chunk_file(path: &Path, header: &[u8], body: &[u8]) -> io::Result<()> {
+fn write_chunk_file(path: &Path, header: &[u8], body: &[u8], sync: bool) -> io::Result<()> {
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -682,7 +708,12 @@ fn write_chunk_file(path: &Path, header: &[u8], body: &[u8]) -> io::Result<()> {
         .open(path)?;
     f.write_all(header)?;
     f.write_all(body)?;
-    f.sync_data()
+    if sync {
+        f.sync_data()
+    } else {
+        crate::files::start_writeback(&f, 0, 0);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

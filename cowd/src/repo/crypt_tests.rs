@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::testutil::{backup, data};
+use super::testutil::{backup, data, patched_backup};
 use super::*;
 
 pub(crate) const CHEAP: KdfCost = KdfCost {
@@ -44,8 +44,8 @@ fn read_back(r: &Repo, id: &str) -> Result<Vec<u8>, RepoError> {
     let index = r.index(id)?;
     let mut out = Vec::new();
     let mut chunk = Vec::new();
-    for (i, d) in index.digests.iter().enumerate() {
-        r.load_chunk(d, index.chunk_len(i), &mut chunk)?;
+    for i in 0..index.digests.len() {
+        r.load_entry(&index, i, &mut chunk)?;
         out.extend_from_slice(&chunk);
     }
     Ok(out)
@@ -216,13 +216,29 @@ fn sync_between_namings_rewrites_the_index_and_a_shared_key_moves_objects_as_the
     let (img1, img2) = (image(4), image(5));
     backup(&plain, "b1", None, 100, &img1);
     backup(&plain, "b2", Some("b1"), 200, &img2);
-    let ids = vec!["b1".to_string(), "b2".to_string()];
+    // b3: a few blocks of b2 changed, stored as patches.
+    let mut img3 = img2.clone();
+    for k in [1, 50, 100] {
+        img3[k * 4096..k * 4096 + 100].fill(k as u8);
+    }
+    let patched = patched_backup(&plain, "b3", "b2", 300, &img3);
+    assert_eq!(patched.patches.len(), 3);
+    let ids = vec!["b1".to_string(), "b2".to_string(), "b3".to_string()];
     let r = plain
         .sync_to(&enc, &ids, false, &|| false, &|_| {})
         .unwrap();
     assert_eq!(r.synced, ids);
     assert_eq!(read_back(&enc, "b1").unwrap(), img1);
     assert_eq!(read_back(&enc, "b2").unwrap(), img2);
+    assert_eq!(read_back(&enc, "b3").unwrap(), img3);
+    let (e3, p3) = (enc.index("b3").unwrap(), plain.index("b3").unwrap());
+    assert!(e3.patches.keys().eq(p3.patches.keys()));
+    assert!(
+        e3.patches
+            .values()
+            .zip(p3.patches.values())
+            .all(|(a, b)| a != b)
+    );
     assert_ne!(
         enc.index("b1").unwrap().digests,
         plain.index("b1").unwrap().digests
@@ -231,7 +247,7 @@ fn sync_between_namings_rewrites_the_index_and_a_shared_key_moves_objects_as_the
     let again = plain
         .sync_to(&enc, &ids, false, &|| false, &|_| {})
         .unwrap();
-    assert_eq!((again.present.len(), again.chunks_copied), (2, 0));
+    assert_eq!((again.present.len(), again.chunks_copied), (3, 0));
 
     // A second repository with the same master key: names agree, sealed chunks are copied
     // without rewriting the index, and back to an unencrypted one.
@@ -263,6 +279,8 @@ fn sync_between_namings_rewrites_the_index_and_a_shared_key_moves_objects_as_the
         plain.index("b2").unwrap().digests
     );
     assert_eq!(read_back(&back, "b2").unwrap(), img2);
+    assert_eq!(back.index("b3").unwrap(), plain.index("b3").unwrap());
+    assert_eq!(read_back(&back, "b3").unwrap(), img3);
     for r in [&enc, &twin, &back] {
         let v = r.verify(None, &|_, _| {}).unwrap();
         assert!(v.corrupt.is_empty() && v.bad_indexes.is_empty() && v.missing.is_empty());

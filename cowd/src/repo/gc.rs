@@ -104,7 +104,7 @@ impl Repo {
                 continue;
             }
             match self.index(&id) {
-                Ok(ix) => referenced.extend(ix.digests.iter().filter(|d| !d.is_zero())),
+                Ok(ix) => referenced.extend(ix.objects().map(|(d, _)| d)),
                 // Removed since the listing.
                 Err(_) if !self.backup_exists(&id)? => {}
                 Err(e) => {

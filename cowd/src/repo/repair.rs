@@ -139,8 +139,7 @@ impl Repo {
     fn chunk_len_in(&self, backups: &[String], d: &Digest) -> Option<usize> {
         backups.iter().find_map(|id| {
             let index = self.index(id).ok()?;
-            let i = index.digests.iter().position(|x| x == d)?;
-            Some(index.chunk_len(i))
+            index.objects().find(|(x, _)| x == d).map(|(_, len)| len)
         })
     }
 

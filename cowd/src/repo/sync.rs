@@ -119,10 +119,11 @@ impl Repo {
             };
             let mut seen = HashSet::new();
             let mut missing = Vec::new();
-            for (i, d) in index.digests.iter().enumerate() {
-                if d.is_zero() || !seen.insert(*d) {
+            for (d, len) in index.objects() {
+                if !seen.insert(d) {
                     continue;
                 }
+                let d = &d;
                 // Present: refreshed, so that a gc in the destination keeps it until commit.
                 let present = if translate {
                     false
@@ -134,7 +135,7 @@ impl Repo {
                 if present {
                     report.chunks_present += 1;
                 } else {
-                    missing.push((*d, index.chunk_len(i)));
+                    missing.push((*d, len));
                 }
             }
             let Some(copy) = copy else {
@@ -149,9 +150,7 @@ impl Repo {
             self.copy_chunks(dst, &missing, names.as_ref(), stop, &mut report, progress)?;
             if let Some(names) = names {
                 let names = names.into_inner().unwrap_or_else(|p| p.into_inner());
-                for d in index.digests.iter_mut().filter(|d| !d.is_zero()) {
-                    *d = names[d];
-                }
+                index.rename_objects(|d| names[d]);
             }
             let mut manifest = m.clone();
             manifest.parent = parent.map(str::to_owned);

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::super::testutil::{backup, data};
+use super::super::testutil::{backup, data, patched_backup};
 use super::*;
 use crate::repo::MIN_CHUNK_SIZE;
 
@@ -27,8 +27,8 @@ fn image(r: &Repo, id: &str) -> Vec<u8> {
     let index = r.index(id).unwrap();
     let mut out = Vec::new();
     let mut chunk = Vec::new();
-    for (i, d) in index.digests.iter().enumerate() {
-        r.load_chunk(d, index.chunk_len(i), &mut chunk).unwrap();
+    for i in 0..index.digests.len() {
+        r.load_entry(&index, i, &mut chunk).unwrap();
         out.extend_from_slice(&chunk);
     }
     out
@@ -83,6 +83,29 @@ fn backups_the_destination_lacks_are_copied_with_only_the_chunks_it_lacks() {
     assert!(again.synced.is_empty());
     assert_eq!(again.present, ["b1", "b2"]);
     assert_eq!(again.chunks_copied, 0);
+}
+
+#[test]
+fn patched_backups_arrive_with_their_patches_and_restore_exactly() {
+    let (_d, src, dst) = two_repos();
+    let img1 = data(6, 4);
+    backup(&src, "b1", None, 100, &img1);
+    let mut img2 = img1.clone();
+    img2[5000..9000].fill(1);
+    img2[3 * 65536 + 100..3 * 65536 + 200].fill(2);
+    let mut img3 = img2.clone();
+    img3[6000..7000].fill(3); // chunk 0 again: its patch is merged, not stacked
+    patched_backup(&src, "b2", "b1", 200, &img2);
+    let i3 = patched_backup(&src, "b3", "b2", 300, &img3);
+    assert_eq!(i3.patches.len(), 2);
+    // Only b3: its patches and bases move (b2's patch of chunk 0 is not among them).
+    let r = src
+        .sync_to(&dst, &ids(&["b3"]), false, &never, &|_| {})
+        .unwrap();
+    assert_eq!(r.chunks_copied, 6 + 2);
+    assert_eq!(dst.index("b3").unwrap(), i3);
+    assert_eq!(image(&dst, "b3"), img3);
+    assert!(dst.verify(None, &|_, _| {}).unwrap().is_ok());
 }
 
 #[test]

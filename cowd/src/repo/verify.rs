@@ -47,13 +47,8 @@ impl Repo {
                     continue;
                 }
             };
-            for (i, d) in index.digests.iter().enumerate() {
-                if d.is_zero() {
-                    continue;
-                }
-                let (_, by) = refs
-                    .entry(*d)
-                    .or_insert_with(|| (index.chunk_len(i), Vec::new()));
+            for (d, len) in index.objects() {
+                let (_, by) = refs.entry(d).or_insert_with(|| (len, Vec::new()));
                 if by.last() != Some(&(n as u32)) {
                     by.push(n as u32);
                 }
@@ -131,10 +126,39 @@ impl Repo {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{backup, data, repo};
+    use super::super::testutil::{backup, data, patched_backup, repo};
     use super::*;
     use std::cell::Cell;
     use std::fs;
+
+    #[test]
+    fn a_damaged_patch_is_named_with_the_backups_that_read_it() {
+        let (_d, r) = repo();
+        let a = data(3, 1);
+        backup(&r, "a", None, 1, &a);
+        let mut b = a.clone();
+        b[70000..70100].fill(9);
+        let ib = patched_backup(&r, "b", "a", 2, &b);
+        backup(&r, "c", Some("b"), 3, &b);
+        let patch = ib.patch(1).unwrap().digest;
+        let p = r.chunk_path(&patch);
+        let mut bytes = fs::read(&p).unwrap();
+        let at = bytes.len() - 1;
+        bytes[at] ^= 1;
+        fs::write(&p, bytes).unwrap();
+        let rep = r.verify(None, &|_, _| {}).unwrap();
+        assert_eq!(rep.corrupt.len(), 1, "{rep:?}");
+        assert_eq!(
+            (rep.corrupt[0].digest, &rep.corrupt[0].backups[..]),
+            (patch, &["b".to_string()][..])
+        );
+        let mut out = Vec::new();
+        let e = r.load_entry(&ib, 1, &mut out).unwrap_err();
+        assert!(e.to_string().contains(&patch.to_string()), "{e}");
+        fs::remove_file(&p).unwrap();
+        let rep = r.verify(None, &|_, _| {}).unwrap();
+        assert_eq!(rep.missing[0].digest, patch);
+    }
 
     #[test]
     fn names_exactly_the_backups_that_reference_a_bad_chunk() {

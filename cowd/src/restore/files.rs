@@ -294,7 +294,7 @@ pub fn diff_generations(
     // The differing chunks, as offsets in the filesystem.
     let base = a.opened.offset;
     let differ: Vec<usize> = (0..ia.digests.len())
-        .filter(|&i| ia.digests[i] != ib.digests[i])
+        .filter(|&i| !ia.same_chunk(ib, i))
         .collect();
     let ranges = Ranges::new(
         differ

@@ -102,13 +102,13 @@ fn restore_chunk(
     buf: &mut Vec<u8>,
 ) -> Result<u64, String> {
     let (off, len) = (index.chunk_offset(i), index.chunk_len(i));
-    if index.digests[i].is_zero() {
+    if index.is_zero(i) {
         target
             .write_zeroes(off, len as u64)
             .map_err(|e| e.to_string())?;
         return Ok(0);
     }
-    repo.load_chunk(&index.digests[i], len, buf)
+    repo.load_entry(index, i, buf)
         .map_err(|e| format!("chunk {i}: {e}"))?;
     target.write(off, buf).map_err(|e| e.to_string())?;
     Ok(len as u64)

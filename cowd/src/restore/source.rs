@@ -56,12 +56,12 @@ impl ChunkSource for Generation {
     }
 
     fn is_zero(&self, i: usize) -> bool {
-        self.index.digests[i].is_zero()
+        self.index.is_zero(i)
     }
 
     fn load(&self, i: usize, out: &mut Vec<u8>) -> Result<(), String> {
         self.repo
-            .load_chunk(&self.index.digests[i], self.index.chunk_len(i), out)
+            .load_entry(&self.index, i, out)
             .map_err(|e| e.to_string())
     }
 }

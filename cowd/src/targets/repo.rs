@@ -11,7 +11,9 @@
 //!
 //! Chunks the plan marks *inherited* (unchanged since the parent) are never written: their
 //! digests come from the parent's index. Chunks that receive only zeroes are recorded as zero
-//! chunks without being hashed.
+//! chunks without being hashed. A fresh chunk of which the backup read less than a quarter is
+//! stored as a patch over the parent's chunk (`repo::patch`: the changed bytes, merged with the
+//! parent's patch of it), so a scattered change costs what it changed, not whole chunks.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,7 +24,10 @@ use roaring::RoaringBitmap;
 
 use super::{BackupTarget, TargetError};
 use crate::device::{BlockDevice, FileDevice, FileOptions};
-use crate::repo::{Blocks, Counts, Digest, InProgress, Index, Manifest, Mode, Repo, Status};
+use crate::repo::{
+    Blocks, Counts, Deferred, Digest, InProgress, Index, Later, Manifest, Mode, Patch, PatchRef,
+    Repo, Status,
+};
 
 /// What the generation is, decided at the snapshot point.
 #[derive(Debug, Clone)]
@@ -56,6 +61,7 @@ struct Stats {
     zero: AtomicU64,
     new: AtomicU64,
     reused: AtomicU64,
+    patched: AtomicU64,
     bytes_read: AtomicU64,
     bytes_stored: AtomicU64,
 }
@@ -67,6 +73,10 @@ struct Shared {
     staging_path: std::path::PathBuf,
     layout: Index,
     digests: Mutex<Vec<Option<Digest>>>,
+    /// Patches stored for fresh chunks (their digest above is the parent's).
+    patches: Mutex<std::collections::BTreeMap<usize, PatchRef>>,
+    /// Patches written but not yet synced and in place (`Repo::settle` at finish).
+    deferred: Mutex<Vec<Deferred>>,
     error: Mutex<Option<String>>,
     stats: Stats,
     /// Blocks of fresh chunks that come from the parent's chunk, not from the mover.
@@ -102,6 +112,22 @@ impl Overlay {
     }
 }
 
+/// The parts of `0..len` not in `ranges` (sorted, apart).
+fn complement(ranges: &[(usize, usize)], len: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::with_capacity(ranges.len() + 1);
+    let mut at = 0;
+    for &(s, e) in ranges {
+        if s > at {
+            out.push((at, s));
+        }
+        at = e;
+    }
+    if at < len {
+        out.push((at, len));
+    }
+    out
+}
+
 /// A repository generation being written.
 #[derive(Debug)]
 pub struct RepoTarget {
@@ -133,17 +159,66 @@ impl Shared {
             return Ok(());
         };
         let ranges = o.ranges(&self.layout, i);
-        if ranges.is_empty() || o.parent.digests[i].is_zero() {
+        if ranges.is_empty() || o.parent.is_zero(i) {
             return Ok(()); // nothing inherited, or the parent's chunk reads as zeroes
         }
         let mut parent = Vec::new();
         self.repo
-            .load_chunk(&o.parent.digests[i], chunk.len(), &mut parent)
+            .load_entry(&o.parent, i, &mut parent)
             .map_err(|e| format!("reading chunk {i} of the parent: {e}"))?;
         for (s, e) in ranges {
             chunk[s..e].copy_from_slice(&parent[s..e]);
         }
         Ok(())
+    }
+
+    /// Stores fresh chunk `i` as a patch over the parent's chunk when the bytes read (merged
+    /// with the parent's patch of it) are [worth it](Patch::worth_it). False: store it whole.
+    fn try_patch(&self, i: usize) -> Result<bool, String> {
+        let Some(o) = self.overlay.get() else {
+            return Ok(false);
+        };
+        let inherited = o.ranges(&self.layout, i);
+        let (len, offset) = (self.layout.chunk_len(i), self.layout.chunk_offset(i));
+        let read = complement(&inherited, len);
+        if inherited.is_empty() || read.iter().map(|r| r.1 - r.0).sum::<usize>() >= len / 4 {
+            return Ok(false);
+        }
+        let new = Patch::build(len, &read, |s, buf| {
+            self.staging.read_at(buf, offset + s as u64)
+        })
+        .map_err(|e| format!("reading chunk {i} back from the staging file: {e}"))?;
+        let patch = match self.repo.load_patch(&o.parent, i) {
+            Ok(Some(old)) => Patch::merge(&old, &new),
+            Ok(None) => new,
+            Err(e) => return Err(format!("reading the patch of chunk {i} of the parent: {e}")),
+        };
+        if !patch.worth_it() {
+            return Ok(false);
+        }
+        // Small: written now, synced with the others at finish (`repo::deferred`).
+        let encoded = patch.encode();
+        let later = (self.repo.store_chunk_later(&encoded))
+            .map_err(|e| format!("storing the patch of chunk {i}: {e}"))?;
+        let _ = self.staging.trim(offset, len as u64, false);
+        self.stats.patched.fetch_add(1, Ordering::Relaxed);
+        let r = PatchRef {
+            digest: later.digest(),
+            len: encoded.len() as u32,
+        };
+        match later {
+            Later::Stored(s) => self.count_stored(&s),
+            Later::Pending(d) => self.deferred.lock().unwrap().push(d),
+        }
+        self.patches.lock().unwrap().insert(i, r);
+        self.digests.lock().unwrap()[i] = Some(o.parent.digests[i]);
+        Ok(true)
+    }
+
+    fn count_stored(&self, s: &crate::repo::Stored) {
+        self.stats
+            .bytes_stored
+            .fetch_add(s.stored_bytes, Ordering::Relaxed);
     }
 
     fn process(&self, job: Job) {
@@ -152,6 +227,11 @@ impl Shared {
         let data = match job.source {
             Source::Whole(v) => v,
             Source::Staged => {
+                match self.try_patch(job.chunk) {
+                    Ok(true) => return,
+                    Ok(false) => {}
+                    Err(e) => return self.fail(e),
+                }
                 let mut v = vec![0u8; len];
                 if let Err(e) = self.staging.read_at(&mut v, offset) {
                     return self.fail(format!(
@@ -173,11 +253,10 @@ impl Shared {
                     s.zero.fetch_add(1, Ordering::Relaxed);
                 } else if stored.new {
                     s.new.fetch_add(1, Ordering::Relaxed);
-                    s.bytes_stored
-                        .fetch_add(stored.stored_bytes, Ordering::Relaxed);
                 } else {
                     s.reused.fetch_add(1, Ordering::Relaxed);
                 }
+                self.count_stored(&stored);
                 self.digests.lock().unwrap()[job.chunk] = Some(stored.digest);
             }
             Err(e) => self.fail(format!("storing chunk {}: {e}", job.chunk)),
@@ -217,19 +296,21 @@ impl RepoTarget {
         let staging = FileDevice::open(&staging_path, FileOptions::default())
             .map_err(|e| failed(e.to_string()))?;
         let n = layout.digests.len();
+        // Chunks waiting for a worker: two per CPU, however many workers wait on requests to
+        // object storage (each queued chunk is up to 4 MiB of memory).
+        let queue = (2 * workers).clamp(1, 2 * crate::repo::chunk_threads());
         let shared = Arc::new(Shared {
             repo,
             staging,
             staging_path,
             layout,
             digests: Mutex::new(vec![None; n]),
+            patches: Mutex::default(),
+            deferred: Mutex::default(),
             error: Mutex::new(None),
             stats: Stats::default(),
             overlay: std::sync::OnceLock::new(),
         });
-        // Chunks waiting for a worker: two per CPU, however many workers wait on requests to
-        // object storage (each queued chunk is up to 4 MiB of memory).
-        let queue = (2 * workers).clamp(1, 2 * crate::repo::chunk_threads());
         let (tx, rx) = crossbeam_channel::bounded(queue);
         let mut handles = Vec::new();
         for _ in 0..workers.max(1) {
@@ -406,10 +487,15 @@ impl BackupTarget for RepoTarget {
             let _ = h.join();
         }
         self.check()?;
+        let deferred = std::mem::take(&mut *self.shared.deferred.lock().unwrap());
+        let settled = (self.shared.repo.settle(deferred))
+            .map_err(|e| failed(format!("storing patches: {e}")))?;
+        settled.iter().for_each(|s| self.shared.count_stored(s));
         let g = self.generation.lock().unwrap().clone();
         let fresh = self.fresh.lock().unwrap().clone();
         let digests = self.shared.digests.lock().unwrap().clone();
         let mut index = Index::new(self.shared.layout.chunk_size, g.device_size);
+        index.patches = self.shared.patches.lock().unwrap().clone();
         let mut inherited = 0u64;
         for (i, d) in digests.iter().enumerate() {
             let is_fresh = fresh.as_ref().is_none_or(|f| f.contains(i as u32));
@@ -417,6 +503,9 @@ impl BackupTarget for RepoTarget {
                 (Some(d), _, _) => *d,
                 (None, false, Some((_, parent))) => {
                     inherited += 1;
+                    if let Some(p) = parent.patch(i) {
+                        index.patches.insert(i, *p);
+                    }
                     parent.digests[i]
                 }
                 (None, false, None) => Digest::ZERO,
@@ -432,10 +521,13 @@ impl BackupTarget for RepoTarget {
         let s = &self.shared.stats;
         let counts = Counts {
             chunks_total: index.digests.len() as u64,
-            chunks_zero: index.digests.iter().filter(|d| d.is_zero()).count() as u64,
+            chunks_zero: (0..index.digests.len())
+                .filter(|&i| index.is_zero(i))
+                .count() as u64,
             chunks_new: s.new.load(Ordering::Relaxed),
             chunks_reused: s.reused.load(Ordering::Relaxed),
             chunks_inherited: inherited,
+            chunks_patched: s.patched.load(Ordering::Relaxed),
             bytes_read: s.bytes_read.load(Ordering::Relaxed),
             bytes_new_stored: s.bytes_stored.load(Ordering::Relaxed),
         };
@@ -480,9 +572,15 @@ impl BackupTarget for RepoTarget {
         for h in self.workers.lock().unwrap().drain(..) {
             let _ = h.join();
         }
+        // Patches written but never settled: their files go.
+        self.shared.deferred.lock().unwrap().clear();
         if let Some(b) = self.backup.lock().unwrap().take() {
             b.abort();
         }
         let _ = std::fs::remove_file(&self.shared.staging_path);
     }
 }
+
+#[cfg(test)]
+#[path = "repo_tests.rs"]
+mod tests;

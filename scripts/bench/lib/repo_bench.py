@@ -788,10 +788,11 @@ def small_chunk_section(rows, info, main_full, t_full):
     cs, scs = info["chunk_size"], info["small_chunk_size"]
     c, cnt = inc["change"], inc["manifest"]["counts"]
     out = [f"### Scattered incremental with {size_name(scs)} chunks (for information)\n",
-           f"With {size_name(cs)} chunks a 64 KiB change rewrites the whole {size_name(cs)} chunk "
-           "that holds it (an incremental re-stores whole chunks, so that every index is a full "
-           "image), so scattered changes touch many chunks; smaller chunks rewrite less per "
-           "change but cost more chunk files (each written and fdatasynced) in the full backup.\n",
+           f"A 64 KiB change of a {size_name(cs)} chunk is stored as a patch over the parent's "
+           "chunk (the changed bytes; a chunk changed in a quarter or more is stored whole), so "
+           "the cost of scattered changes follows the changed data; smaller chunks are the other "
+           "way to get there, at the cost of more chunk files (each written and fdatasynced) in "
+           "every full backup. This compares the two.\n",
            f"Here: a `blocks: all` full backup of the device (as it is after the incrementals "
            f"above) into a fresh repository with {size_name(scs)} chunks "
            f"({zstd_name(info.get('small_compression_level', info['compression_level']))}), then "
@@ -924,7 +925,7 @@ def report(args):
         out.append(f"### Incremental backup after changing {info['change_pct']:g} % of the device "
                    "(`mode: auto`, `blocks: all`)\n")
         out.append("| change | chunks touched | time (s) | of the full backup's time | "
-                   "bytes_read (MiB) | chunks new / inherited | bytes_new_stored (MiB) | mode, parent | other load |")
+                   "bytes_read (MiB) | chunks new / patched / inherited | bytes_new_stored (MiB) | mode, parent | other load |")
         out.append("|---|---:|---:|---:|---:|---:|---:|---|---:|")
         for r in incs:
             c = r.get("change")
@@ -942,15 +943,19 @@ def report(args):
             out.append(
                 f"| {desc} | {touched} | {r['duration_s']:.2f} | "
                 f"{frac * 100:.1f} % | {mib(cnt['bytes_read']):.2f} | "
-                f"{cnt['chunks_new'] + cnt['chunks_reused']} / {cnt['chunks_inherited']} | "
+                f"{cnt['chunks_new'] + cnt['chunks_reused']} / {cnt.get('chunks_patched', 0)} / "
+                f"{cnt['chunks_inherited']} | "
                 f"{mib(cnt['bytes_new_stored']):.1f} | {man['mode']}, {parent_ok} | "
                 f"{r['other_load_pct']:.0f}% |")
             if frac is not None:
-                ok = frac <= 0.05
+                # Scattered: issue 10's figure (≤ 10 %); one contiguous run: ≤ 5 %.
+                limit = 0.10 if c and c["pattern"] == "scattered" else 0.05
+                ok = frac <= limit
                 checks.append(
                     f"- [{'PASS' if ok else 'FAIL'}] incremental at {info['change_pct']:g} % change, "
                     f"{c['pattern'] if c else r['label']}: {r['duration_s']:.2f} s = "
-                    f"{frac * 100:.1f} % of the full backup's {t_full:.2f} s (target ≤ 5 %)")
+                    f"{frac * 100:.1f} % of the full backup's {t_full:.2f} s "
+                    f"(target ≤ {limit * 100:.0f} %)")
             if c:
                 exact = cnt["bytes_read"] == c["bytes"]
                 checks.append(

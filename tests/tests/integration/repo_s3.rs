@@ -10,6 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::thread;
 
+use cowd::control::api::Manifest;
 use cowd_tests::cli::{backup_into, cowctl, failed, ok, path_str, start};
 use cowd_tests::files::assert_same_file;
 use cowd_tests::rgw::Rgw;
@@ -71,17 +72,36 @@ fn a_repository_in_s3_backs_up_restores_prunes_and_syncs() {
 
     let full = backup_into(&d, "disk", repo);
     let at_full = snapshot(&d, "full.img");
-    // Scattered writes through NBD: the incremental reads only those blocks.
+    // Scattered writes through NBD: the incremental reads only those blocks and stores them as
+    // patches over chunks 0, 1 and 3; chunk 2 is rewritten whole (stored whole: the full's
+    // chunk 2 is then used by the full alone, for the gc below).
     nbd_writes(
         &d.uri("disk"),
         &[
             (0x11, 0, 65536),
             (0x22, 5 * MIB, 4096),
+            (0x44, 8 * MIB, 4 * MIB),
             (0x33, 15 * MIB, 65536),
         ],
     );
     let incr = backup_into(&d, "disk", repo);
     let at_incr = snapshot(&d, "incr.img");
+    let listed = ok(&cowctl(&d, &["--json", "backups", "--repo", repo]));
+    let manifests: Vec<Manifest> = serde_json::from_str(&listed).unwrap();
+    let m = manifests
+        .iter()
+        .find(|m| m.id == incr)
+        .expect("the incremental");
+    assert_eq!(
+        (
+            m.counts.chunks_patched,
+            m.counts.chunks_new,
+            m.counts.chunks_inherited
+        ),
+        (3, 1, 0),
+        "{:?}",
+        m.counts
+    );
     let list = ok(&cowctl(&d, &["backups", "--repo", repo]));
     assert!(list.contains(&full) && list.contains(&incr), "{list}");
     assert!(list.contains("incr"), "{list}");

@@ -174,9 +174,10 @@ impl Host {
 
     /// Round `r`'s writes through NBD: chunk 0 cycles through three contents (so a later round
     /// brings back a chunk only a pruned backup used), chunk 1 through two, the same on every
-    /// host, chunk 2 is new each round.
+    /// host, chunk 2 is new each round. Each write is a quarter of its chunk, so the chunk is
+    /// stored whole (not as a patch) and the bucket holds exactly the images' chunks.
     fn change(&self, i: usize, r: u8) {
-        let block = 64 * 1024;
+        let block = CHUNK / 4;
         nbd_writes(
             &self.daemon.uri(&self.export),
             &[

@@ -6,7 +6,7 @@ use std::fs::{self};
 use cowd::control::api::PruneResult;
 use cowd_tests::cli::{ok, start};
 use cowd_tests::files::{assert_same_file, fill};
-use cowd_tests::repo::{Ctl, chunk_files, index_digests, stored};
+use cowd_tests::repo::{Ctl, chunk_files, index_objects};
 use cowd_tests::{Daemon, MIB, nbd_writes};
 
 use super::{BLOCK, CHUNK};
@@ -40,10 +40,7 @@ fn prune_keeps_the_policy_and_gc_removes_only_unreferenced_chunks() {
         fs::copy(&image, &r).unwrap();
         refs.push(r);
     }
-    let idx: Vec<BTreeSet<String>> = ids
-        .iter()
-        .map(|id| stored(&index_digests(&repo, id)))
-        .collect();
+    let idx: Vec<BTreeSet<String>> = ids.iter().map(|id| index_objects(&repo, id)).collect();
     let before = chunk_files(&repo);
     let all: BTreeSet<String> = idx.iter().flatten().cloned().collect();
     assert_eq!(
