@@ -1,4 +1,4 @@
-//! Properties of cowd's NBD input handling, filesystem readers, iSCSI PDUs, SCSI parameter lists and stream records, checked on arbitrary input.
+//! Properties of cowd's NBD input handling, filesystem readers, iSCSI PDUs, SCSI parameter lists, stream records and repository indexes, checked on arbitrary input.
 //!
 //! Shared by the cargo-fuzz targets (`fuzz/fuzz_targets/*.rs`) and the property tests
 //! (`cowd/tests/integration/nbd_props.rs` compiles this file and its modules with `#[path]`),
@@ -23,6 +23,8 @@
 //!   tiny limits.
 //! - [`stream_record`]: stream (tape) records through `decode` / `encode`, raw and with their
 //!   checksums made good.
+//! - [`repo_index`]: repository indexes and chunk patches through `decode` / `encode`, raw
+//!   and with the index's checksum made good.
 //! - [`wire`]: option payloads and frames as a client sends them; [`seeds`](mod@seeds): the
 //!   seed corpus.
 
@@ -30,6 +32,7 @@ pub mod fs_tree;
 pub mod handshake;
 pub mod iscsi_pdu;
 pub mod options;
+pub mod repo_index;
 pub mod request;
 pub mod seeds;
 pub mod stream_record;
@@ -40,6 +43,7 @@ pub use fs_tree::fuzz_fs_tree;
 pub use handshake::{Setup, check_handshake, fuzz_handshake, runtime};
 pub use iscsi_pdu::fuzz_iscsi_pdu;
 pub use options::{check_options, fuzz_options};
+pub use repo_index::fuzz_repo_index;
 pub use request::{check_request, check_request_fields, fuzz_request};
 pub use seeds::seeds;
 pub use stream_record::fuzz_stream_record;

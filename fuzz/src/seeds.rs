@@ -156,5 +156,6 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     s.push(("handshake", "stopping", hs(stopping, both, &frames)));
     s.extend(super::iscsi_pdu::seeds());
     s.extend(super::stream_record::seeds());
+    s.extend(super::repo_index::seeds());
     s
 }

@@ -313,6 +313,7 @@ fn replay(target: &str, input: &[u8]) {
         "xcopy" => props::fuzz_xcopy(input),
         "iscsi_pdu" => props::fuzz_iscsi_pdu(input),
         "stream_record" => props::fuzz_stream_record(input),
+        "repo_index" => props::fuzz_repo_index(input),
         other => panic!("unknown fuzz target {other}"),
     }
 }
@@ -333,6 +334,7 @@ fn committed_fuzz_seeds_pass() {
             "xcopy",
             "iscsi_pdu",
             "stream_record",
+            "repo_index",
         ] {
             let dir = seeds_dir().join(target);
             for entry in std::fs::read_dir(&dir).unwrap() {
@@ -439,4 +441,11 @@ fn iscsi_pdu_seeds_with_flipped_bytes() {
 #[test]
 fn stream_record_seeds_with_flipped_bytes() {
     damaged_seeds("stream_record", 500, 5, 1, true, props::fuzz_stream_record);
+}
+
+/// Damaged copies of the committed index and patch seeds: never a panic; what decodes
+/// re-encodes to itself.
+#[test]
+fn repo_index_seeds_with_flipped_bytes() {
+    damaged_seeds("repo_index", 1000, 5, 1, true, props::fuzz_repo_index);
 }
