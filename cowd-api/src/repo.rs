@@ -43,6 +43,10 @@ pub enum Status {
     Damaged,
 }
 
+fn none(n: &u64) -> bool {
+    *n == 0
+}
+
 /// What a backup did, in chunks and bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
@@ -57,8 +61,8 @@ pub struct Counts {
     /// Chunks taken from the parent's index without reading them.
     pub chunks_inherited: u64,
     /// Chunks stored as a patch (only the bytes changed since the parent) over the parent's
-    /// chunk; absent in manifests of earlier versions.
-    #[serde(default)]
+    /// chunk; absent when 0 (so manifests without patches read and write as before).
+    #[serde(default, skip_serializing_if = "none")]
     pub chunks_patched: u64,
     /// Bytes read from the device (or container).
     pub bytes_read: u64,
@@ -581,6 +585,13 @@ mod tests {
             (Mode::Incremental, Blocks::Used, Status::Complete)
         );
         assert_eq!(m.counts.chunks_inherited, 52);
+        assert_eq!(m.counts.chunks_patched, 0);
+        // With patches the count is written, and read back.
+        let mut p = m.clone();
+        p.counts.chunks_patched = 7;
+        let text = serde_json::to_string_pretty(&p).unwrap();
+        assert!(text.contains("\"chunks_patched\": 7"), "{text}");
+        assert_eq!(serde_json::from_str::<Manifest>(&text).unwrap(), p);
     }
 
     #[test]
