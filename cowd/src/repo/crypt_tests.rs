@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::testutil::{backup, data, patched_backup};
+use super::testutil::{backup, data, patched_backup, read_back};
 use super::*;
 
 pub(crate) const CHEAP: KdfCost = KdfCost {
@@ -38,17 +38,6 @@ fn image(seed: u64) -> Vec<u8> {
     }
     v.truncate(8 * MIN_CHUNK_SIZE as usize - 100);
     v
-}
-
-fn read_back(r: &Repo, id: &str) -> Result<Vec<u8>, RepoError> {
-    let index = r.index(id)?;
-    let mut out = Vec::new();
-    let mut chunk = Vec::new();
-    for i in 0..index.digests.len() {
-        r.load_entry(&index, i, &mut chunk)?;
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {

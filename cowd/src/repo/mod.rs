@@ -970,6 +970,17 @@ pub(crate) mod testutil {
         commit(r, id, parent, time, index)
     }
 
+    /// Backup `id` read back as an image, chunk by chunk (`load_entry`: base + patch).
+    pub(crate) fn read_back(r: &Repo, id: &str) -> Result<Vec<u8>, RepoError> {
+        let index = r.index(id)?;
+        let (mut out, mut chunk) = (Vec::new(), Vec::new());
+        for i in 0..index.digests.len() {
+            r.load_entry(&index, i, &mut chunk)?;
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
     /// Stores `image` as an incremental on `parent` as the backup target does: unchanged
     /// chunks inherited, chunks changed in under a quarter (4 KiB blocks) as patches over the
     /// parent's (merged with its patch), the rest whole.

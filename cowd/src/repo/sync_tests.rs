@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::super::testutil::{backup, data, patched_backup};
+use super::super::testutil::{backup, data, patched_backup, read_back};
 use super::*;
 use crate::repo::MIN_CHUNK_SIZE;
 
@@ -22,16 +22,9 @@ fn ids(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-/// Every chunk of backup `id` in `r`, read back as an image.
+/// Backup `id` in `r` read back as an image.
 fn image(r: &Repo, id: &str) -> Vec<u8> {
-    let index = r.index(id).unwrap();
-    let mut out = Vec::new();
-    let mut chunk = Vec::new();
-    for i in 0..index.digests.len() {
-        r.load_entry(&index, i, &mut chunk).unwrap();
-        out.extend_from_slice(&chunk);
-    }
-    out
+    read_back(r, id).unwrap()
 }
 
 #[test]

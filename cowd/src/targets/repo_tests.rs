@@ -68,14 +68,7 @@ fn back_up(repo: &Repo, id: &str, image: &[u8], parent: Option<&str>, changed: &
 }
 
 fn restored(repo: &Repo, id: &str) -> Vec<u8> {
-    let index = repo.index(id).unwrap();
-    let mut image = Vec::new();
-    let mut chunk = Vec::new();
-    for i in 0..index.digests.len() {
-        repo.load_entry(&index, i, &mut chunk).unwrap();
-        image.extend_from_slice(&chunk);
-    }
-    image
+    crate::repo::testutil::read_back(repo, id).unwrap()
 }
 
 /// Overwrites `blocks` of `image` with random data (every fourth with zeroes).
