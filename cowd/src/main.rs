@@ -247,7 +247,28 @@ impl ServeArgs {
     }
 }
 
+/// Caps glibc's malloc arenas at the number of CPUs (at least 2) unless `MALLOC_ARENA_MAX` or
+/// `GLIBC_TUNABLES` says otherwise. By default glibc gives threads up to 8 arenas per CPU, and
+/// each keeps the memory its threads freed: a backup of 1 TiB into S3, whose dozen chunk and
+/// request threads each pass 4 MiB buffers through, peaked at 176 MiB against 143 MiB with two
+/// arenas (and ran no slower).
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let told = |k: &str| std::env::var_os(k).is_some();
+        if told("MALLOC_ARENA_MAX") || told("GLIBC_TUNABLES") {
+            return;
+        }
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+        // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, cpus as libc::c_int);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only on a terminal: not in the journal or a log file.

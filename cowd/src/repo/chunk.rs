@@ -525,6 +525,34 @@ impl Repo {
         })
     }
 
+    /// [`Repo::store_chunk`] of a buffer the caller gives up. Into object storage, `release`
+    /// gets it back as soon as the object to PUT is built, so that it is not held while the
+    /// PUT waits on the store (what a backup's memory peaks on); elsewhere once stored.
+    pub fn store_chunk_releasing(
+        &self,
+        plain: Vec<u8>,
+        release: impl FnOnce(Vec<u8>),
+    ) -> Result<Stored, RepoError> {
+        let fits = plain.len() <= self.chunk_size() as usize;
+        if !self.is_remote() || !fits || is_all_zero(&plain) {
+            let stored = self.store_chunk(&plain);
+            release(plain);
+            return stored;
+        }
+        let digest = self.name_of(&plain);
+        if self.refresh_chunk(&digest)? {
+            release(plain);
+            return Ok(Stored {
+                digest,
+                new: false,
+                stored_bytes: 0,
+            });
+        }
+        let object = self.object_of(&plain, digest);
+        release(plain);
+        self.put_object(object, digest)
+    }
+
     /// Object storage: the chunk's object, compressed and sealed as a chunk file is.
     fn object_of(&self, plain: &[u8], digest: Digest) -> Vec<u8> {
         match self.key() {
