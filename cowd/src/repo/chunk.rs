@@ -645,7 +645,13 @@ impl Repo {
         self.load(d, len, out, true)
     }
 
-    fn load(&self, d: &Digest, len: usize, out: &mut Vec<u8>, keep: bool) -> Result<(), RepoError> {
+    pub(super) fn load(
+        &self,
+        d: &Digest,
+        len: usize,
+        out: &mut Vec<u8>,
+        keep: bool,
+    ) -> Result<(), RepoError> {
         if d.is_zero() {
             out.clear();
             out.resize(len, 0);

@@ -242,12 +242,7 @@ impl Repo {
         out: &mut Vec<u8>,
         keep: bool,
     ) -> Result<(), RepoError> {
-        let len = index.chunk_len(i);
-        if keep {
-            self.load_chunk_kept(&index.digests[i], len, out)?;
-        } else {
-            self.load_chunk(&index.digests[i], len, out)?;
-        }
+        self.load(&index.digests[i], index.chunk_len(i), out, keep)?;
         if let Some(p) = self.patch_of(index, i, keep)? {
             p.apply(out);
         }
@@ -259,12 +254,7 @@ impl Repo {
             return Ok(None);
         };
         let mut raw = Vec::new();
-        let len = r.len as usize;
-        if keep {
-            self.load_chunk_kept(&r.digest, len, &mut raw)?;
-        } else {
-            self.load_chunk(&r.digest, len, &mut raw)?;
-        }
+        self.load(&r.digest, r.len as usize, &mut raw, keep)?;
         Patch::decode(&raw, index.chunk_len(i))
             .map(Some)
             .map_err(|e| RepoError::Corrupt {

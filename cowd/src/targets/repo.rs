@@ -166,14 +166,15 @@ impl Shared {
         if ranges.is_empty() || o.parent.is_zero(i) {
             return Ok(()); // nothing inherited, or the parent's chunk reads as zeroes
         }
-        let mut parent = Vec::new();
-        self.repo
-            .load_entry(&o.parent, i, &mut parent)
-            .map_err(|e| format!("reading chunk {i} of the parent: {e}"))?;
-        for (s, e) in ranges {
-            chunk[s..e].copy_from_slice(&parent[s..e]);
+        let mut parent = self.buffer();
+        let loaded = self.repo.load_entry(&o.parent, i, &mut parent);
+        if loaded.is_ok() {
+            for (s, e) in ranges {
+                chunk[s..e].copy_from_slice(&parent[s..e]);
+            }
         }
-        Ok(())
+        self.recycle(parent);
+        loaded.map_err(|e| format!("reading chunk {i} of the parent: {e}"))
     }
 
     /// Stores fresh chunk `i` as a patch over the parent's chunk when the bytes read (merged
