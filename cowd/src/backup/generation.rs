@@ -96,10 +96,11 @@ pub fn prepare(
         snapshot_time: now,
         started: now,
     };
-    // Each worker holds up to three chunks (read, compressed, in flight): into object storage
-    // twice the workers of a directory, not four times as restores and verify have (a
-    // backup of 1 TiB into S3 peaked at 437 MiB with 16 workers and 32 queued chunks).
-    let workers = repo.threads().min(2 * crate::repo::chunk_threads());
+    // Each worker holds up to two chunks (the data, then the object its PUT sends): as many
+    // workers into object storage as into a directory, not the four times restores and verify
+    // have. On loopback 4 PUTs in flight fill the gateway as fast as 8 did (2.8 s for 512 MiB
+    // either way) and a 1 TiB sparse backup peaks at 109-115 MiB instead of 126-147.
+    let workers = crate::repo::chunk_threads();
     let target = Arc::new(RepoTarget::create(repo.clone(), g, workers).map_err(invalid)?);
     Ok(Planned {
         target,

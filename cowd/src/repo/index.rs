@@ -52,6 +52,36 @@ pub fn chunk_count(device_size: u64, chunk_size: u32) -> u64 {
     device_size.div_ceil(u64::from(chunk_size))
 }
 
+/// Where the chunks of a device lie, without their digests (a 1 TiB device has 262,144
+/// chunks: 8 MiB of digests a backup's writer need not hold twice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub chunk_size: u32,
+    pub device_size: u64,
+}
+
+impl Layout {
+    /// Number of chunks.
+    pub fn chunks(&self) -> usize {
+        usize::try_from(chunk_count(self.device_size, self.chunk_size)).expect("index too large")
+    }
+
+    /// Length in bytes of chunk `i` (the last one may be short).
+    pub fn chunk_len(&self, i: usize) -> usize {
+        let start = i as u64 * u64::from(self.chunk_size);
+        let len = self
+            .device_size
+            .saturating_sub(start)
+            .min(u64::from(self.chunk_size));
+        len as usize
+    }
+
+    /// Device offset of chunk `i`.
+    pub fn chunk_offset(&self, i: usize) -> u64 {
+        i as u64 * u64::from(self.chunk_size)
+    }
+}
+
 impl Index {
     /// An index of the right length for the device with every chunk [`Digest::ZERO`].
     ///
@@ -101,19 +131,22 @@ impl Index {
         }
     }
 
+    /// Where its chunks lie.
+    pub fn layout(&self) -> Layout {
+        Layout {
+            chunk_size: self.chunk_size,
+            device_size: self.device_size,
+        }
+    }
+
     /// Length in bytes of chunk `i` (the last one may be short).
     pub fn chunk_len(&self, i: usize) -> usize {
-        let start = i as u64 * u64::from(self.chunk_size);
-        let len = self
-            .device_size
-            .saturating_sub(start)
-            .min(u64::from(self.chunk_size));
-        len as usize
+        self.layout().chunk_len(i)
     }
 
     /// Device offset of chunk `i`.
     pub fn chunk_offset(&self, i: usize) -> u64 {
-        i as u64 * u64::from(self.chunk_size)
+        self.layout().chunk_offset(i)
     }
 
     /// True when the number of digests matches the device and chunk sizes.

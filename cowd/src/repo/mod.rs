@@ -63,7 +63,7 @@ pub use deferred::{Deferred, Later};
 
 pub use digest::{Digest, DigestOf, ParseDigestError};
 pub use gc::{GcReport, PIN_MARGIN};
-pub use index::{Index, IndexFormatError, chunk_count};
+pub use index::{Index, IndexFormatError, Layout, chunk_count};
 pub use keys::{KdfCost, MIN_KEY_FILE_LEN, Secret, Slot, SlotKind};
 pub use lease::Lease;
 pub use manifest::{Blocks, Counts, Damaged, Listed, Listing, Manifest, Mode, Status, rfc3339};

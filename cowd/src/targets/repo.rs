@@ -25,8 +25,8 @@ use roaring::RoaringBitmap;
 use super::{BackupTarget, TargetError};
 use crate::device::{BlockDevice, FileDevice, FileOptions};
 use crate::repo::{
-    Blocks, Counts, Deferred, Digest, InProgress, Index, Later, Manifest, Mode, Patch, PatchRef,
-    Repo, Status,
+    Blocks, Counts, Deferred, Digest, InProgress, Index, Later, Layout, Manifest, Mode, Patch,
+    PatchRef, Repo, Status,
 };
 
 /// What the generation is, decided at the snapshot point.
@@ -71,7 +71,7 @@ struct Shared {
     repo: Repo,
     staging: FileDevice,
     staging_path: std::path::PathBuf,
-    layout: Index,
+    layout: Layout,
     digests: Mutex<Vec<Option<Digest>>>,
     /// Patches stored for fresh chunks (their digest above is the parent's).
     patches: Mutex<std::collections::BTreeMap<usize, PatchRef>>,
@@ -96,7 +96,7 @@ struct Overlay {
 
 impl Overlay {
     /// Byte ranges (relative to the chunk) of chunk `i` taken from the parent.
-    fn ranges(&self, layout: &Index, i: usize) -> Vec<(usize, usize)> {
+    fn ranges(&self, layout: &Layout, i: usize) -> Vec<(usize, usize)> {
         let (start, len) = (layout.chunk_offset(i), layout.chunk_len(i) as u64);
         let bs = self.block_size;
         let (first, last) = ((start / bs) as u32, ((start + len - 1) / bs) as u32);
@@ -296,7 +296,10 @@ impl RepoTarget {
     /// [`set_fresh`]: RepoTarget::set_fresh
     pub fn create(repo: Repo, g: Generation, workers: usize) -> Result<RepoTarget, TargetError> {
         let chunk_size = repo.chunk_size();
-        let layout = Index::new(chunk_size, g.device_size);
+        let layout = Layout {
+            chunk_size,
+            device_size: g.device_size,
+        };
         if let Some((p, idx)) = &g.parent {
             if idx.chunk_size != chunk_size || idx.device_size != g.device_size {
                 return Err(failed(format!(
@@ -315,7 +318,7 @@ impl RepoTarget {
         drop(f);
         let staging = FileDevice::open(&staging_path, FileOptions::default())
             .map_err(|e| failed(e.to_string()))?;
-        let n = layout.digests.len();
+        let n = layout.chunks();
         // Chunks waiting for a worker: two per CPU, however many workers wait on requests to
         // object storage (each queued chunk is up to 4 MiB of memory).
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
