@@ -146,9 +146,8 @@ fn write_loop(s: &Session, rx: Receiver<Work>, max_rate: Option<u64>, bufs: &Buf
     let start = std::time::Instant::now();
     let mut paced = 0u64;
     for mut w in rx {
-        let done = w.buf.take();
-        let r = write_work(s, &w, done.as_deref());
-        if let Some(b) = done {
+        let (r, back) = write_work(s, &mut w);
+        if let Some(b) = back {
             bufs.put(b);
         }
         if !r {
@@ -175,20 +174,31 @@ fn write_loop(s: &Session, rx: Receiver<Work>, max_rate: Option<u64>, bufs: &Buf
 }
 
 /// Writes one unit of work to the target; false if the session ended or the target failed.
-fn write_work(s: &Session, w: &Work, buf: Option<&[u8]>) -> bool {
+/// Also the buffer to reuse: a run that is one piece is handed to the target whole (a
+/// repository keeps it as the chunk instead of copying it), which may give another back.
+fn write_work(s: &Session, w: &mut Work) -> (bool, Option<IoBuf>) {
+    let buf = w.buf.take();
     if !s.running() {
-        return false; // drain: the session ended, nothing more goes to the target
+        return (false, buf); // drain: the session ended, nothing more goes to the target
     }
     let mut r = Ok(());
-    if let Some(buf) = buf {
-        for p in &w.pieces {
-            r = s
-                .target
-                .write(p.target_off, &buf[p.buf_off..p.buf_off + p.len]);
-            if r.is_err() {
-                break;
-            }
+    let mut back = None;
+    match (buf, w.pieces.as_slice()) {
+        (Some(buf), [p]) if p.buf_off == 0 && p.len == buf.len() => {
+            r = s.target.write_owned(p.target_off, buf).map(|b| back = b);
         }
+        (Some(buf), pieces) => {
+            for p in pieces {
+                r = s
+                    .target
+                    .write(p.target_off, &buf[p.buf_off..p.buf_off + p.len]);
+                if r.is_err() {
+                    break;
+                }
+            }
+            back = Some(buf);
+        }
+        (None, _) => {}
     }
     if let (Some((off, len)), true) = (w.zeroes, r.is_ok()) {
         r = s.target.write_zeroes(off, len);
@@ -198,9 +208,9 @@ fn write_work(s: &Session, w: &Work, buf: Option<&[u8]>) -> bool {
             "writing to the target {}: {e}",
             s.target.describe()
         ));
-        return false;
+        return (false, back);
     }
-    true
+    (true, back)
 }
 
 /// Where the readers are: the next block to look at, and the runs being read.

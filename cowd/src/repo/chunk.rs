@@ -528,10 +528,10 @@ impl Repo {
     /// [`Repo::store_chunk`] of a buffer the caller gives up. Into object storage, `release`
     /// gets it back as soon as the object to PUT is built, so that it is not held while the
     /// PUT waits on the store (what a backup's memory peaks on); elsewhere once stored.
-    pub fn store_chunk_releasing(
+    pub fn store_chunk_releasing<B: std::ops::Deref<Target = [u8]>>(
         &self,
-        plain: Vec<u8>,
-        release: impl FnOnce(Vec<u8>),
+        plain: B,
+        release: impl FnOnce(B),
     ) -> Result<Stored, RepoError> {
         let fits = plain.len() <= self.chunk_size() as usize;
         if !self.is_remote() || !fits || is_all_zero(&plain) {

@@ -13,7 +13,7 @@ mod repo;
 pub use raw::RawImage;
 pub use repo::{Generation, RepoTarget};
 
-use crate::device::DeviceError;
+use crate::device::{DeviceError, IoBuf};
 
 /// Why a target failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,14 @@ pub trait BackupTarget: Send + Sync + std::fmt::Debug {
 
     /// Writes `data` at `offset` of the image.
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), TargetError>;
+
+    /// Writes all of `buf` at `offset`, keeping the buffer instead of copying it where the
+    /// target can; gives a buffer back for the caller's next read (`buf` itself, or one the
+    /// target is done with), or none.
+    fn write_owned(&self, offset: u64, buf: IoBuf) -> Result<Option<IoBuf>, TargetError> {
+        self.write(offset, &buf)?;
+        Ok(Some(buf))
+    }
 
     /// Records `len` bytes at `offset` as zeroes.
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), TargetError>;

@@ -3,11 +3,17 @@
 //! ```text
 //!  mover writes (any order, each byte once) ──> whole chunk in one write? ──yes──┐
 //!        │ no: staging file (sparse, in the repository's tmp/)                   v
-//!        └──> chunk complete (all its bytes received) ──> read it back ──> workers: SHA-256,
+//!        └──> chunk complete (all its bytes received) ──> read it back ──> workers: BLAKE3,
 //!                                                                zstd, store (deduplicated)
-//!  finish: every fresh chunk stored ── index (fresh digests + the parent's for the rest)
-//!          ── manifest ── commit (the backup appears only now)
+//!  finish: every fresh chunk stored and settled ── index (fresh digests + the parent's for
+//!          the rest) ── manifest ── commit (the backup appears only now)
 //! ```
+//!
+//! A whole chunk the mover hands over in its own buffer (`write_owned`) is queued as it is,
+//! not copied; the buffer goes back to the mover with a later `write_owned`. Into a directory
+//! a worker writes the chunk file without waiting for the disk; the files are synced and
+//! named 64 at a time (`repo::deferred`), not one `fdatasync` per chunk (full backup of the
+//! bench's image 1.94 → 1.78 s on 2 CPUs).
 //!
 //! Chunks the plan marks *inherited* (unchanged since the parent) are never written: their
 //! digests come from the parent's index. Chunks that receive only zeroes are recorded as zero
@@ -23,11 +29,15 @@ use crossbeam_channel::{Receiver, Sender};
 use roaring::RoaringBitmap;
 
 use super::{BackupTarget, TargetError};
-use crate::device::{BlockDevice, FileDevice, FileOptions};
+use crate::device::{BlockDevice, FileDevice, FileOptions, IoBuf};
 use crate::repo::{
     Blocks, Counts, Deferred, Digest, InProgress, Index, Later, Layout, Manifest, Mode, Patch,
     PatchRef, Repo, Status,
 };
+
+/// Deferred chunk files and patches settled at once (`Shared::defer`): 64 chunks are at most
+/// 256 MiB written ahead of their sync.
+const SETTLE_BATCH: usize = 64;
 
 /// What the generation is, decided at the snapshot point.
 #[derive(Debug, Clone)]
@@ -47,7 +57,10 @@ pub struct Generation {
 }
 
 enum Source {
+    /// A whole chunk in one write, copied.
     Whole(Vec<u8>),
+    /// A whole chunk in the mover's buffer, handed over (`write_owned`).
+    Owned(IoBuf),
     Staged,
 }
 
@@ -75,11 +88,15 @@ struct Shared {
     digests: Mutex<Vec<Option<Digest>>>,
     /// Patches stored for fresh chunks (their digest above is the parent's).
     patches: Mutex<std::collections::BTreeMap<usize, PatchRef>>,
-    /// Patches written but not yet synced and in place (`Repo::settle` at finish).
-    deferred: Mutex<Vec<Deferred>>,
+    /// Chunk files and patches written but not yet synced and in place (`Repo::settle` at
+    /// finish); true for a whole chunk (counted new or reused once settled).
+    deferred: Mutex<Vec<(Deferred, bool)>>,
     /// Chunk buffers done with, for the next chunk (at most `spare_max`): a backup reuses the
     /// same few instead of allocating 4 MiB per chunk, which the allocator kept long after.
     spare: Mutex<Vec<Vec<u8>>>,
+    /// The mover's buffers done with, given back by the next `write_owned` (at most
+    /// `spare_max`).
+    spare_owned: Mutex<Vec<IoBuf>>,
     spare_max: usize,
     error: Mutex<Option<String>>,
     stats: Stats,
@@ -213,7 +230,7 @@ impl Shared {
         };
         match later {
             Later::Stored(s) => self.count_stored(&s),
-            Later::Pending(d) => self.deferred.lock().unwrap().push(d),
+            Later::Pending(d) => self.defer(d, false),
         }
         self.patches.lock().unwrap().insert(i, r);
         self.digests.lock().unwrap()[i] = Some(o.parent.digests[i]);
@@ -234,6 +251,13 @@ impl Shared {
         }
     }
 
+    fn recycle_owned(&self, v: IoBuf) {
+        let mut spare = self.spare_owned.lock().unwrap();
+        if spare.len() < self.spare_max {
+            spare.push(v);
+        }
+    }
+
     fn count_stored(&self, s: &crate::repo::Stored) {
         self.stats
             .bytes_stored
@@ -245,6 +269,7 @@ impl Shared {
         let offset = self.layout.chunk_offset(job.chunk);
         let data = match job.source {
             Source::Whole(v) => v,
+            Source::Owned(b) => return self.store(job.chunk, b, |b| self.recycle_owned(b)),
             Source::Staged => {
                 match self.try_patch(job.chunk) {
                     Ok(true) => return,
@@ -266,7 +291,67 @@ impl Shared {
                 v
             }
         };
-        match (self.repo).store_chunk_releasing(data, |v| self.recycle(v)) {
+        self.store(job.chunk, data, |v| self.recycle(v));
+    }
+
+    /// Stores fresh chunk `i`, then gives its buffer to `release`. Into object storage the
+    /// buffer goes back before the PUT waits (`store_chunk_releasing`); into a directory the
+    /// chunk file is written now and synced with the others at finish (`repo::deferred`:
+    /// one `fdatasync` per chunk kept a worker off the CPU for 2 ms each).
+    fn store<B: std::ops::Deref<Target = [u8]>>(&self, i: usize, data: B, release: impl FnOnce(B)) {
+        if self.repo.is_remote() {
+            let stored = self.repo.store_chunk_releasing(data, release);
+            return self.stored(i, stored);
+        }
+        let later = self.repo.store_chunk_later(&data);
+        release(data);
+        match later {
+            Ok(Later::Stored(s)) => self.stored(i, Ok(s)),
+            Ok(Later::Pending(d)) => {
+                self.digests.lock().unwrap()[i] = Some(d.digest());
+                self.defer(d, true);
+            }
+            Err(e) => self.fail(format!("storing chunk {i}: {e}")),
+        }
+    }
+
+    /// Keeps `d` for the next settle; settles a full batch now, so that a large backup holds
+    /// a bounded list (and `tmp/` a bounded number of files) and its end waits on few.
+    fn defer(&self, d: Deferred, whole: bool) {
+        let batch = {
+            let mut deferred = self.deferred.lock().unwrap();
+            deferred.push((d, whole));
+            if deferred.len() < SETTLE_BATCH {
+                return;
+            }
+            std::mem::take(&mut *deferred)
+        };
+        if let Err(e) = self.settle(batch) {
+            self.fail(e);
+        }
+    }
+
+    /// Syncs and names deferred chunk files and patches, and counts them.
+    fn settle(&self, batch: Vec<(Deferred, bool)>) -> Result<(), String> {
+        let (deferred, whole): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let settled = (self.repo.settle(deferred)).map_err(|e| format!("storing chunks: {e}"))?;
+        for (s, whole) in settled.iter().zip(whole) {
+            self.count_stored(s);
+            if whole {
+                let counter = if s.new {
+                    &self.stats.new
+                } else {
+                    &self.stats.reused
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records what storing fresh chunk `i` gave.
+    fn stored(&self, i: usize, stored: Result<crate::repo::Stored, crate::repo::RepoError>) {
+        match stored {
             Ok(stored) => {
                 let s = &self.stats;
                 if stored.digest.is_zero() {
@@ -277,9 +362,9 @@ impl Shared {
                     s.reused.fetch_add(1, Ordering::Relaxed);
                 }
                 self.count_stored(&stored);
-                self.digests.lock().unwrap()[job.chunk] = Some(stored.digest);
+                self.digests.lock().unwrap()[i] = Some(stored.digest);
             }
-            Err(e) => self.fail(format!("storing chunk {}: {e}", job.chunk)),
+            Err(e) => self.fail(format!("storing chunk {i}: {e}")),
         }
     }
 }
@@ -332,6 +417,7 @@ impl RepoTarget {
             patches: Mutex::default(),
             deferred: Mutex::default(),
             spare: Mutex::default(),
+            spare_owned: Mutex::default(),
             spare_max: queue + workers.max(1) + 1,
             error: Mutex::new(None),
             stats: Stats::default(),
@@ -493,6 +579,32 @@ impl BackupTarget for RepoTarget {
         Ok(())
     }
 
+    /// A whole chunk is kept as it is and queued (no copy); anything else is [`write`]n.
+    ///
+    /// [`write`]: BackupTarget::write
+    fn write_owned(&self, offset: u64, buf: IoBuf) -> Result<Option<IoBuf>, TargetError> {
+        let cs = u64::from(self.shared.layout.chunk_size);
+        let i = (offset / cs) as usize;
+        let whole = offset % cs == 0
+            && i < self.received.len()
+            && buf.len() == self.shared.layout.chunk_len(i);
+        if !whole || self.received[i].load(Ordering::Acquire) != 0 {
+            self.write(offset, &buf)?;
+            return Ok(Some(buf));
+        }
+        self.check()?;
+        let stats = &self.shared.stats;
+        stats
+            .bytes_read
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.received[i].fetch_add(buf.len() as u64, Ordering::AcqRel);
+        self.submit(Job {
+            chunk: i,
+            source: Source::Owned(buf),
+        })?;
+        Ok(self.shared.spare_owned.lock().unwrap().pop())
+    }
+
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), TargetError> {
         self.check()?;
         for (i, in_chunk, n) in self.pieces(offset, len) {
@@ -515,10 +627,8 @@ impl BackupTarget for RepoTarget {
             let _ = h.join();
         }
         self.check()?;
-        let deferred = std::mem::take(&mut *self.shared.deferred.lock().unwrap());
-        let settled = (self.shared.repo.settle(deferred))
-            .map_err(|e| failed(format!("storing patches: {e}")))?;
-        settled.iter().for_each(|s| self.shared.count_stored(s));
+        let rest = std::mem::take(&mut *self.shared.deferred.lock().unwrap());
+        self.shared.settle(rest).map_err(failed)?;
         let g = self.generation.lock().unwrap().clone();
         let fresh = self.fresh.lock().unwrap().clone();
         let digests = self.shared.digests.lock().unwrap().clone();
@@ -600,7 +710,7 @@ impl BackupTarget for RepoTarget {
         for h in self.workers.lock().unwrap().drain(..) {
             let _ = h.join();
         }
-        // Patches written but never settled: their files go.
+        // Chunk files and patches written but never settled: their files go.
         self.shared.deferred.lock().unwrap().clear();
         if let Some(b) = self.backup.lock().unwrap().take() {
             b.abort();

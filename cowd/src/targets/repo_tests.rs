@@ -162,3 +162,88 @@ fn a_change_of_a_quarter_or_more_stores_the_chunk_whole() {
     assert!(b.patch(0).is_none() && b.patch(1).is_some());
     assert_eq!(restored(&repo, "b"), image);
 }
+
+/// Chunk files under `repo`'s `chunks/` and files left in its `tmp/`.
+fn files(repo: &Repo) -> (usize, usize) {
+    let count = |p: std::path::PathBuf| std::fs::read_dir(p).map_or(0, |d| d.count());
+    let chunks = std::fs::read_dir(repo.root().join("chunks"))
+        .unwrap()
+        .map(|d| count(d.unwrap().path()))
+        .sum();
+    (chunks, count(repo.root().join("tmp")))
+}
+
+/// Whole chunks the mover hands over (`write_owned`) are queued as they are, and buffers the
+/// workers are done with come back for its next reads; a piece that is not a whole chunk is
+/// written as `write` does. More chunks than a settle batch: settled along the way and at
+/// finish, each counted once, no file left in `tmp/`, the generation restores exactly.
+#[test]
+fn owned_chunks_and_batched_settles_restore_exactly() {
+    let (_d, repo) = crate::repo::testutil::repo();
+    let cs = repo.chunk_size() as usize;
+    let n = SETTLE_BATCH + 9;
+    let mut image = vec![0u8; n * cs + 5000]; // and a short last chunk
+    fastrand::Rng::with_seed(11).fill(&mut image);
+    image[3 * cs..4 * cs].fill(0); // a zero chunk
+    let first = image[..cs].to_vec();
+    image[5 * cs..6 * cs].copy_from_slice(&first); // a duplicate
+    let t = RepoTarget::create(repo.clone(), generation("g1", image.len(), None), 2).unwrap();
+    let owned = |data: &[u8]| {
+        let mut b = IoBuf::new(data.len());
+        b.copy_from_slice(data);
+        b
+    };
+    let (mut kept, mut given_back) = (0, 0);
+    for (k, chunk) in image.chunks(cs).enumerate() {
+        let off = (k * cs) as u64;
+        if k % 10 == 7 {
+            let (a, b) = chunk.split_at(1000);
+            let back = t.write_owned(off, owned(a)).unwrap().expect("not kept");
+            assert_eq!(
+                &back[..],
+                a,
+                "a piece of a chunk is copied, its buffer given back"
+            );
+            t.write_owned(off + 1000, owned(b)).unwrap();
+        } else {
+            match t.write_owned(off, owned(chunk)).unwrap() {
+                Some(_) => given_back += 1,
+                None => kept += 1,
+            }
+        }
+    }
+    t.finish().unwrap();
+    assert!(
+        kept > 0,
+        "whole chunks are kept (the first with nothing to give back)"
+    );
+    assert!(given_back > 0, "buffers done with come back");
+    let c = repo.manifest("g1").unwrap().counts;
+    assert_eq!(
+        (c.chunks_new, c.chunks_reused, c.chunks_zero),
+        (n as u64 - 1, 1, 1)
+    );
+    assert_eq!(
+        files(&repo),
+        (n - 1, 0),
+        "distinct chunks stored, tmp/ empty"
+    );
+    assert_eq!(restored(&repo, "g1"), image);
+}
+
+/// An aborted backup leaves neither chunks nor files in `tmp/`: the chunk files written ahead
+/// of their sync are removed, not named.
+#[test]
+fn an_aborted_backup_leaves_no_chunk_files() {
+    let (_d, repo) = crate::repo::testutil::repo();
+    let cs = repo.chunk_size() as usize;
+    let mut image = vec![0u8; 8 * cs];
+    fastrand::Rng::with_seed(12).fill(&mut image);
+    let t = RepoTarget::create(repo.clone(), generation("g1", image.len(), None), 2).unwrap();
+    for (k, chunk) in image.chunks(cs).take(6).enumerate() {
+        t.write((k * cs) as u64, chunk).unwrap();
+    }
+    t.abort();
+    assert_eq!(files(&repo), (0, 0));
+    assert!(repo.manifest("g1").is_err());
+}
