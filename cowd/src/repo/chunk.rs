@@ -34,7 +34,7 @@ use std::time::SystemTime;
 
 use super::crypt::{MasterKey, SEAL_OVERHEAD};
 use super::digest::Naming;
-use super::{Digest, Repo, RepoError, digest::to_hex, fsync_dir, held, store};
+use super::{Digest, Later, Repo, RepoError, digest::to_hex, fsync_dir, held, store};
 
 /// Size of a chunk file's header.
 pub const CHUNK_HEADER_LEN: usize = 52;
@@ -525,32 +525,33 @@ impl Repo {
         })
     }
 
-    /// [`Repo::store_chunk`] of a buffer the caller gives up. Into object storage, `release`
-    /// gets it back as soon as the object to PUT is built, so that it is not held while the
-    /// PUT waits on the store (what a backup's memory peaks on); elsewhere once stored.
+    /// [`Repo::store_chunk_later`] of a buffer the caller gives up: `release` gets it back as
+    /// soon as the repository is done with it. Into object storage that is once the object to
+    /// PUT is built, so that it is not held while the PUT waits on the store (what a backup's
+    /// memory peaks on); into a directory once the chunk file is written.
     pub fn store_chunk_releasing<B: std::ops::Deref<Target = [u8]>>(
         &self,
         plain: B,
         release: impl FnOnce(B),
-    ) -> Result<Stored, RepoError> {
+    ) -> Result<Later, RepoError> {
         let fits = plain.len() <= self.chunk_size() as usize;
         if !self.is_remote() || !fits || is_all_zero(&plain) {
-            let stored = self.store_chunk(&plain);
+            let later = self.store_chunk_later(&plain);
             release(plain);
-            return stored;
+            return later;
         }
         let digest = self.name_of(&plain);
         if self.refresh_chunk(&digest)? {
             release(plain);
-            return Ok(Stored {
+            return Ok(Later::Stored(Stored {
                 digest,
                 new: false,
                 stored_bytes: 0,
-            });
+            }));
         }
         let object = self.object_of(&plain, digest);
         release(plain);
-        self.put_object(object, digest)
+        self.put_object(object, digest).map(Later::Stored)
     }
 
     /// Object storage: the chunk's object, compressed and sealed as a chunk file is.

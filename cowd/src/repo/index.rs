@@ -88,7 +88,11 @@ impl Index {
     /// Panics when `chunk_size` is 0.
     pub fn new(chunk_size: u32, device_size: u64) -> Index {
         assert!(chunk_size > 0, "chunk size 0");
-        let n = usize::try_from(chunk_count(device_size, chunk_size)).expect("index too large");
+        let n = Layout {
+            chunk_size,
+            device_size,
+        }
+        .chunks();
         Index {
             chunk_size,
             device_size,

@@ -57,10 +57,8 @@ pub struct Generation {
 }
 
 enum Source {
-    /// A whole chunk in one write, copied.
-    Whole(Vec<u8>),
-    /// A whole chunk in the mover's buffer, handed over (`write_owned`).
-    Owned(IoBuf),
+    /// A whole chunk in one write: the mover's buffer handed over (`write_owned`), or a copy.
+    Whole(IoBuf),
     Staged,
 }
 
@@ -91,12 +89,13 @@ struct Shared {
     /// Chunk files and patches written but not yet synced and in place (`Repo::settle` at
     /// finish); true for a whole chunk (counted new or reused once settled).
     deferred: Mutex<Vec<(Deferred, bool)>>,
-    /// Chunk buffers done with, for the next chunk (at most `spare_max`): a backup reuses the
-    /// same few instead of allocating 4 MiB per chunk, which the allocator kept long after.
+    /// Buffers of staged chunks done with, for the next one (at most `spare_max`): a backup
+    /// reuses the same few instead of allocating 4 MiB per chunk, which the allocator kept
+    /// long after.
     spare: Mutex<Vec<Vec<u8>>>,
-    /// The mover's buffers done with, given back by the next `write_owned` (at most
-    /// `spare_max`).
-    spare_owned: Mutex<Vec<IoBuf>>,
+    /// Buffers of whole chunks done with (at most `spare_max`): given back to the mover by
+    /// `write_owned`, or filled by `write`.
+    spare_whole: Mutex<Vec<IoBuf>>,
     spare_max: usize,
     error: Mutex<Option<String>>,
     stats: Stats,
@@ -243,6 +242,15 @@ impl Shared {
         spare.unwrap_or_else(|| Vec::with_capacity(self.layout.chunk_size as usize))
     }
 
+    /// A buffer for a whole chunk of `len` bytes: a spare one when it is large enough.
+    fn whole_buffer(&self, len: usize) -> IoBuf {
+        let spare = self.spare_whole.lock().unwrap().pop();
+        let spare = spare.filter(|b| b.capacity() >= len);
+        let mut b = spare.unwrap_or_else(|| IoBuf::new(self.layout.chunk_size as usize));
+        b.set_len(len);
+        b
+    }
+
     fn recycle(&self, mut v: Vec<u8>) {
         let mut spare = self.spare.lock().unwrap();
         if spare.len() < self.spare_max {
@@ -251,8 +259,8 @@ impl Shared {
         }
     }
 
-    fn recycle_owned(&self, v: IoBuf) {
-        let mut spare = self.spare_owned.lock().unwrap();
+    fn recycle_whole(&self, v: IoBuf) {
+        let mut spare = self.spare_whole.lock().unwrap();
         if spare.len() < self.spare_max {
             spare.push(v);
         }
@@ -268,8 +276,7 @@ impl Shared {
         let len = self.layout.chunk_len(job.chunk);
         let offset = self.layout.chunk_offset(job.chunk);
         let data = match job.source {
-            Source::Whole(v) => v,
-            Source::Owned(b) => return self.store(job.chunk, b, |b| self.recycle_owned(b)),
+            Source::Whole(b) => return self.store(job.chunk, b, |b| self.recycle_whole(b)),
             Source::Staged => {
                 match self.try_patch(job.chunk) {
                     Ok(true) => return,
@@ -294,19 +301,12 @@ impl Shared {
         self.store(job.chunk, data, |v| self.recycle(v));
     }
 
-    /// Stores fresh chunk `i`, then gives its buffer to `release`. Into object storage the
-    /// buffer goes back before the PUT waits (`store_chunk_releasing`); into a directory the
-    /// chunk file is written now and synced with the others at finish (`repo::deferred`:
-    /// one `fdatasync` per chunk kept a worker off the CPU for 2 ms each).
+    /// Stores fresh chunk `i`; `release` gets its buffer back as soon as the repository is
+    /// done with it (`Repo::store_chunk_releasing`). Into a directory the chunk file is synced
+    /// with others later (`defer`: one `fdatasync` per chunk kept a worker off the CPU ~2 ms).
     fn store<B: std::ops::Deref<Target = [u8]>>(&self, i: usize, data: B, release: impl FnOnce(B)) {
-        if self.repo.is_remote() {
-            let stored = self.repo.store_chunk_releasing(data, release);
-            return self.stored(i, stored);
-        }
-        let later = self.repo.store_chunk_later(&data);
-        release(data);
-        match later {
-            Ok(Later::Stored(s)) => self.stored(i, Ok(s)),
+        match self.repo.store_chunk_releasing(data, release) {
+            Ok(Later::Stored(s)) => self.stored(i, s),
             Ok(Later::Pending(d)) => {
                 self.digests.lock().unwrap()[i] = Some(d.digest());
                 self.defer(d, true);
@@ -349,23 +349,18 @@ impl Shared {
         Ok(())
     }
 
-    /// Records what storing fresh chunk `i` gave.
-    fn stored(&self, i: usize, stored: Result<crate::repo::Stored, crate::repo::RepoError>) {
-        match stored {
-            Ok(stored) => {
-                let s = &self.stats;
-                if stored.digest.is_zero() {
-                    s.zero.fetch_add(1, Ordering::Relaxed);
-                } else if stored.new {
-                    s.new.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    s.reused.fetch_add(1, Ordering::Relaxed);
-                }
-                self.count_stored(&stored);
-                self.digests.lock().unwrap()[i] = Some(stored.digest);
-            }
-            Err(e) => self.fail(format!("storing chunk {i}: {e}")),
+    /// Records fresh chunk `i`, stored.
+    fn stored(&self, i: usize, stored: crate::repo::Stored) {
+        let s = &self.stats;
+        if stored.digest.is_zero() {
+            s.zero.fetch_add(1, Ordering::Relaxed);
+        } else if stored.new {
+            s.new.fetch_add(1, Ordering::Relaxed);
+        } else {
+            s.reused.fetch_add(1, Ordering::Relaxed);
         }
+        self.count_stored(&stored);
+        self.digests.lock().unwrap()[i] = Some(stored.digest);
     }
 }
 
@@ -417,7 +412,7 @@ impl RepoTarget {
             patches: Mutex::default(),
             deferred: Mutex::default(),
             spare: Mutex::default(),
-            spare_owned: Mutex::default(),
+            spare_whole: Mutex::default(),
             spare_max: queue + workers.max(1) + 1,
             error: Mutex::new(None),
             stats: Stats::default(),
@@ -501,6 +496,22 @@ impl RepoTarget {
         }
     }
 
+    /// True when `n` bytes at `in_chunk` of chunk `i` are all of it, and none came before.
+    fn is_whole(&self, i: usize, in_chunk: u64, n: u64) -> bool {
+        in_chunk == 0
+            && n == self.shared.layout.chunk_len(i) as u64
+            && self.received[i].load(Ordering::Acquire) == 0
+    }
+
+    /// Queues chunk `i`, received whole in `buf`.
+    fn submit_whole(&self, i: usize, buf: IoBuf) -> Result<(), TargetError> {
+        self.received[i].fetch_add(buf.len() as u64, Ordering::AcqRel);
+        self.submit(Job {
+            chunk: i,
+            source: Source::Whole(buf),
+        })
+    }
+
     /// Accounts `len` bytes of chunk `i`; queues the chunk when it is complete.
     fn received(&self, i: usize, len: u64) -> Result<(), TargetError> {
         let total = self.received[i].fetch_add(len, Ordering::AcqRel) + len;
@@ -560,15 +571,10 @@ impl BackupTarget for RepoTarget {
             let start =
                 (i as u64 * u64::from(self.shared.layout.chunk_size) + in_chunk - base) as usize;
             let piece = &data[start..start + n as usize];
-            let whole = in_chunk == 0 && n == self.shared.layout.chunk_len(i) as u64;
-            if whole && self.received[i].load(Ordering::Acquire) == 0 {
-                self.received[i].fetch_add(n, Ordering::AcqRel);
-                let mut v = self.shared.buffer();
-                v.extend_from_slice(piece);
-                self.submit(Job {
-                    chunk: i,
-                    source: Source::Whole(v),
-                })?;
+            if self.is_whole(i, in_chunk, n) {
+                let mut b = self.shared.whole_buffer(piece.len());
+                b.copy_from_slice(piece);
+                self.submit_whole(i, b)?;
             } else {
                 self.shared
                     .staging
@@ -585,10 +591,7 @@ impl BackupTarget for RepoTarget {
     fn write_owned(&self, offset: u64, buf: IoBuf) -> Result<Option<IoBuf>, TargetError> {
         let cs = u64::from(self.shared.layout.chunk_size);
         let i = (offset / cs) as usize;
-        let whole = offset % cs == 0
-            && i < self.received.len()
-            && buf.len() == self.shared.layout.chunk_len(i);
-        if !whole || self.received[i].load(Ordering::Acquire) != 0 {
+        if i >= self.received.len() || !self.is_whole(i, offset % cs, buf.len() as u64) {
             self.write(offset, &buf)?;
             return Ok(Some(buf));
         }
@@ -597,19 +600,14 @@ impl BackupTarget for RepoTarget {
         stats
             .bytes_read
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
-        self.received[i].fetch_add(buf.len() as u64, Ordering::AcqRel);
-        self.submit(Job {
-            chunk: i,
-            source: Source::Owned(buf),
-        })?;
-        Ok(self.shared.spare_owned.lock().unwrap().pop())
+        self.submit_whole(i, buf)?;
+        Ok(self.shared.spare_whole.lock().unwrap().pop())
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), TargetError> {
         self.check()?;
         for (i, in_chunk, n) in self.pieces(offset, len) {
-            let whole = in_chunk == 0 && n == self.shared.layout.chunk_len(i) as u64;
-            if whole && self.received[i].load(Ordering::Acquire) == 0 {
+            if self.is_whole(i, in_chunk, n) {
                 self.received[i].fetch_add(n, Ordering::AcqRel);
                 self.shared.stats.zero.fetch_add(1, Ordering::Relaxed);
                 self.shared.digests.lock().unwrap()[i] = Some(Digest::ZERO);
